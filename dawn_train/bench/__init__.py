@@ -1,0 +1,1 @@
+"""Benchmarks behind `dawn-train bench ...`: they print figures, tests never time anything."""

@@ -1,0 +1,95 @@
+"""What each stage draws from one parsed sample (one video chunk), and how batches are collated.
+
+Frames stay uint8 in batches (4x less to copy to the device); stages divide by 255.
+
+- LFG:   two frames of one chunk, indices drawn uniformly with replacement and sorted
+         (source = earlier), as the official LFG dataset does.
+- PBNet: a window of `window` consecutive frames of audio features, pose and blink (the whole
+         chunk if shorter; the collate pads and returns a mask).  No video is decoded.
+- A2V:   a clip of L consecutive frames with every condition sliced to exactly the same
+         frames, plus one reference frame: the clip's first frame (curriculum stage 1) or any
+         frame of the chunk (stage 2; it is not part of the target).  L may change per batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dawn_train.data import schema
+from dawn_train.data.sample import decode_frames
+from dawn_train.data.schema import SchemaError
+
+
+def to_chw(frames: np.ndarray) -> np.ndarray:
+    """(..., H, W, 3) -> (..., 3, H, W), still uint8."""
+    return np.ascontiguousarray(np.moveaxis(frames, -1, -3))
+
+
+def lfg_pair(parsed: dict, rng: np.random.Generator, length: int | None = None) -> dict:
+    n = parsed["meta"]["n_frames"]
+    first, second = sorted(rng.integers(0, n, size=2))
+    source, driving = decode_frames(parsed, [first, second])
+    return {"source": to_chw(source), "driving": to_chw(driving), "key": parsed["name"]}
+
+
+def pbnet_window(parsed: dict, rng: np.random.Generator, length: int) -> dict:
+    n = parsed["meta"]["n_frames"]
+    start = int(rng.integers(0, n - length + 1)) if n > length else 0
+    window = slice(start, start + length)
+    return {
+        "audio_feat": parsed[schema.AUDIO_FEAT][window].astype(np.float32),
+        "pose": parsed[schema.POSE][window], "blink": parsed[schema.BLINK][window],
+        "length": min(n, length), "start": start, "key": parsed["name"],
+    }
+
+
+@dataclass(frozen=True)
+class A2VClip:
+    """A2V clip rule: `reference` is "first" (stage 1) or "random" (stage 2)."""
+
+    reference: str = "first"
+
+    def __post_init__(self):
+        if self.reference not in ("first", "random"):
+            raise ValueError(f"reference must be 'first' or 'random', got {self.reference!r}")
+
+    def __call__(self, parsed: dict, rng: np.random.Generator, length: int) -> dict:
+        n = parsed["meta"]["n_frames"]
+        if n < length:
+            raise SchemaError(f"{parsed['name']}: {n} frames, shorter than the clip length {length}")
+        start = int(rng.integers(0, n - length + 1))
+        ref = start if self.reference == "first" else int(rng.integers(0, n))
+        frames = decode_frames(parsed, [ref, *range(start, start + length)])
+        clip = slice(start, start + length)
+        pose, blink, box = parsed[schema.POSE], parsed[schema.BLINK], parsed[schema.FACE_BOX]
+        return {
+            "frames": to_chw(frames[1:]), "ref_frame": to_chw(frames[0]),
+            "audio_feat": parsed[schema.AUDIO_FEAT][clip].astype(np.float32),
+            "pose": pose[clip], "blink": blink[clip], "face_box": box[clip],
+            "mouth_lmk": parsed[schema.MOUTH_LMK][clip],
+            "ref_pose": pose[ref], "ref_blink": blink[ref], "ref_face_box": box[ref],
+            "ref_index": ref, "start": start, "key": parsed["name"],
+        }
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack samples into a batch of tensors; sequences of different lengths (PBNet windows of
+    short chunks) are zero-padded at the end (their `length` field says how many frames are real)."""
+    batch: dict = {}
+    for field in samples[0]:
+        values = [s[field] for s in samples]
+        if isinstance(values[0], str):
+            batch[field] = values
+        elif isinstance(values[0], (int, np.integer)):
+            batch[field] = torch.tensor(values)
+        elif len({v.shape for v in values}) == 1:
+            batch[field] = torch.from_numpy(np.stack(values))
+        else:
+            lengths = [len(v) for v in values]
+            padded = np.zeros((len(values), max(lengths), *values[0].shape[1:]), dtype=values[0].dtype)
+            for row, value in zip(padded, values):
+                row[: len(value)] = value
+            batch[field] = torch.from_numpy(padded)
+    return batch

@@ -1,0 +1,181 @@
+"""LightningDataModules over WebDataset shards, one per DAWN stage, configured from YAML.
+
+Epoch sizes come from the shard manifest (no tar is read to count).  Data position on resume:
+the epoch counter is saved in the checkpoint (`state_dict`), so a resumed run continues with
+the next epoch's shard order and shuffles; samples of a half-finished epoch may be seen again.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+from pathlib import Path
+
+import lightning as L
+
+from dawn_train.data import schema
+from dawn_train.data.clips import A2VClip, lfg_pair, pbnet_window
+from dawn_train.data.shards import MANIFEST, load_manifest, shard_urls
+from dawn_train.data.stream import EpochDataLoader, make_pipeline
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Common part: shard lists from the manifest, rank-aware pipelines, skip accounting.
+
+    Args:
+        shards: directory with `manifest.json` and the `train-*.tar` / `val-*.tar` shards.
+        batch_size: per-device batch size.
+        num_workers: dataloader worker processes per rank.
+        clips_per_epoch: training clips per epoch over all ranks (default: from the manifest).
+        val_clips: validation clips per epoch over all ranks (default: one per val sample).
+        shuffle_buffer: samples held for shuffling in each worker.
+        max_skip_fraction: fail once more than this fraction of samples was bad.
+        seed: seeds shard order, shuffles and clip positions (with epoch, rank and worker).
+    """
+
+    keys: tuple[str, ...] = ()
+
+    def __init__(self, shards: str, batch_size: int = 8, num_workers: int = 2, clips_per_epoch: int | None = None,
+                 val_clips: int | None = None, shuffle_buffer: int = 32, max_skip_fraction: float = 0.1, seed: int = 0):
+        super().__init__()
+        self.shards, self.batch_size, self.num_workers = shards, batch_size, num_workers
+        self.clips_per_epoch, self.val_clips = clips_per_epoch, val_clips
+        self.shuffle_buffer, self.max_skip_fraction, self.seed = shuffle_buffer, max_skip_fraction, seed
+        self.train_epoch = multiprocessing.Value("i", -1)  # advanced to 0 when the first epoch starts
+        self.skipped = {"train": 0, "val": 0}
+        self.manifest: dict | None = None
+
+    # --- what a stage varies -------------------------------------------------------------
+    def draw(self):
+        raise NotImplementedError
+
+    def lengths(self, train: bool) -> tuple[int, int] | None:
+        return None
+
+    def default_clips(self, split: dict) -> int:
+        """Training clips per epoch when `clips_per_epoch` is not set."""
+        return split["samples"]
+
+    # --- Lightning hooks -----------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        self.manifest = load_manifest(self.shards)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, split: str, clips: int):
+        if self.manifest is None:
+            self.setup()
+        rank, world = self._world()
+        train = split == "train"
+        workers = max(self.num_workers, 1)
+        batches_per_worker = max(1, math.ceil(clips / (self.batch_size * world * workers)))
+        epoch = self.train_epoch if train else multiprocessing.Value("i", 0)
+        pipeline = make_pipeline(
+            shard_urls(self.shards, split), self.draw(), self.keys, self.batch_size, train=train,
+            batches_per_worker=batches_per_worker, workers=self.num_workers, rank=rank, world_size=world,
+            seed=self.seed, epoch=epoch, lengths=self.lengths(train), shuffle_buffer=self.shuffle_buffer,
+            feature_dim=self.manifest["feature"]["dim"], max_skip_fraction=self.max_skip_fraction,
+            where=str(Path(self.shards) / MANIFEST),
+        )
+        return EpochDataLoader(pipeline, epoch, advance=train, num_workers=self.num_workers,
+                               persistent_workers=False, pin_memory=False)
+
+    def train_dataloader(self):
+        split = self.manifest_split("train")
+        return self._loader("train", self.clips_per_epoch or self.default_clips(split))
+
+    def val_dataloader(self):
+        split = self.manifest_split("val")
+        return self._loader("val", self.val_clips or split["samples"])
+
+    def manifest_split(self, name: str) -> dict:
+        if self.manifest is None:
+            self.setup()
+        return self.manifest["splits"][name]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        skipped = batch.pop("skipped", None)
+        if skipped is not None:
+            trainer = getattr(self, "trainer", None)
+            split = "train" if trainer is None or trainer.training else "val"
+            self.skipped[split] += int(skipped)
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"train_epoch": self.train_epoch.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        # The loader advances the counter when the next epoch starts.
+        self.train_epoch.value = int(state.get("train_epoch", -1))
+
+    @property
+    def feature_dim(self) -> int:
+        if self.manifest is None:
+            self.setup()
+        return self.manifest["feature"]["dim"]
+
+
+class LFGDataModule(ShardDataModule):
+    """(source, driving) frame pairs: batch `source`, `driving` uint8 (B, 3, H, W).
+
+    Default epoch: one pair per second of training video."""
+
+    keys = schema.STAGE_KEYS["lfg"]
+
+    def draw(self):
+        return lfg_pair
+
+    def default_clips(self, split: dict) -> int:
+        return max(1, split["frames"] // schema.FPS)
+
+
+class PBNetDataModule(ShardDataModule):
+    """Windows of `window` frames: batch `audio_feat` (B, T, D), `pose` (B, T, 6), `blink` (B, T, 2),
+    `length` (B,) (windows of chunks shorter than `window` are zero-padded)."""
+
+    keys = schema.STAGE_KEYS["pbnet"]
+
+    def __init__(self, shards: str, window: int = 200, **kwargs):
+        super().__init__(shards, **kwargs)
+        self.window = window
+
+    def draw(self):
+        return pbnet_window
+
+    def lengths(self, train: bool):
+        return (self.window, self.window)
+
+    def default_clips(self, split: dict) -> int:
+        return max(1, split["frames"] // self.window)
+
+
+class A2VDataModule(ShardDataModule):
+    """Clips for A2V-FDM: batch `frames` uint8 (B, L, 3, H, W), `ref_frame` (B, 3, H, W),
+    `audio_feat` (B, L, D), `pose` (B, L, 6), `blink` (B, L, 2), `face_box` (B, L, 4),
+    `mouth_lmk` (B, L, K, 2), `ref_pose`, `ref_blink`, `ref_face_box`.
+
+    Curriculum: stage 1 uses `clip_len=20, reference="first"`; stage 2 draws L per batch from
+    `[clip_len, clip_len_max]` (official 30-40) with `reference="random"`."""
+
+    keys = schema.STAGE_KEYS["a2v"]
+
+    def __init__(self, shards: str, clip_len: int = 20, clip_len_max: int | None = None, reference: str = "first",
+                 val_clip_len: int | None = None, **kwargs):
+        super().__init__(shards, **kwargs)
+        if clip_len_max is not None and clip_len_max < clip_len:
+            raise ValueError(f"clip_len_max ({clip_len_max}) < clip_len ({clip_len})")
+        self.clip_len, self.clip_len_max, self.reference = clip_len, clip_len_max, reference
+        self.val_clip_len = val_clip_len or clip_len
+        A2VClip(reference)  # validates `reference` now, not in a worker
+
+    def draw(self):
+        return A2VClip(self.reference)
+
+    def lengths(self, train: bool):
+        if not train:
+            return (self.val_clip_len, self.val_clip_len)
+        return (self.clip_len, self.clip_len_max or self.clip_len)
+
+    def default_clips(self, split: dict) -> int:
+        return max(1, split["frames"] // self.clip_len)

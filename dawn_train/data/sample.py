@@ -1,0 +1,76 @@
+"""Parse one raw shard sample (key -> bytes) into checked arrays.
+
+Used by the streaming loader (only the keys a stage needs) and by `dawn-train data inspect`
+(every key, video fully decoded).  Every problem raises `SchemaError` naming the shard,
+the sample key and what is wrong."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+
+from dawn_train.data import schema
+from dawn_train.data.audio import AudioError, read_wav
+from dawn_train.data.schema import SchemaError
+from dawn_train.data.video import VideoBytes, VideoError
+
+
+def sample_name(raw: dict) -> str:
+    return f"{raw.get('__url__', '<shard>')}:{raw.get('__key__', '<key>')}"
+
+
+def load_npy(name: str, key: str, data: bytes) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/EOFError/OSError for broken files
+        raise SchemaError(f"{name}: {key} is not a readable .npy ({exc})") from exc
+
+
+def parse_sample(raw: dict, keys=schema.ALL_KEYS, feature_dim: int | None = None) -> dict:
+    """Parse `keys` of raw sample `raw` -> {"meta": dict, key: array or VideoBytes or audio}.
+
+    Arrays are checked against the schema and against `n_frames` of the metadata, so all
+    per-frame arrays have exactly one row per video frame.  The mp4 is opened (its frame count
+    checked) but only decoded later, frame by frame, by whoever needs it."""
+    name = sample_name(raw)
+    missing = [key for key in keys if key not in raw]
+    if missing:
+        raise SchemaError(f"{name}: missing {', '.join(missing)}")
+    try:
+        meta = json.loads(raw[schema.META])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{name}: json is not valid JSON ({exc})") from exc
+    n_frames = int(schema.check_meta(name, meta)["n_frames"])
+    parsed: dict = {"meta": meta, "name": name}
+    for key in keys:
+        if key in schema.ARRAYS:
+            parsed[key] = schema.check_array(name, key, load_npy(name, key, raw[key]), n_frames)
+    if feature_dim is not None and schema.AUDIO_FEAT in parsed and parsed[schema.AUDIO_FEAT].shape[1] != feature_dim:
+        raise SchemaError(f"{name}: audio_feat has dim {parsed[schema.AUDIO_FEAT].shape[1]}, the manifest says {feature_dim}")
+    if schema.FRAMES in keys:
+        try:
+            video = VideoBytes(raw[schema.FRAMES], f"{name}/{schema.FRAMES}")
+        except VideoError as exc:
+            raise SchemaError(str(exc)) from exc
+        if len(video) != n_frames:
+            raise SchemaError(f"{name}: frames.mp4 has {len(video)} frames, json n_frames says {n_frames}")
+        parsed[schema.FRAMES] = video
+    if schema.AUDIO in keys:
+        try:
+            audio = read_wav(raw[schema.AUDIO], f"{name}/{schema.AUDIO}")
+        except AudioError as exc:
+            raise SchemaError(str(exc)) from exc
+        expected = n_frames * schema.SAMPLES_PER_FRAME
+        if abs(len(audio) - expected) > schema.SAMPLES_PER_FRAME:
+            raise SchemaError(f"{name}: audio.wav has {len(audio)} samples, expected {expected} (+-1 frame)")
+        parsed[schema.AUDIO] = audio
+    return parsed
+
+
+def decode_frames(parsed: dict, indices) -> np.ndarray:
+    """Decode frames `indices` of a parsed sample -> uint8 (N, H, W, 3); errors name the sample."""
+    try:
+        return parsed[schema.FRAMES].frames(indices)
+    except VideoError as exc:
+        raise SchemaError(str(exc)) from exc

@@ -1,0 +1,101 @@
+"""The shard sample contract: the one place that names sample keys, dtypes, shapes and units.
+
+One WebDataset sample is one talking-head chunk of one video (see README, "Shards"):
+
+| key              | content                                                                   |
+|------------------|---------------------------------------------------------------------------|
+| `frames.mp4`     | face crop, square, 25 fps, H.264 (decoded from bytes with decord)         |
+| `audio.wav`      | 16 kHz mono PCM16                                                         |
+| `audio_feat.npy` | (T, D) float16, one row per video frame (log-mel or HuBERT)               |
+| `pose.npy`       | (T, 6) float32: yaw, pitch, roll (degrees), scale, tx, ty (official order) |
+| `blink.npy`      | (T, 2) float32: eye openness (left, right) = lid distance / eye width     |
+| `face_box.npy`   | (T, 4) float32: face box in the crop (x0, y0, x1, y1), pixels             |
+| `mouth_lmk.npy`  | (T, K, 2) float32: mouth landmarks in the crop (x, y), pixels             |
+| `json`           | metadata: fps, n_frames, size, video id, speaker, split, prep version ... |
+
+Pose units follow the official release where it matters for its normalisation
+(angles in degrees); `scale` is the face height over the crop size and `tx, ty` the face
+centre in crop pixels (the official 3DDFA values live in a 120-px crop space instead:
+real-data prep converts them, see `datasets/hdtf/README.md`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+FPS = 25
+SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 audio samples per video frame
+
+FRAMES = "frames.mp4"
+AUDIO = "audio.wav"
+AUDIO_FEAT = "audio_feat.npy"
+POSE = "pose.npy"
+BLINK = "blink.npy"
+FACE_BOX = "face_box.npy"
+MOUTH_LMK = "mouth_lmk.npy"
+META = "json"
+
+POSE_DIM = 6
+BLINK_DIM = 2
+POSE_NAMES = ("yaw", "pitch", "roll", "scale", "tx", "ty")
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """A per-frame array: `(T, *trailing)`; `None` in `trailing` means "any size"."""
+
+    key: str
+    dtype: np.dtype
+    trailing: tuple[int | None, ...]
+
+
+ARRAYS = {
+    AUDIO_FEAT: ArraySpec(AUDIO_FEAT, np.dtype(np.float16), (None,)),
+    POSE: ArraySpec(POSE, np.dtype(np.float32), (POSE_DIM,)),
+    BLINK: ArraySpec(BLINK, np.dtype(np.float32), (BLINK_DIM,)),
+    FACE_BOX: ArraySpec(FACE_BOX, np.dtype(np.float32), (4,)),
+    MOUTH_LMK: ArraySpec(MOUTH_LMK, np.dtype(np.float32), (None, 2)),
+}
+ALL_KEYS = (FRAMES, AUDIO, *ARRAYS, META)
+
+# What each training stage reads from a sample (video decoding is the expensive part:
+# PBNet never touches `frames.mp4`).
+STAGE_KEYS = {
+    "lfg": (FRAMES, META),
+    "pbnet": (AUDIO_FEAT, POSE, BLINK, META),
+    "a2v": (FRAMES, AUDIO_FEAT, POSE, BLINK, FACE_BOX, MOUTH_LMK, META),
+}
+
+
+class SchemaError(ValueError):
+    """A sample does not follow the contract; the message names the sample and the key."""
+
+
+def check_array(name: str, key: str, array: np.ndarray, n_frames: int) -> np.ndarray:
+    """Check dtype/shape of one per-frame array of sample `name`; return it unchanged."""
+    spec = ARRAYS[key]
+    expected = (n_frames, *spec.trailing)
+    shape_ok = array.ndim == len(expected) and all(e is None or e == a for e, a in zip(expected, array.shape))
+    if not shape_ok:
+        shown = tuple("*" if e is None else e for e in expected)
+        raise SchemaError(f"{name}: {key} has shape {tuple(array.shape)}, expected {shown}")
+    if array.dtype != spec.dtype:
+        raise SchemaError(f"{name}: {key} has dtype {array.dtype}, expected {spec.dtype}")
+    if not np.isfinite(array.astype(np.float32)).all():
+        raise SchemaError(f"{name}: {key} contains NaN or inf")
+    return array
+
+
+def check_meta(name: str, meta: dict) -> dict:
+    """Check the required metadata fields of sample `name`."""
+    for field in ("n_frames", "fps", "size", "video_id"):
+        if field not in meta:
+            raise SchemaError(f"{name}: json lacks field '{field}'")
+    if meta["fps"] != FPS:
+        raise SchemaError(f"{name}: json fps is {meta['fps']}, expected {FPS}")
+    if int(meta["n_frames"]) < 1:
+        raise SchemaError(f"{name}: json n_frames is {meta['n_frames']}")
+    return meta

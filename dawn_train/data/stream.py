@@ -1,0 +1,217 @@
+"""WebDataset pipelines read by every rank and dataloader worker of a (multi-node) job.
+
+Shards are split into disjoint slots, one per (rank, worker): in every pass over the data the
+shard list is permuted with a seed shared by all ranks (seed, epoch, pass) and slot s reads
+shards s, s + S, s + 2S, ... (S = world size x workers).  Training streams are endless
+(`resampled`: the next pass starts when a slot runs out of shards) and cut by `with_epoch` to
+the same number of batches on every worker, so every rank sees the same number of batches and
+DDP never waits on a rank that ran out.  Validation streams use the same slots when there are
+enough shards, else every slot reads every shard and keeps every S-th sample.
+
+URLs are local paths, brace lists (`train-{000000..000009}.tar`) or `pipe:` commands
+(`pipe:aws s3 cp s3://bucket/train-000000.tar -`), whatever webdataset opens.
+
+Bad input never kills a run silently: a truncated tar, an undecodable mp4, a missing key or
+mismatched lengths goes through one handler (`SkipCounter`) that warns naming the shard and
+sample key, counts, and raises a clear error once more than `max_skip_fraction` of the samples
+were bad.  Each batch carries `skipped` (bad samples since the previous batch of that worker)
+so the DataModule can report totals at epoch end.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dawn_train.data.clips import collate
+from dawn_train.data.sample import parse_sample
+
+
+class TooManyBadSamples(RuntimeError):
+    pass
+
+
+def worker_slot(rank: int, world_size: int) -> tuple[int, int]:
+    """(slot, number of slots) of the calling dataloader worker."""
+    info = torch.utils.data.get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * workers + worker, world_size * workers
+
+
+class SkipCounter:
+    """The one handler for bad input: warn (rate-limited), count, fail past a fraction.
+
+    Called directly as webdataset's handler for unreadable tars, and through `bad_sample` for
+    samples that were read but are broken.  The fraction is bad / (samples read + tar errors)."""
+
+    def __init__(self, max_skip_fraction: float = 0.1, min_samples: int = 20, warn_first: int = 10):
+        self.max_skip_fraction, self.min_samples, self.warn_first = max_skip_fraction, min_samples, warn_first
+        self.read = self.tar_errors = self.bad = self.unreported = 0
+        self.last_errors: list[str] = []
+
+    @property
+    def skipped(self) -> int:
+        return self.tar_errors + self.bad
+
+    def __call__(self, exc: Exception) -> bool:
+        self.tar_errors += 1
+        return self._report(exc)
+
+    def bad_sample(self, exc: Exception) -> bool:
+        self.bad += 1
+        return self._report(exc)
+
+    def count_read(self, source):
+        """Pipeline stage counting raw samples as they come out of the tars."""
+        for sample in source:
+            self.read += 1
+            yield sample
+
+    def _report(self, exc: Exception) -> bool:
+        self.unreported += 1
+        message = " ".join(str(a) for a in exc.args if a is not None) or repr(exc)
+        self.last_errors = (self.last_errors + [f"{type(exc).__name__}: {message}"])[-5:]
+        if self.skipped <= self.warn_first or self.skipped % 100 == 0:
+            warnings.warn(f"skipped bad sample ({self.skipped} so far): {type(exc).__name__}: {message}", stacklevel=2)
+        total = self.read + self.tar_errors
+        if total >= self.min_samples and self.skipped > self.max_skip_fraction * total:
+            raise TooManyBadSamples(
+                f"{self.skipped} of {total} samples were bad (more than max_skip_fraction={self.max_skip_fraction}); "
+                "last errors:\n  " + "\n  ".join(self.last_errors))
+        return True  # continue with the next sample
+
+    def take_unreported(self) -> int:
+        count, self.unreported = self.unreported, 0
+        return count
+
+
+class SlotShards(torch.utils.data.IterableDataset):
+    """First pipeline stage: yields {"url": ...} for this worker's slot; endless if `resampled`."""
+
+    def __init__(self, urls: list[str], rank: int, world_size: int, seed: int, epoch, resampled: bool,
+                 workers: int, where: str):
+        self.urls, self.rank, self.world_size, self.seed, self.epoch = list(urls), rank, world_size, seed, epoch
+        self.resampled = resampled
+        slots = world_size * max(workers, 1)
+        self.per_sample = len(self.urls) < slots
+        if self.per_sample and resampled:
+            raise ValueError(f"{where}: {len(self.urls)} shards for {slots} readers (world size {world_size} x "
+                             f"{max(workers, 1)} workers); write more, smaller shards (--samples-per-shard) or use fewer workers")
+
+    def __iter__(self):
+        slot, slots = worker_slot(self.rank, self.world_size)
+        epoch = self.epoch.value
+        for pass_index in range(1_000_000_000 if self.resampled else 1):
+            order = np.random.default_rng([self.seed, epoch, pass_index]).permutation(len(self.urls))
+            mine = order if self.per_sample else order[slot::slots]
+            for index in mine:
+                yield {"url": self.urls[index]}
+
+
+def keep_every(slot_of: Callable[[], tuple[int, int]]):
+    """Per-sample split for small validation sets: keep every S-th sample from offset `slot`."""
+    def stage(source):
+        slot, slots = slot_of()
+        for i, sample in enumerate(source):
+            if i % slots == slot:
+                yield sample
+    return stage
+
+
+class SampleShuffle:
+    """Shuffle buffer over raw samples, seeded by (seed, epoch, slot) so runs are reproducible."""
+
+    def __init__(self, size: int, rank: int, world_size: int, seed: int, epoch):
+        self.size, self.rank, self.world_size, self.seed, self.epoch = size, rank, world_size, seed, epoch
+
+    def __call__(self, source):
+        slot, _ = worker_slot(self.rank, self.world_size)
+        rng = np.random.default_rng([self.seed, 1, self.epoch.value, slot])
+        buffer = []
+        for sample in source:
+            buffer.append(sample)
+            if len(buffer) >= self.size:
+                yield buffer.pop(int(rng.integers(len(buffer))))
+        while buffer:
+            yield buffer.pop(int(rng.integers(len(buffer))))
+
+
+class ClipStage:
+    """Parse a raw sample and draw a clip; runs in the worker with a per-(epoch, slot) RNG.
+
+    `lengths` gives the clip length of each batch (fixed, or drawn per batch for the A2V
+    curriculum), so every sample of one batch has the same length."""
+
+    def __init__(self, draw: Callable, keys, counter: SkipCounter, batch_size: int, rank: int, world_size: int,
+                 seed: int, epoch, lengths: tuple[int, int] | None, feature_dim: int | None):
+        self.draw, self.keys, self.counter, self.batch_size = draw, tuple(keys), counter, batch_size
+        self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
+        self.lengths, self.feature_dim = lengths, feature_dim
+        self.rng = None
+
+    def length_of_batch(self, batch_index: int) -> int | None:
+        if self.lengths is None:
+            return None
+        low, high = self.lengths
+        return low if low == high else int(np.random.default_rng([self.seed, 7, self.epoch.value, self.slot, batch_index]).integers(low, high + 1))
+
+    def __call__(self, source):
+        self.slot, _ = worker_slot(self.rank, self.world_size)
+        self.rng = np.random.default_rng([self.seed, self.epoch.value, self.slot])
+        produced = 0
+        for raw in source:
+            try:
+                parsed = parse_sample(raw, self.keys, self.feature_dim)
+                sample = self.draw(parsed, self.rng, self.length_of_batch(produced // self.batch_size))
+            except (ValueError, KeyError) as exc:  # SchemaError, VideoError, AudioError are ValueErrors
+                self.counter.bad_sample(exc)
+                continue
+            produced += 1
+            yield sample
+
+
+def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, train: bool, batches_per_worker: int,
+                  workers: int, rank: int = 0, world_size: int = 1, seed: int = 0, epoch=None,
+                  lengths: tuple[int, int] | None = None, shuffle_buffer: int = 64, feature_dim: int | None = None,
+                  max_skip_fraction: float = 0.1, where: str = "shards"):
+    """Build one split's pipeline: slot shards -> tar samples -> shuffle -> clips -> batches."""
+    import webdataset as wds
+
+    epoch = epoch if epoch is not None else multiprocessing.Value("i", 0)
+    counter = SkipCounter(max_skip_fraction)
+    source = SlotShards(urls, rank, world_size, seed, epoch, resampled=train, workers=workers, where=where)
+    stages = [source, wds.tarfile_to_samples(handler=counter), counter.count_read]
+    if source.per_sample:
+        stages.append(keep_every(lambda: worker_slot(rank, world_size)))
+    if train and shuffle_buffer > 1:
+        stages.append(SampleShuffle(shuffle_buffer, rank, world_size, seed, epoch))
+    stages.append(ClipStage(draw, keys, counter, batch_size, rank, world_size, seed, epoch, lengths, feature_dim))
+
+    def collate_and_count(samples):
+        batch = collate(samples)
+        batch["skipped"] = torch.tensor(counter.take_unreported())
+        return batch
+
+    # Training batches are always full (equal shapes, equal counts per rank); validation keeps the rest.
+    stages.append(wds.batched(batch_size, collation_fn=collate_and_count, partial=not train))
+    pipeline = wds.DataPipeline(*stages).with_epoch(batches_per_worker)
+    return pipeline.with_length(batches_per_worker * max(workers, 1), silent=True)
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader over a pipeline whose shuffles depend on a shared epoch counter: every new
+    iteration (one per training epoch) advances it before the workers start."""
+
+    def __init__(self, pipeline, epoch, *, advance: bool, **kwargs):
+        super().__init__(pipeline, batch_size=None, **kwargs)
+        self.epoch, self.advance = epoch, advance
+
+    def __iter__(self):
+        if self.advance:
+            self.epoch.value += 1
+        return super().__iter__()
+

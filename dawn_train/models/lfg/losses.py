@@ -1,0 +1,98 @@
+"""LFG training losses as plain functions of tensors (weights are arguments; logging is the caller's job).
+
+Official counterpart: ``LFG/modules/model.py:ReconstructionModel.forward``. Release weights: perceptual [10] * 5 over
+scales [1, 0.5, 0.25, 0.125]; equivariance_shift 10; equivariance_affine 10.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .equivariance import RandomTransform
+from .vgg import ImagePyramid, Vgg19Features
+
+
+def perceptual_loss(features_pred: Sequence[Tensor], features_real: Sequence[Tensor],
+                    layer_weights: Sequence[float]) -> Tensor:
+    """sum_i w_i * mean |pred_i - real_i| over VGG layers; the real features are detached (they are the target)."""
+    if len(layer_weights) != len(features_pred):
+        raise ValueError(f"{len(layer_weights)} layer weights for {len(features_pred)} VGG layers")
+    total = features_pred[0].new_zeros(())
+    for w, p, r in zip(layer_weights, features_pred, features_real):
+        if w:
+            total = total + w * (p - r.detach()).abs().mean()
+    return total
+
+
+def pyramid_perceptual_loss(prediction: Tensor, target: Tensor, vgg: Vgg19Features, pyramid: ImagePyramid,
+                            layer_weights: Sequence[float]) -> Tensor:
+    """Perceptual loss summed over the scales of ``pyramid``. prediction, target: (B, 3, H, W) in [0, 1]."""
+    pred_pyr, real_pyr = pyramid(prediction), pyramid(target)
+    total = prediction.new_zeros(())
+    for scale in pyramid.scales:
+        total = total + perceptual_loss(vgg(pred_pyr[scale]), vgg(real_pyr[scale]), layer_weights)
+    return total
+
+
+def equivariance_shift_loss(driving_shift: Tensor, transformed_shift: Tensor, transform: RandomTransform) -> Tensor:
+    """mean |mu_drv - T(mu_transformed)|. Shifts (B, K, 2), where the transformed ones are predicted on
+    ``transform.transform_frame(driving)``."""
+    return (driving_shift - transform.warp_coordinates(transformed_shift)).abs().mean()
+
+
+def equivariance_affine_loss(driving_affine: Tensor, transformed_shift: Tensor, transformed_affine: Tensor,
+                             transform: RandomTransform, revert_axis_swap: bool = True) -> Tensor:
+    """mean |I - A_drv^-1 (J_T(mu_t) A_t)|, affines (B, K, 2, 2), shifts (B, K, 2).
+
+    With ``revert_axis_swap`` the product is multiplied by the sign of its [0, 0] entry, like the flow predictor does:
+    the SVD axes of the two frames are only defined up to sign.
+    """
+    mapped = torch.matmul(transform.jacobian(transformed_shift), transformed_affine)
+    value = torch.matmul(torch.inverse(driving_affine), mapped)
+    if revert_axis_swap:
+        value = value * torch.sign(value[..., 0:1, 0:1])
+    eye = torch.eye(2, device=value.device, dtype=value.dtype)
+    return (eye - value).abs().mean()
+
+
+def lfg_losses(
+    model,
+    source: Tensor,
+    driving: Tensor,
+    vgg: Vgg19Features | None,
+    pyramid: ImagePyramid,
+    *,
+    perceptual_weights: Sequence[float] = (10.0,) * 5,
+    equivariance_shift_weight: float = 10.0,
+    equivariance_affine_weight: float = 10.0,
+    sigma_affine: float = 0.05,
+    sigma_tps: float | None = 0.005,
+    points_tps: int | None = 5,
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, Tensor], dict]:
+    """One LFG reconstruction step as in the official ``ReconstructionModel``: returns (weighted losses, model output).
+
+    model: a ``LatentFlowGenerator``; source, driving: (B, 3, H, W) in [0, 1]. Zero weights skip a term (and the
+    VGG / extra region-predictor pass it would need). The output dict gains ``transformed_frame`` and
+    ``transformed_region_params`` when an equivariance term is active.
+    """
+    out = model(source, driving)
+    losses: dict[str, Tensor] = {}
+    if vgg is not None and any(perceptual_weights):
+        losses["perceptual"] = pyramid_perceptual_loss(out["prediction"], driving, vgg, pyramid, perceptual_weights)
+    if equivariance_shift_weight or equivariance_affine_weight:
+        transform = RandomTransform.sample(driving.shape[0], sigma_affine, sigma_tps, points_tps,
+                                           device=driving.device, dtype=driving.dtype, generator=generator)
+        transformed_frame = transform.transform_frame(driving)
+        transformed = model.region_predictor(transformed_frame)
+        out.update(transformed_frame=transformed_frame, transformed_region_params=transformed)
+        drv = out["driving_region_params"]
+        if equivariance_shift_weight:
+            losses["equivariance_shift"] = equivariance_shift_weight * equivariance_shift_loss(
+                drv["shift"], transformed["shift"], transform)
+        if equivariance_affine_weight:
+            losses["equivariance_affine"] = equivariance_affine_weight * equivariance_affine_loss(
+                drv["affine"], transformed["shift"], transformed["affine"], transform, model.revert_axis_swap)
+    return losses, out

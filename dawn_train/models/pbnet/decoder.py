@@ -1,0 +1,137 @@
+"""PBNet decoder (official ``Decoder_TRANSFORMERREEMB5`` with the blocks of ``transformerdecoder4.py``).
+
+Non-autoregressive: every frame is decoded in one pass from frame-aligned memory, so any length works
+without seams; frames interact only through relative-position attention (RoPE + T5 bias, and in eval
+mode a +-200-frame window), never through absolute positions.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from .attention import Attention, CrossAttention, PreNorm, Residual
+from .positional_encoding import PositionalEncoding
+from .relative_position import RelativePositionBias
+
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
+
+
+def get_activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+class FeedForward(nn.Module):
+    """linear1 -> activation -> dropout -> linear2 (official ``PositionwiseFeedforwardLayer``, which
+    hard-codes gelu; here it follows ``activation``, identical for the released gelu models)."""
+
+    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.1, activation: str = "gelu") -> None:
+        super().__init__()
+        self.act = get_activation(activation)
+        self.linear1 = nn.Linear(dim, hidden)
+        self.linear2 = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(self.act(self.linear1(x))))
+
+
+class DecoderLayer(nn.Module):
+    """Post-norm block: self-attention, cross-attention to the memory, feed-forward (each + residual,
+    dropout, then ``nn.LayerNorm``)."""
+
+    def __init__(self, dim: int, *, heads: int, dim_head: int, rotary_dim: int, ff_size: int,
+                 dropout: float, activation: str) -> None:
+        super().__init__()
+        attn_kw = dict(heads=heads, dim_head=dim_head, rotary_dim=rotary_dim)
+        self.self_attn = Attention(dim, **attn_kw)
+        self.multihead_attn = CrossAttention(dim, **attn_kw)
+        self.ffn = FeedForward(dim, ff_size, dropout=dropout, activation=activation)
+        self.layer_norm1 = nn.LayerNorm(dim)
+        self.layer_norm2 = nn.LayerNorm(dim)
+        self.layer_norm3 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, tgt_bias: Tensor, mem_bias: Tensor) -> Tensor:
+        """x, memory: (B, T, C); biases: (H, T, T). Returns (B, T, C)."""
+        x = self.layer_norm1(x + self.dropout(self.self_attn(x, tgt_bias)))
+        x = self.layer_norm2(x + self.dropout(self.multihead_attn(x, memory, mem_bias)))
+        return self.layer_norm3(x + self.dropout(self.ffn(x)))
+
+
+class TransformerDecoder(nn.Module):
+    """Stack of ``DecoderLayer`` (container named as in the official state dict)."""
+
+    def __init__(self, dim: int, *, num_layers: int, **layer_kw) -> None:
+        super().__init__()
+        self.decoder_layers = nn.ModuleList(DecoderLayer(dim, **layer_kw) for _ in range(num_layers))
+
+    def forward(self, x: Tensor, memory: Tensor, tgt_bias: Tensor, mem_bias: Tensor) -> Tensor:
+        for layer in self.decoder_layers:
+            x = layer(x, memory, tgt_bias, mem_bias)
+        return x
+
+
+class PBNetDecoder(nn.Module):
+    """p(delta | x_0, z, audio): per-frame offsets from the first frame.
+
+    memory_t = ztimelinear([firstpose(x_0) | z_t | audio(a_t)]) (width ``pose_latent_dim``);
+    queries = init_proj(0) (its bias: one learned vector for every frame) -> pre-norm residual
+    self-attention -> ``num_layers`` post-norm decoder layers -> ``finallayer``.
+    ``mask_padded_keys=True`` (not official, no new weights) hides padded frames from attention so a
+    padded sequence decodes like the same sequence alone.
+    Note: the queries are identical for every frame until the first cross-attention, so the initial
+    attention and the first self-attention act as a learned constant (their q/k and ``init_proj.weight``
+    get no gradient); kept for weight parity.
+    """
+
+    def __init__(self, *, pos_dim: int = 6, eye_dim: int = 0, audio_dim: int = 1024, pose_latent_dim: int = 64,
+                 audio_latent_dim: int = 256, ff_size: int = 128, num_layers: int = 2, num_heads: int = 4,
+                 dim_head: int = 32, rotary_dim: int | None = None, dropout: float = 0.1,
+                 activation: str = "gelu", num_buckets: int = 128, max_distance: int = 128,
+                 eval_window: int | None = 200, max_len: int = 20000, mask_padded_keys: bool = False) -> None:
+        super().__init__()
+        d_in = pos_dim + eye_dim
+        self.mask_padded_keys = mask_padded_keys
+        # official RotaryEmbedding(min(32, num_heads)): tied to the head count, not the head width
+        rotary_dim = min(dim_head, num_heads) if rotary_dim is None else rotary_dim
+        self.pose_latent_dim = pose_latent_dim
+        # registration order = official state-dict order
+        self.firstposeEmbedding = nn.Linear(d_in, pose_latent_dim)
+        self.audioEmbedding = nn.Linear(audio_dim, audio_latent_dim)
+        self.ztimelinear = nn.Linear(2 * audio_latent_dim + pose_latent_dim, pose_latent_dim)
+        self.init_proj = nn.Linear(pose_latent_dim, pose_latent_dim)
+        # unused by forward (queries carry no absolute position); kept because checkpoints hold its table
+        self.sequence_pos_encoder = PositionalEncoding(pose_latent_dim, dropout=dropout, max_len=max_len)
+        bias_kw = dict(heads=num_heads, num_buckets=num_buckets, max_distance=max_distance, eval_window=eval_window)
+        self.time_rel_pos_bias_tgt = RelativePositionBias(**bias_kw)  # all self-attentions
+        self.time_rel_pos_bias_mem = RelativePositionBias(**bias_kw)  # all cross-attentions
+        self.init_temporal_attn = Residual(PreNorm(pose_latent_dim, Attention(
+            pose_latent_dim, heads=num_heads, dim_head=dim_head, rotary_dim=rotary_dim)))
+        self.seqTransDecoder = TransformerDecoder(
+            pose_latent_dim, num_layers=num_layers, heads=num_heads, dim_head=dim_head, rotary_dim=rotary_dim,
+            ff_size=ff_size, dropout=dropout, activation=activation)
+        self.finallayer = nn.Linear(pose_latent_dim, d_in)
+
+    def forward(self, x0: Tensor, z: Tensor, audio: Tensor, mask: Tensor) -> Tensor:
+        """x0: (B, 1, D) first frame (a longer (B, T', D) sequence is cut to its first frame);
+        z: (B, T, L); audio: (B, T, A); mask: (B, T) bool, True = valid.
+        Returns the delta w.r.t. x0, (B, T, D), exactly 0 on padded frames."""
+        b, t = mask.shape
+        ref = self.firstposeEmbedding(x0[:, :1].expand(b, t, -1))
+        memory = self.ztimelinear(torch.cat([ref, z, self.audioEmbedding(audio)], dim=-1))  # (B, T, C)
+
+        tgt_bias = self.time_rel_pos_bias_tgt(t)  # (H, T, T), broadcast over the batch
+        mem_bias = self.time_rel_pos_bias_mem(t)
+        if self.mask_padded_keys:  # (B, H, T, T): padded frames stop being keys
+            pad = rearrange((~mask).to(tgt_bias.dtype) * -1e8, "b j -> b 1 1 j")
+            tgt_bias, mem_bias = tgt_bias + pad, mem_bias + pad
+        queries = self.init_proj(memory.new_zeros(b, t, self.pose_latent_dim))
+        queries = self.init_temporal_attn(queries, pos_bias=tgt_bias)
+        h = self.seqTransDecoder(queries, memory, tgt_bias, mem_bias)
+        # by default (official) the mask never enters attention: padded frames still act as keys and
+        # only their outputs are zeroed, so valid outputs depend on what the padding contains
+        return self.finallayer(h).masked_fill(~mask[..., None], 0.0)

@@ -1,0 +1,148 @@
+"""Round trip synth -> shards -> loader, rank/worker splitting, and bad-input handling."""
+import io
+import json
+import multiprocessing
+import shutil
+import tarfile
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from dawn_train.data.audio import log_mel, read_wav
+from dawn_train.data.clips import A2VClip, collate, lfg_pair, pbnet_window
+from dawn_train.data.datamodule import A2VDataModule, PBNetDataModule
+from dawn_train.data.schema import STAGE_KEYS
+from dawn_train.data.shards import shard_urls
+from dawn_train.data.stream import EpochDataLoader, TooManyBadSamples, make_pipeline
+from dawn_train.data.video import decode_all
+
+
+def video_id(key: str) -> str:
+    return key.rsplit(":", 1)[1].split("/")[1]
+
+
+def test_a2v_clip_equals_ground_truth_frame_by_frame(synth_raw, synth_shards):
+    dm = A2VDataModule(str(synth_shards), clip_len=12, clip_len_max=16, reference="random", batch_size=2,
+                       num_workers=0, clips_per_epoch=8)
+    lengths = set()
+    for batch in dm.train_dataloader():
+        lengths.add(batch["frames"].shape[1])
+        for i, key in enumerate(batch["key"]):
+            vid, start, ref = video_id(key), int(batch["start"][i]), int(batch["ref_index"][i])
+            n = batch["frames"].shape[1]
+            labels = np.load(synth_raw / f"{vid}.npz")
+            frames = decode_all((synth_raw / f"{vid}.mp4").read_bytes())
+            feature = log_mel(read_wav(synth_raw / f"{vid}.wav"), len(frames)).astype(np.float16).astype(np.float32)
+            clip = slice(start, start + n)
+            assert np.array_equal(batch["frames"][i].numpy(), np.moveaxis(frames[clip], -1, 1))
+            assert np.array_equal(batch["ref_frame"][i].numpy(), np.moveaxis(frames[ref], -1, 0))
+            assert np.array_equal(batch["audio_feat"][i].numpy(), feature[clip])
+            for field in ("pose", "blink", "face_box", "mouth_lmk"):
+                assert np.array_equal(batch[field][i].numpy(), labels[field][clip]), field
+            assert np.array_equal(batch["ref_pose"][i].numpy(), labels["pose"][ref])
+    assert lengths <= set(range(12, 17)) and len(lengths) > 1  # L varies per batch, never within one
+
+
+def test_stage_one_reference_is_the_first_clip_frame(synth_shards):
+    dm = A2VDataModule(str(synth_shards), clip_len=10, batch_size=2, num_workers=0, clips_per_epoch=4)
+    batch = next(iter(dm.train_dataloader()))
+    assert torch.equal(batch["ref_index"], batch["start"])
+    assert torch.equal(batch["ref_frame"], batch["frames"][:, 0])
+
+
+def test_pbnet_windows_of_short_chunks_and_padding(synth_shards):
+    dm = PBNetDataModule(str(synth_shards), window=80, batch_size=2, num_workers=0, clips_per_epoch=4)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["pose"].shape == (2, 50, 6) and batch["audio_feat"].shape == (2, 50, 80)
+    assert (batch["length"] == 50).all()  # 2 s chunks are shorter than the 80-frame window
+    short = {"pose": np.ones((3, 6), np.float32), "length": 3}
+    long = {"pose": np.ones((5, 6), np.float32), "length": 5}
+    padded = collate([short, long])
+    assert padded["pose"].shape == (2, 5, 6) and (padded["pose"][0, 3:] == 0).all()
+    assert padded["length"].tolist() == [3, 5]
+
+
+def run_rank(urls, rank, world, workers, batches_per_worker=3):
+    epoch = multiprocessing.Value("i", -1)
+    pipeline = make_pipeline(urls, lfg_pair, STAGE_KEYS["lfg"], 1, train=True, batches_per_worker=batches_per_worker,
+                             workers=workers, rank=rank, world_size=world, seed=1, epoch=epoch, shuffle_buffer=1)
+    loader = EpochDataLoader(pipeline, epoch, advance=True, num_workers=workers)
+    shards_of_worker = [set() for _ in range(workers)]
+    batches = list(loader)
+    for i, batch in enumerate(batches):  # DataLoader returns batches of workers in turn
+        shards_of_worker[i % workers].update(k.rsplit(":", 1)[0] for k in batch["key"])
+    return batches, shards_of_worker
+
+
+def test_two_ranks_two_workers_disjoint_shards_equal_batches(synth_shards):
+    urls = shard_urls(synth_shards, "train")  # 6 shards, 4 readers
+    results = [run_rank(urls, rank, world=2, workers=2, batches_per_worker=1) for rank in range(2)]
+    assert len(results[0][0]) == len(results[1][0]) == 2
+    slots = [s for _, shards in results for s in shards]
+    for i in range(len(slots)):
+        for j in range(i + 1, len(slots)):
+            assert not slots[i] & slots[j], "two readers got the same shard in one epoch"
+    # with more batches than shards per slot, the stream goes on (resampled) and counts stay equal
+    long = [run_rank(urls, rank, world=2, workers=2, batches_per_worker=5)[0] for rank in range(2)]
+    assert len(long[0]) == len(long[1]) == 10
+
+
+def test_too_few_shards_for_readers_is_a_clear_error(synth_shards):
+    urls = shard_urls(synth_shards, "train")[:2]
+    with pytest.raises(ValueError, match="2 shards for 4 readers"):
+        make_pipeline(urls, lfg_pair, STAGE_KEYS["lfg"], 1, train=True, batches_per_worker=1, workers=2, world_size=2)
+
+
+@pytest.fixture()
+def broken_shards(synth_shards, tmp_path):
+    root = tmp_path / "broken"
+    shutil.copytree(synth_shards, root)
+    path = root / "train-000001.tar"  # the sample in this shard loses its pose.npy
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar if not m.name.endswith("pose.npy")]
+    with tarfile.open(path, "w") as tar:
+        for member, data in members:
+            tar.addfile(member, io.BytesIO(data))
+    truncated = root / "train-000002.tar"  # cut inside the mp4 of its only sample
+    truncated.write_bytes(truncated.read_bytes()[:3000])
+    return root
+
+
+def test_bad_samples_are_skipped_counted_and_named(broken_shards):
+    urls = shard_urls(broken_shards, "train")
+    pipeline = make_pipeline(urls, A2VClip("first"), STAGE_KEYS["a2v"], 1, train=True, batches_per_worker=12,
+                             workers=0, lengths=(8, 8), max_skip_fraction=0.9, shuffle_buffer=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = list(EpochDataLoader(pipeline, multiprocessing.Value("i", 0), advance=False, num_workers=0))
+    assert len(batches) == 12
+    skipped = sum(int(b["skipped"]) for b in batches)
+    messages = [str(w.message) for w in caught if "skipped bad sample" in str(w.message)]
+    assert skipped >= 2 and len(messages) == min(skipped, 10)  # warnings are rate-limited
+    assert any("train-000001.tar" in m and "synth" in m and "pose.npy" in m for m in messages)
+    assert any("train-000002.tar" in m for m in messages)
+    keys = {k for b in batches for k in b["key"]}
+    assert not any("train-000001.tar" in k or "train-000002.tar" in k for k in keys)
+
+
+def test_past_the_skip_fraction_the_run_stops_with_a_clear_error(broken_shards):
+    urls = shard_urls(broken_shards, "train")
+    pipeline = make_pipeline(urls, pbnet_window, ("pose.npy", "json"), 1, train=True, batches_per_worker=200,
+                             workers=0, lengths=(10, 10), max_skip_fraction=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(TooManyBadSamples, match="max_skip_fraction=0.05"):
+            list(EpochDataLoader(pipeline, multiprocessing.Value("i", 0), advance=False, num_workers=0))
+
+
+def test_epochs_reshuffle_but_are_reproducible(synth_shards):
+    def keys_of_two_epochs():
+        dm = A2VDataModule(str(synth_shards), clip_len=8, batch_size=1, num_workers=0, clips_per_epoch=6, seed=4)
+        loader = dm.train_dataloader()
+        return [[b["key"][0] + str(int(b["start"][0])) for b in loader] for _ in range(2)]
+
+    first, second = keys_of_two_epochs(), keys_of_two_epochs()
+    assert first == second
+    assert first[0] != first[1]

@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+
+from dawn_train.data.audio import read_wav
+from dawn_train.data.schema import FPS, SAMPLES_PER_FRAME
+from dawn_train.data.synth import EYE_HALF_WIDTH, mouth_from_audio, synth_video
+from dawn_train.data.video import decode_all
+
+
+def test_deterministic_for_a_seed():
+    a, b, c = synth_video(5, 1, 1.0, 64), synth_video(5, 1, 1.0, 64), synth_video(6, 1, 1.0, 64)
+    assert np.array_equal(a["frames"], b["frames"]) and np.array_equal(a["audio"], b["audio"])
+    for key in a["labels"]:
+        assert np.array_equal(a["labels"][key], b["labels"][key])
+    assert not np.array_equal(a["frames"], c["frames"])
+
+
+def test_mouth_follows_audio_loudness():
+    video = synth_video(0, 0, 4.0, 64)
+    mouth, audio = video["labels"]["mouth"], video["audio"]
+    assert np.array_equal(mouth, mouth_from_audio(audio, len(mouth)))
+    rms = np.sqrt((audio[: len(mouth) * SAMPLES_PER_FRAME].reshape(len(mouth), -1) ** 2).mean(1))
+    assert np.corrcoef(rms, mouth)[0, 1] > 0.95
+    assert mouth.max() > 0.5 and (mouth < 0.05).any()  # speech and pauses
+
+
+def test_blinks_at_a_natural_rate_and_visible_in_openness():
+    rates = []
+    for index in range(12):
+        video = synth_video(1, index, 8.0, 64)
+        blink, events = video["labels"]["blink"], video["meta"]["blinks"]
+        rates.append(len(events) / 8.0)
+        for start, length in events:
+            assert 3 <= length <= 6
+            assert blink[start:start + length, 0].min() < 0.5 * blink[:, 0].max()
+    assert 0.15 <= np.mean(rates) <= 0.9
+
+
+def test_labels_are_geometrically_consistent():
+    video = synth_video(2, 0, 1.0, 128)
+    box, lips = video["labels"]["face_box"], video["labels"]["mouth_lmk"]
+    inside = (lips[..., 0] >= box[:, None, 0]) & (lips[..., 0] <= box[:, None, 2]) \
+        & (lips[..., 1] >= box[:, None, 1]) & (lips[..., 1] <= box[:, None, 3])
+    assert inside.all()
+    pose = video["labels"]["pose"]
+    assert np.allclose((box[:, 0] + box[:, 2]) / 2, pose[:, 4], atol=1e-3)  # tx = face centre
+    # the mouth region is darker when the mouth is open (the rendering shows the label)
+    frames = video["frames"].astype(np.float32).mean(-1)
+    centre = lips[:, 12:].mean(1).round().astype(int)
+    inner = np.array([frames[t, c[1], c[0]] for t, c in enumerate(centre)])
+    open_, closed = video["labels"]["mouth"] > 0.6, video["labels"]["mouth"] < 0.05
+    if open_.any() and closed.any():
+        assert inner[open_].mean() < inner[closed].mean()
+
+
+def test_cli_writes_prepared_layout(synth_raw):
+    ids = sorted(p.stem for p in synth_raw.glob("*.json"))
+    assert len(ids) == 8
+    meta = json.loads((synth_raw / f"{ids[0]}.json").read_text())
+    frames = decode_all((synth_raw / f"{ids[0]}.mp4").read_bytes())
+    assert frames.shape == (meta["n_frames"], 64, 64, 3) and meta["fps"] == FPS
+    assert len(read_wav(synth_raw / f"{ids[0]}.wav")) == meta["n_frames"] * SAMPLES_PER_FRAME
+    labels = np.load(synth_raw / f"{ids[0]}.npz")
+    assert labels["pose"].shape == (meta["n_frames"], 6) and labels["blink"].shape == (meta["n_frames"], 2)
+    assert 0 < labels["blink"].max() <= 1.0 / EYE_HALF_WIDTH
