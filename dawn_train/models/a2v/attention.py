@@ -1,0 +1,175 @@
+"""Attention layers of the A2V-FDM UNet: temporal (RoPE + T5 relative bias, optionally banded),
+full spatial (mid block) and linear spatial attention, with the official wrapper nesting
+``Residual -> PreNorm -> (axis wrapper) -> Attention`` so state-dict keys match the release
+(``...fn.norm.gamma``, ``...fn.fn.fn.to_qkv.weight``, ``...fn.fn.fn.rotary_emb.freqs``)."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from .local_attention import AttnBackend, windowed_attention
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoFormer, arXiv 2104.09864) with interleaved pairs, as in
+    rotary-embedding-torch 0.3.5.  Rotates the first ``dim`` features of the last axis.
+    ``freqs`` (dim/2,) = 10000^(-2i/dim) is a frozen parameter because the release stores it
+    (one instance is shared by all temporal attentions; its key appears under each)."""
+
+    def __init__(self, dim: int, theta: float = 10000.0):
+        super().__init__()
+        self.dim = dim
+        freqs = 1.0 / theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim)
+        self.freqs = nn.Parameter(freqs, requires_grad=False)
+
+    def rotate(self, x: Tensor) -> Tensor:
+        """x: (..., T, D) -> same shape, position t = index along T."""
+        t = x.shape[-2]
+        pos = torch.arange(t, device=x.device, dtype=self.freqs.dtype)
+        angles = (pos[:, None] * self.freqs[None, :]).repeat_interleave(2, dim=-1)  # (T, dim)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        rot, rest = x[..., : self.dim], x[..., self.dim:]
+        pairs = rot.unflatten(-1, (-1, 2))
+        half_turn = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+        return torch.cat((rot * cos + half_turn * sin, rest), dim=-1)
+
+
+class RelativePositionBias(nn.Module):
+    """T5 bucketed relative position bias (arXiv 1910.10683): half the buckets per direction,
+    exact for |j-i| < num_buckets/4, log-spaced up to ``max_distance``, saturated beyond."""
+
+    def __init__(self, heads: int = 8, num_buckets: int = 32, max_distance: int = 128):
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.relative_attention_bias = nn.Embedding(num_buckets, heads)
+
+    def bucket(self, rel: Tensor) -> Tensor:
+        """rel = j - i (int64, any shape) -> bucket index (same shape)."""
+        n = -rel
+        half = self.num_buckets // 2
+        ret = (n < 0).long() * half
+        n = n.abs()
+        max_exact = half // 2
+        far = n.clamp(min=max_exact).float()  # log only evaluated where it is used
+        large = max_exact + (
+            torch.log(far / max_exact) / math.log(self.max_distance / max_exact) * (half - max_exact)
+        ).long()
+        large = large.clamp(max=half - 1)
+        return ret + torch.where(n < max_exact, n, large)
+
+    def forward(self, rel: Tensor) -> Tensor:
+        """rel: (I, J) int64 of j - i -> bias (heads, I, J)."""
+        return rearrange(self.relative_attention_bias(self.bucket(rel)), "i j h -> h i j")
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of (B, C, T, H, W), gain only (official ``LayerNorm``)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(1, dim, 1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        var = torch.var(x, dim=1, unbiased=False, keepdim=True)
+        mean = torch.mean(x, dim=1, keepdim=True)
+        return (x - mean) / (var + self.eps).sqrt() * self.gamma
+
+
+class Residual(nn.Module):
+    def __init__(self, fn: nn.Module):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor, **kwargs) -> Tensor:
+        return self.fn(x, **kwargs) + x
+
+
+class PreNorm(nn.Module):
+    def __init__(self, dim: int, fn: nn.Module):
+        super().__init__()
+        self.fn = fn
+        self.norm = ChannelLayerNorm(dim)
+
+    def forward(self, x: Tensor, **kwargs) -> Tensor:
+        return self.fn(self.norm(x), **kwargs)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the second-to-last axis of (N, L, C); no biases in the
+    projections, q scaled by dim_head^-0.5 before the optional rotary embedding."""
+
+    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32,
+                 rotary_emb: Optional[RotaryEmbedding] = None):
+        super().__init__()
+        self.scale = dim_head ** -0.5
+        self.heads = heads
+        hidden = heads * dim_head
+        self.rotary_emb = rotary_emb
+        self.to_qkv = nn.Linear(dim, hidden * 3, bias=False)
+        self.to_out = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor, pos_bias: Optional[RelativePositionBias] = None, half: Optional[int] = None,
+                block_size: Optional[int] = None, backend: AttnBackend = "math") -> Tensor:
+        """x: (N, L, C) -> (N, L, C); attends within |i - j| <= half (None = all)."""
+        q, k, v = (rearrange(t, "n l (h d) -> n h l d", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
+        q = q * self.scale
+        if self.rotary_emb is not None:
+            q, k = self.rotary_emb.rotate(q), self.rotary_emb.rotate(k)
+        out = windowed_attention(q, k, v, half=half, bias_fn=pos_bias, block_size=block_size, backend=backend)
+        return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
+
+
+class TemporalAttention(nn.Module):
+    """Attention across frames at every pixel: (B, C, T, H, W) -> (B, C, T, H, W)."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, rotary_emb: RotaryEmbedding):
+        super().__init__()
+        self.fn = Attention(dim, heads=heads, dim_head=dim_head, rotary_emb=rotary_emb)
+
+    def forward(self, x: Tensor, **kwargs) -> Tensor:
+        b, _, _, h, w = x.shape
+        out = self.fn(rearrange(x, "b c t h w -> (b h w) t c"), **kwargs)
+        return rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
+
+
+class SpatialAttention(nn.Module):
+    """Full attention across pixels of each frame: (B, C, T, H, W) -> (B, C, T, H, W)."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int = 32):
+        super().__init__()
+        self.fn = Attention(dim, heads=heads, dim_head=dim_head)
+
+    def forward(self, x: Tensor, backend: AttnBackend = "math") -> Tensor:
+        b, _, _, h, w = x.shape
+        out = self.fn(rearrange(x, "b c t h w -> (b t) (h w) c"), backend=backend)
+        return rearrange(out, "(b t) (h w) c -> b c t h w", b=b, h=h, w=w)
+
+
+class SpatialLinearAttention(nn.Module):
+    """Linear attention over the pixels of each frame (softmax of q over features, of k over
+    pixels; arXiv 1812.01243): (B, C, T, H, W) -> (B, C, T, H, W)."""
+
+    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32):
+        super().__init__()
+        self.scale = dim_head ** -0.5
+        self.heads = heads
+        hidden = heads * dim_head
+        self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
+        self.to_out = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, _, h, w = x.shape
+        x = rearrange(x, "b c t h w -> (b t) c h w")
+        q, k, v = (rearrange(t, "n (h d) x y -> n h d (x y)", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=1))
+        q = q.softmax(dim=-2) * self.scale
+        k = k.softmax(dim=-1)
+        context = torch.einsum("n h d p, n h e p -> n h d e", k, v)
+        out = torch.einsum("n h d e, n h d p -> n h e p", context, q)
+        out = self.to_out(rearrange(out, "n h e (x y) -> n (h e) x y", x=h, y=w))
+        return rearrange(out, "(b t) c h w -> b c t h w", b=b)

@@ -1,0 +1,138 @@
+"""Temporal attention restricted to a band of frames, in O(T * w) memory.
+
+DAWN applies "local" temporal attention at inference (paper Table 5: window 20/40/80/200/None).
+Window conventions, made explicit here because the paper and the official code count differently:
+
+* ``"total"`` (default, the paper's count): ``window_size`` is the whole span, frame ``i`` attends
+  to frame ``j`` iff ``|i - j| <= window_size // 2``.  Paper "80" = official ``win_width=40``.
+* ``"per_side"`` (the official ``win_width``): frame ``i`` attends to ``j`` iff ``|i - j| <= window_size``.
+
+``window_size=None`` means full attention.  Either way we reduce it to ``half_width`` (frames per side).
+
+The banded attention splits the queries into blocks of ``block`` frames; block ``n`` attends to keys
+``[n*block - half, n*block + block - 1 + half]`` (one unfolded window per block), the band and the clip
+ends are masked, and the relative-position bias is the same ``(heads, block, block + 2*half)`` table for
+every block.  The result equals full attention with a band mask up to float rounding (~1e-7).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+WindowConvention = Literal["total", "per_side"]
+AttnBackend = Literal["math", "sdpa"]
+BiasFn = Callable[[Tensor], Tensor]  # relative positions j - i, (I, J) int64 -> (heads, I, J) bias
+
+
+def half_width(window_size: Optional[int], convention: WindowConvention = "total") -> Optional[int]:
+    """Frames attended on each side of a query, or None for full attention."""
+    if window_size is None:
+        return None
+    if window_size < 0:
+        raise ValueError(f"window_size must be >= 0 or None, got {window_size}")
+    if convention == "total":
+        return int(window_size) // 2
+    if convention == "per_side":
+        return int(window_size)
+    raise ValueError(f"window_convention must be 'total' or 'per_side', got {convention!r}")
+
+
+def relative_positions(n_query: int, n_key: int, key_offset: int = 0, device=None) -> Tensor:
+    """(I, J) int64 matrix of ``j - i`` where key j sits at ``key_offset + j``."""
+    q = torch.arange(n_query, device=device)
+    k = torch.arange(n_key, device=device) + key_offset
+    return k[None, :] - q[:, None]
+
+
+def band_mask(num_frames: int, half: Optional[int], device=None) -> Tensor:
+    """(T, T) bool, True where frame i may attend to frame j."""
+    rel = relative_positions(num_frames, num_frames, device=device)
+    if half is None:
+        return torch.ones_like(rel, dtype=torch.bool)
+    return rel.abs() <= half
+
+
+def _softmax_stable(sim: Tensor) -> Tensor:
+    # the official code subtracts the (detached) row max before the softmax; keep it for parity
+    sim = sim - sim.amax(dim=-1, keepdim=True).detach()
+    return sim.softmax(dim=-1)
+
+
+def dense_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+    backend: AttnBackend = "math",
+) -> Tensor:
+    """Plain attention.  q, k, v: (..., H, T, D) with q already scaled; bias: (H, T, T) additive;
+    mask: (T, T) bool (True = attend).  Returns (..., H, T, D)."""
+    if mask is not None:
+        neg = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+        bias = neg if bias is None else bias + neg
+    if backend == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
+                                              scale=1.0)
+    sim = q @ k.transpose(-1, -2)
+    if bias is not None:
+        sim = sim + bias
+    return _softmax_stable(sim) @ v
+
+
+def windowed_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    half: Optional[int],
+    bias_fn: Optional[BiasFn] = None,
+    block_size: Optional[int] = None,
+    backend: AttnBackend = "math",
+) -> Tensor:
+    """Attention of frame i over frames j with ``|i - j| <= half`` (all frames if ``half`` is None).
+
+    q, k, v: (..., H, T, D), q already scaled and rotary already applied (absolute positions).
+    bias_fn maps relative positions ``j - i`` (I, J) to an additive bias (H, I, J).
+    Returns (..., H, T, D).  Memory O(T * (block + 2*half)); block defaults to ``max(half, 1)``.
+    """
+    t = q.shape[-2]
+    device = q.device
+    if half is None or half >= t - 1:
+        bias = bias_fn(relative_positions(t, t, device=device)) if bias_fn is not None else None
+        return dense_attention(q, k, v, bias, backend=backend)
+
+    # blocks no longer than half + 1 guarantee that every padded query row still sees a real key
+    block = max(1, min(block_size or half, half + 1, t))
+    n_blocks = math.ceil(t / block)
+    span = block + 2 * half
+    pad_q = n_blocks * block - t
+
+    q_blocks = F.pad(q, (0, 0, 0, pad_q)).unflatten(-2, (n_blocks, block))  # (..., H, n, block, D)
+
+    def windows(x: Tensor) -> Tensor:
+        x = F.pad(x, (0, 0, half, half + pad_q))  # (..., H, n*block + 2*half, D)
+        return x.unfold(-2, span, block).transpose(-1, -2)  # (..., H, n, span, D)
+
+    k_win, v_win = windows(k), windows(v)
+
+    rel = relative_positions(block, span, key_offset=-half, device=device)  # (block, span), j - i
+    key_pos = torch.arange(n_blocks, device=device)[:, None] * block - half + torch.arange(span, device=device)
+    valid = (rel.abs() <= half)[None] & ((key_pos >= 0) & (key_pos < t))[:, None, :]  # (n, block, span)
+    bias = bias_fn(rel)[:, None] if bias_fn is not None else None  # (H, 1, block, span)
+
+    if backend == "sdpa":
+        neg = torch.zeros(valid.shape, dtype=q.dtype, device=device).masked_fill(~valid, float("-inf"))
+        heads = q.shape[-3]
+        attn_bias = neg.expand(heads, -1, -1, -1) if bias is None else bias.to(q.dtype) + neg  # (H, n, block, span)
+        # fold (H, n) into one axis so (N, H*n, L, D) inputs can use the fused CUDA kernels
+        out = F.scaled_dot_product_attention(q_blocks.flatten(-4, -3), k_win.flatten(-4, -3), v_win.flatten(-4, -3),
+                                             attn_mask=attn_bias.flatten(0, 1), scale=1.0)
+        out = out.unflatten(-3, (heads, n_blocks))
+    else:
+        sim = q_blocks @ k_win.transpose(-1, -2)  # (..., H, n, block, span)
+        if bias is not None:
+            sim = sim + bias
+        sim = sim.masked_fill(~valid, torch.finfo(sim.dtype).min)
+        out = _softmax_stable(sim) @ v_win
+    return out.flatten(-3, -2)[..., :t, :]

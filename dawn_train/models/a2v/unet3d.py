@@ -1,0 +1,228 @@
+"""A2V-FDM denoiser: the official DAWN ``Unet3D`` (``..._ca_multi*.py``) as a clean module.
+
+Attribute names equal the release's state-dict keys under ``denoise_fn.``, so the official
+``checkpoint['diffusion']`` loads strictly into :class:`~dawn_train.models.a2v.diffusion.GaussianDiffusion`
+wrapping this UNet.  Differences from the official classes (no effect on weights or outputs):
+
+* the number of frames comes from the input (no ``update_num_frames`` state);
+* one module covers the training (full), banded and ``local_opt`` official variants through
+  ``window_size`` / ``window_convention`` (see :mod:`.local_attention`), with O(T * w) memory;
+* ``learn_null_cond=True`` uses one learned per-frame vector (1, 1, cond_dim) instead of the
+  official re-drawn random parameter; the null-condition mask can be passed in;
+* optional gradient checkpointing and an SDPA attention backend.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.utils.checkpoint
+from torch import Tensor, nn
+
+from .attention import (PreNorm, RelativePositionBias, Residual, RotaryEmbedding, SpatialAttention,
+                        SpatialLinearAttention, TemporalAttention)
+from .blocks import Downsample, ResnetBlock, SinusoidalPosEmb, Upsample
+from .local_attention import AttnBackend, WindowConvention, half_width
+
+
+def prob_mask_like(shape: Sequence[int], prob: float, device=None, generator: Optional[torch.Generator] = None
+                   ) -> Tensor:
+    """Bool mask, True with probability ``prob`` (exactly all/none for prob 1/0)."""
+    if prob >= 1:
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    if prob <= 0:
+        return torch.zeros(shape, dtype=torch.bool, device=device)
+    return torch.rand(shape, device=device, generator=generator) < prob
+
+
+class Unet3D(nn.Module):
+    """Noise-prediction 3D UNet for latent flow sequences.
+
+    Input x: (B, channels, T, H, W) = [noisy x_t (3) | reference feature (256) | face location (16)];
+    time: (B,) diffusion step; cond: (B, T, cond_aud + cond_pose + cond_eye) per-frame
+    [audio | pose delta | eye delta].  Output (B, out_grid_dim + out_conf_dim, T, H, W) = predicted
+    noise (flow channels from ``final_conv``, occlusion channel from ``occlusion_map``).
+    H and W must be divisible by 2 ** (len(dim_mults) - 1).
+    """
+
+    def __init__(
+        self,
+        dim: int = 64,
+        *,
+        dim_mults: Sequence[int] = (1, 2, 4, 8),
+        channels: int = 3 + 256 + 16,
+        cond_aud: int = 1024,
+        cond_pose: int = 6,
+        cond_eye: int = 2,
+        out_grid_dim: int = 2,
+        out_conf_dim: int = 1,
+        attn_heads: int = 8,
+        attn_dim_head: int = 32,
+        init_dim: Optional[int] = None,
+        init_kernel_size: int = 7,
+        use_sparse_linear_attn: bool = True,
+        resnet_groups: int = 8,
+        use_final_activation: bool = False,
+        learn_null_cond: bool = False,
+        use_deconv: bool = True,
+        padding_mode: str = "zeros",
+        rel_pos_buckets: int = 32,
+        rel_pos_max_distance: int = 32,  # official: only ~27 frames are resolved, beyond saturates
+        window_size: Optional[int] = None,
+        window_convention: WindowConvention = "total",
+        attn_block_size: Optional[int] = None,
+        attn_backend: AttnBackend = "math",
+        cross_attn_norm_eps: Optional[float] = None,  # None = official (1e-5 fp32, 1e-3 otherwise)
+        use_checkpoint: bool = False,
+    ):
+        super().__init__()
+        if init_kernel_size % 2 != 1:
+            raise ValueError(f"init_kernel_size must be odd, got {init_kernel_size}")
+        half_width(window_size, window_convention)  # validate early
+        self.channels = channels
+        self.cond_dim = cond_aud + cond_pose + cond_eye
+        self.window_size = window_size
+        self.window_convention = window_convention
+        self.attn_block_size = attn_block_size
+        self.attn_backend = attn_backend
+        self.use_checkpoint = use_checkpoint
+
+        rotary_emb = RotaryEmbedding(min(32, attn_dim_head))  # shared by every temporal attention
+
+        def temporal_attn(d: int) -> nn.Module:
+            return Residual(PreNorm(d, TemporalAttention(d, attn_heads, attn_dim_head, rotary_emb)))
+
+        self.time_rel_pos_bias = RelativePositionBias(heads=attn_heads, num_buckets=rel_pos_buckets,
+                                                      max_distance=rel_pos_max_distance)
+
+        init_dim = init_dim or dim
+        pad = init_kernel_size // 2
+        self.init_conv = nn.Conv3d(channels, init_dim, (1, init_kernel_size, init_kernel_size), padding=(0, pad, pad))
+        self.init_temporal_attn = temporal_attn(init_dim)
+
+        dims = [init_dim, *(dim * m for m in dim_mults)]
+        in_out = list(zip(dims[:-1], dims[1:]))
+
+        time_dim = dim * 4
+        self.time_mlp = nn.Sequential(SinusoidalPosEmb(dim), nn.Linear(dim, time_dim), nn.GELU(),
+                                      nn.Linear(time_dim, time_dim))
+
+        self.learn_null_cond = learn_null_cond
+        if learn_null_cond:
+            self.null_cond_emb = nn.Parameter(torch.randn(1, 1, self.cond_dim))
+
+        def block(d_in: int, d_out: int, conditioned: bool = True) -> ResnetBlock:
+            cond_kw = dict(time_emb_dim=time_dim, audio_emb_dim=cond_aud, pose_emb_dim=cond_pose,
+                           eye_emb_dim=cond_eye) if conditioned else {}
+            return ResnetBlock(d_in, d_out, groups=resnet_groups, norm_eps=cross_attn_norm_eps, **cond_kw)
+
+        def spatial_linear(d: int) -> nn.Module:
+            if not use_sparse_linear_attn:
+                return nn.Identity()
+            return Residual(PreNorm(d, SpatialLinearAttention(d, heads=attn_heads)))
+
+        self.downs = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        n_res = len(in_out)
+        for ind, (d_in, d_out) in enumerate(in_out):
+            is_last = ind >= n_res - 1
+            self.downs.append(nn.ModuleList([
+                block(d_in, d_out), block(d_out, d_out), spatial_linear(d_out), temporal_attn(d_out),
+                nn.Identity() if is_last else Downsample(d_out),
+            ]))
+
+        mid = dims[-1]
+        self.mid_block1 = block(mid, mid)
+        self.mid_spatial_attn = Residual(PreNorm(mid, SpatialAttention(mid, heads=attn_heads)))
+        self.mid_temporal_attn = temporal_attn(mid)
+        self.mid_block2 = block(mid, mid)
+
+        for ind, (d_in, d_out) in enumerate(reversed(in_out)):
+            is_last = ind >= n_res - 1
+            self.ups.append(nn.ModuleList([
+                block(d_out * 2, d_in), block(d_in, d_in), spatial_linear(d_in), temporal_attn(d_in),
+                nn.Identity() if is_last else Upsample(d_in, use_deconv, padding_mode),
+            ]))
+
+        self.final_conv = nn.Sequential(block(dim * 2, dim, conditioned=False), nn.Conv3d(dim, out_grid_dim, 1))
+        self.final_activation = nn.Tanh() if use_final_activation else nn.Identity()
+        self.occlusion_map = nn.Sequential(block(dim * 2, dim, conditioned=False), nn.Conv3d(dim, out_conf_dim, 1))
+
+    # ------------------------------------------------------------------------------------------
+    def half_width(self) -> Optional[int]:
+        """Frames attended on each side in temporal attention (None = all)."""
+        return half_width(self.window_size, self.window_convention)
+
+    def _run(self, fn: nn.Module, *args, **kwargs) -> Tensor:
+        if self.use_checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, **kwargs)
+        return fn(*args, **kwargs)
+
+    def apply_null_cond(self, cond: Tensor, null_cond_mask: Tensor) -> Tensor:
+        """Replace the conditions of masked frames.  cond: (B, T, D), mask: (B, T) bool."""
+        null = self.null_cond_emb.to(cond.dtype) if self.learn_null_cond else cond.new_zeros(1, 1, cond.shape[-1])
+        return torch.where(null_cond_mask[..., None], null, cond)
+
+    def forward(
+        self,
+        x: Tensor,
+        time: Tensor,
+        cond: Optional[Tensor] = None,
+        null_cond_prob: float = 0.0,
+        null_cond_mask: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tensor:
+        """x: (B, C, T, H, W); time: (B,); cond: (B, T, D) or None (= null condition for every frame);
+        null_cond_mask: (B, T) bool, True = frame gets the null condition (drawn with
+        ``null_cond_prob`` when not given).  Returns (B, out_grid_dim + out_conf_dim, T, H, W)."""
+        b, _, t, _, _ = x.shape
+        if cond is None:
+            cond = x.new_zeros(b, t, self.cond_dim)
+            null_cond_mask = torch.ones(b, t, dtype=torch.bool, device=x.device)
+        if cond.shape != (b, t, self.cond_dim):
+            raise ValueError(f"cond must have shape {(b, t, self.cond_dim)} (B, T, D), got {tuple(cond.shape)}")
+        if null_cond_mask is None:
+            null_cond_mask = prob_mask_like((b, t), null_cond_prob, device=x.device, generator=generator)
+        cond = self.apply_null_cond(cond, null_cond_mask)
+
+        tkw = dict(pos_bias=self.time_rel_pos_bias, half=self.half_width(), block_size=self.attn_block_size,
+                   backend=self.attn_backend)
+        x = self.init_conv(x)
+        r = x.clone()
+        x = self._run(self.init_temporal_attn, x, **tkw)
+        temb = self.time_mlp(time.to(x.dtype))  # step embedding in the input's float dtype
+
+        skips = []
+        for block1, block2, spatial_attn, temporal_attn, downsample in self.downs:
+            x = self._run(block1, x, temb, cond)
+            x = self._run(block2, x, temb, cond)
+            x = self._run(spatial_attn, x)
+            x = self._run(temporal_attn, x, **tkw)
+            skips.append(x)
+            x = downsample(x)
+
+        x = self._run(self.mid_block1, x, temb, cond)
+        x = self._run(self.mid_spatial_attn, x, backend=self.attn_backend)
+        x = self._run(self.mid_temporal_attn, x, **tkw)
+        x = self._run(self.mid_block2, x, temb, cond)
+
+        for block1, block2, spatial_attn, temporal_attn, upsample in self.ups:
+            x = torch.cat((x, skips.pop()), dim=1)
+            x = self._run(block1, x, temb, cond)
+            x = self._run(block2, x, temb, cond)
+            x = self._run(spatial_attn, x)
+            x = self._run(temporal_attn, x, **tkw)
+            x = upsample(x)
+
+        x = torch.cat((x, r), dim=1)
+        flow = self.final_activation(self._run(self.final_conv, x))
+        return torch.cat((flow, self._run(self.occlusion_map, x)), dim=1)
+
+    def forward_with_cond_scale(self, x: Tensor, time: Tensor, cond: Optional[Tensor] = None,
+                                cond_scale: float = 1.0) -> Tensor:
+        """Classifier-free guidance: null + (cond - null) * cond_scale (one call when scale == 1)."""
+        logits = self.forward(x, time, cond, null_cond_prob=0.0)
+        if cond_scale == 1 or cond is None:
+            return logits
+        null_logits = self.forward(x, time, cond, null_cond_prob=1.0)
+        return null_logits + (logits - null_logits) * cond_scale

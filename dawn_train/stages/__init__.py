@@ -1,0 +1,1 @@
+"""Training logic: one LightningModule per DAWN stage, shared callbacks, the LightningCLI."""

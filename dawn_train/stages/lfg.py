@@ -1,0 +1,113 @@
+"""Stage 1: train the LFG (latent flow generator) on (source, driving) frame pairs.
+
+Losses as the official `ReconstructionModel`: perceptual pyramid (VGG19 relu1_1..relu5_1 at
+scales 1, 0.5, 0.25, 0.125, weight 10 per layer) + equivariance (random affine + TPS; shift
+and affine terms, weight 10 each).  VGG19 ImageNet weights come from a local file; without one
+the config must choose `perceptual: l1` (multi-scale L1 on the same pyramid) explicitly, and
+the run logs that choice.  Adam betas (0.5, 0.999) with cosine decay over optimizer steps.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+
+from dawn_train.checkpoints import load_model_weights
+from dawn_train.models.lfg import LatentFlowGenerator
+from dawn_train.models.lfg.losses import lfg_losses
+from dawn_train.models.lfg.vgg import ImagePyramid, Vgg19Features
+from dawn_train.stages.augment import PairAugment
+from dawn_train.stages.common import save_hyperparameters
+from dawn_train.stages.optim import cosine_schedule
+from dawn_train.tracking.media import flow_to_rgb, image_grid, log_images
+
+
+class LFGStage(L.LightningModule):
+    """Args:
+        model: the LatentFlowGenerator to train (class_path/init_args in YAML).
+        lr, betas, min_lr: Adam and the cosine decay to `min_lr` over the run's optimizer steps.
+        perceptual: "vgg19" (official; needs `vgg19_weights`) or "l1" (multi-scale L1 fallback).
+        vgg19_weights: path to torchvision's `vgg19` ImageNet state dict (e.g. vgg19-dcbb9e9d.pth).
+        perceptual_weights: weight per VGG layer; scales: pyramid scales.
+        equivariance_shift_weight, equivariance_affine_weight, sigma_affine, sigma_tps, points_tps: equivariance loss.
+        flip_prob, jitter: pair augmentation (time/horizontal flip, colour jitter shared by the pair).
+        init_from: weights to start from (official LFG .pth, a converted file or a .ckpt); not a resume.
+        image_every_n_steps: log an image grid every N training steps (rank zero).
+    """
+
+    def __init__(self, model: LatentFlowGenerator, lr: float = 4e-4, betas: tuple[float, float] = (0.5, 0.999),
+                 min_lr: float = 2e-6, perceptual: Literal["vgg19", "l1"] = "vgg19", vgg19_weights: str | None = None,
+                 perceptual_weights: tuple[float, ...] = (10.0, 10.0, 10.0, 10.0, 10.0),
+                 scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125), equivariance_shift_weight: float = 10.0,
+                 equivariance_affine_weight: float = 10.0, sigma_affine: float = 0.05, sigma_tps: float = 0.005,
+                 points_tps: int = 5, flip_prob: float = 0.5, jitter: float = 0.1, init_from: str | None = None,
+                 image_every_n_steps: int = 500):
+        super().__init__()
+        save_hyperparameters(self)
+        self.model = model
+        if init_from:
+            load_model_weights(self.model, init_from, kind="lfg")
+        self.pyramid = ImagePyramid(scales)
+        self.vgg = None
+        if perceptual == "vgg19":
+            if not vgg19_weights:
+                raise ValueError("LFGStage: perceptual='vgg19' needs vgg19_weights (a local torchvision vgg19 state dict, "
+                                 "e.g. vgg19-dcbb9e9d.pth); set perceptual: l1 to train with the multi-scale L1 fallback")
+            self.vgg = Vgg19Features()
+            self.vgg.load_torchvision_state_dict(torch.load(vgg19_weights, map_location="cpu", weights_only=True))
+            self.vgg.eval()
+        elif perceptual != "l1":
+            raise ValueError(f"LFGStage: perceptual must be 'vgg19' or 'l1', got {perceptual!r}")
+        self.augment = PairAugment(flip_prob=flip_prob, jitter=jitter)
+
+    def on_fit_start(self) -> None:
+        # Say which reconstruction loss this run uses, in the logs and in the W&B config.
+        choice = "vgg19 perceptual pyramid" if self.vgg is not None else "multi-scale L1 (no VGG weights)"
+        for logger in self.loggers:
+            logger.log_hyperparams({"reconstruction_loss": choice})
+        if self.trainer.is_global_zero:
+            print(f"[lfg] reconstruction loss: {choice}")
+
+    def losses(self, source: torch.Tensor, driving: torch.Tensor) -> tuple[dict, dict]:
+        hp = self.hparams
+        losses, out = lfg_losses(
+            self.model, source, driving, self.vgg, self.pyramid, perceptual_weights=hp.perceptual_weights,
+            equivariance_shift_weight=hp.equivariance_shift_weight, equivariance_affine_weight=hp.equivariance_affine_weight,
+            sigma_affine=hp.sigma_affine, sigma_tps=hp.sigma_tps, points_tps=hp.points_tps)
+        if self.vgg is None:
+            pred, real = self.pyramid(out["prediction"]), self.pyramid(driving)
+            losses["l1_pyramid"] = sum(10.0 * (pred[s] - real[s]).abs().mean() for s in self.pyramid.scales)
+        return losses, out
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        source, driving = self.augment(batch["source"].float() / 255, batch["driving"].float() / 255)
+        losses, out = self.losses(source, driving)
+        loss = sum(losses.values())
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True)
+        self.log("train/loss", loss, on_step=True, prog_bar=True)
+        if self.trainer.is_global_zero and self.global_step % self.hparams.image_every_n_steps == 0:
+            self.log_grid("train/samples", source, driving, out)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        source, driving = batch["source"].float() / 255, batch["driving"].float() / 255
+        out = self.model(source, driving)
+        self.log("val/l1", (out["prediction"] - driving).abs().mean(), on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=len(source))
+        if batch_idx == 0 and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self.log_grid("val/samples", source, driving, out)
+
+    def log_grid(self, key: str, source, driving, out) -> None:
+        """Rows: source, driving, reconstruction, flow (colour wheel), occlusion."""
+        size = source.shape[-2:]
+        up = lambda x: torch.nn.functional.interpolate(x, size=size, mode="nearest")  # noqa: E731
+        rows = [source, driving, out["prediction"], up(flow_to_rgb(out["optical_flow"])),
+                up(out["occlusion_map"]).expand(-1, 3, -1, -1)]
+        log_images(self.loggers, key, image_grid(rows), self.global_step,
+                   caption="source / driving / reconstruction / flow / occlusion")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.lr, betas=tuple(hp.betas))
+        return {"optimizer": optimizer, "lr_scheduler": cosine_schedule(optimizer, self.trainer, hp.lr, hp.min_lr)}

@@ -1,0 +1,70 @@
+"""W&B logger: offline by default, one W&B run per run directory (so resumes and SLURM requeues
+continue the same run instead of starting a new one).
+
+The run id is stored in `<save_dir>/wandb_run_id` the first time; later starts with the same
+`save_dir` reuse it with `resume="allow"`.  Set `WANDB_MODE=online` (and log in) to stream
+to the server, or sync offline runs later with `wandb sync <save_dir>/wandb/offline-run-*`.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from lightning.pytorch.loggers import WandbLogger
+
+
+class DawnWandbLogger(WandbLogger):
+    """WandbLogger with dawn_train defaults.
+
+    Args:
+        save_dir: the run directory (e.g. `runs/lfg-demo`); W&B files go to `<save_dir>/wandb`.
+        name: display name of the run.
+        project: W&B project.
+        group: W&B group (a sweep's runs share one, so reports can find them).
+        job_type: the stage, e.g. "lfg", "pbnet", "a2v-stage1".
+        tags: free tags (a sweep tags each point).
+        mode: "offline" (default), "online" or "disabled"; `WANDB_MODE` in the environment wins.
+    """
+
+    def __init__(self, save_dir: str, name: str | None = None, project: str = "dawn_train", group: str | None = None,
+                 job_type: str | None = None, tags: list[str] | None = None, mode: str = "offline", **kwargs):
+        run_dir = Path(save_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        id_file = run_dir / "wandb_run_id"
+        if id_file.exists():
+            run_id = id_file.read_text().strip()
+        else:
+            run_id = f"{(name or run_dir.name)[:48]}-{secrets.token_hex(4)}"
+            id_file.write_text(run_id + "\n")
+        os.environ.setdefault("WANDB_MODE", mode)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        super().__init__(save_dir=str(run_dir), name=name or run_dir.name, project=project, id=run_id, group=group,
+                         job_type=job_type, tags=tags, resume="allow", **kwargs)
+
+
+def read_offline_run(save_dir: str | Path) -> dict:
+    """Read back what an offline run logged: {"history": [row, ...], "media": [paths]}.
+
+    Used by tests and reports; parses the run's `.wandb` record file with wandb's own reader."""
+    import json
+
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal.datastore import DataStore
+
+    runs = sorted(Path(save_dir).glob("wandb/offline-run-*"))
+    if not runs:
+        raise FileNotFoundError(f"{save_dir}: no offline W&B run (wandb/offline-run-*)")
+    history, media = [], []
+    for run in runs:
+        media += sorted(str(p) for p in run.glob("files/media/**/*") if p.is_file())
+        for path in run.glob("run-*.wandb"):
+            store = DataStore()
+            store.open_for_scan(str(path))
+            while (data := store.scan_data()) is not None:
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(data)
+                if record.WhichOneof("record_type") == "history":
+                    history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                                    for item in record.history.item})
+    return {"history": history, "media": media}

@@ -1,0 +1,137 @@
+"""Shapes, conditioning, windows and the official layout of dawn_train/models/a2v/unet3d.py."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from dawn_train.models.a2v import GaussianDiffusion, Unet3D
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny ops: one intra-op thread is much faster than oversubscribed threads on shared CPUs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+PKG = Path(__file__).resolve().parents[3] / "dawn_train" / "models" / "a2v"
+TINY = dict(dim=8, dim_mults=(1, 2), channels=3 + 5, cond_aud=4, cond_pose=3, cond_eye=2, attn_heads=2,
+            attn_dim_head=4, init_kernel_size=3, resnet_groups=4)
+
+
+def _inputs(b=2, t=5, hw=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, TINY["channels"], t, hw, hw, generator=g)
+    cond = torch.randn(b, t, 9, generator=g)
+    return x, torch.tensor([3, 700][:b]), cond
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return Unet3D(**TINY).eval()
+
+
+@pytest.mark.parametrize("t", [1, 4, 7])
+def test_shape_and_dynamic_frames(tiny, t):
+    x, time, cond = _inputs(t=t)
+    with torch.no_grad():
+        out = tiny(x, time, cond)
+    assert out.shape == (2, 3, t, 8, 8)
+    with pytest.raises(ValueError):
+        tiny(x, time, cond[:, :1] if t > 1 else torch.cat([cond, cond], 1))
+
+
+def test_null_condition(tiny):
+    x, time, cond = _inputs()
+    with torch.no_grad():
+        null = tiny(x, time, cond, null_cond_prob=1.0)
+        torch.testing.assert_close(tiny(x, time, None), null, rtol=0, atol=0)
+        torch.testing.assert_close(tiny(x, time, torch.zeros_like(cond)), null, rtol=0, atol=0)
+        full = tiny(x, time, cond)
+        assert (full - null).abs().max() > 1e-3
+        mask = torch.zeros(2, 5, dtype=torch.bool)
+        mask[0, 2] = True  # per-frame null condition
+        part = tiny(x, time, cond, null_cond_mask=mask)
+        cond2 = cond.clone()
+        cond2[0, 2] = 0
+        torch.testing.assert_close(part, tiny(x, time, cond2), rtol=0, atol=0)
+        g = torch.Generator().manual_seed(1)
+        a = tiny(x, time, cond, null_cond_prob=0.5, generator=g)
+        g = torch.Generator().manual_seed(1)
+        torch.testing.assert_close(a, tiny(x, time, cond, null_cond_prob=0.5, generator=g), rtol=0, atol=0)
+        cfg = tiny.forward_with_cond_scale(x, time, cond, cond_scale=3.0)
+        torch.testing.assert_close(cfg, null + 3.0 * (full - null), rtol=1e-5, atol=1e-5)
+
+
+def test_window_binding_and_not_binding():
+    torch.manual_seed(0)
+    full = Unet3D(**TINY).eval()
+    x, time, cond = _inputs(t=9)
+    with torch.no_grad():
+        ref = full(x, time, cond)
+        for size, conv in [(16, "total"), (8, "per_side"), (None, "total")]:
+            full.window_size, full.window_convention = size, conv
+            torch.testing.assert_close(full(x, time, cond), ref, rtol=0, atol=0)  # window >= T - 1 -> identical
+        full.window_size, full.window_convention = 4, "total"  # +-2 frames
+        assert (full(x, time, cond) - ref).abs().max() > 1e-4
+        local = full(x, time, cond)
+        full.window_size, full.window_convention = 2, "per_side"
+        torch.testing.assert_close(full(x, time, cond), local, rtol=0, atol=0)
+
+
+def test_learn_null_cond_and_final_activation():
+    torch.manual_seed(0)
+    m = Unet3D(**TINY, learn_null_cond=True, use_final_activation=True)
+    assert m.null_cond_emb.shape == (1, 1, 9)
+    x, time, cond = _inputs()
+    out = m(x, time, cond, null_cond_prob=1.0)
+    out.sum().backward()
+    assert m.null_cond_emb.grad is not None and out[:, :2].abs().max() <= 1
+
+
+def test_gradient_checkpointing_matches():
+    torch.manual_seed(0)
+    a = Unet3D(**TINY, window_size=2)
+    b = Unet3D(**TINY, window_size=2, use_checkpoint=True)
+    b.load_state_dict(a.state_dict())
+    x, time, cond = _inputs()
+    for m in (a, b):
+        m(x, time, cond).square().mean().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("key", ["a2v128", "a2v256"])
+def test_official_layout_and_parameter_count(official_shapes, key):
+    with torch.device("meta"):
+        unet = Unet3D(dim=64, dim_mults=(1, 2, 4, 8), channels=275, cond_aud=1024, cond_pose=6, cond_eye=2,
+                      attn_heads=8, attn_dim_head=32, init_kernel_size=7, window_size=80)
+        diffusion = GaussianDiffusion(unet)
+    ours = {k: list(v.shape) for k, v in diffusion.state_dict().items()}
+    ref = official_shapes[key]["diffusion"]
+    assert list(ours) == list(ref)  # names and order
+    assert ours == ref
+    assert sum(p.numel() for p in unet.parameters()) == 49_857_555  # includes the 16 shared rotary freqs
+    assert sum(p.numel() for p in unet.parameters() if p.requires_grad) == 49_857_555 - 16
+
+
+def test_package_hygiene():
+    allowed = {"torch", "einops", "numpy", "math", "typing", "__future__", "functools", "dataclasses"}
+    for path in PKG.glob("*.py"):
+        src = path.read_text()
+        assert len(src.splitlines()) < 400, path.name
+        assert ".cuda(" not in src, path.name
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.Import):
+                roots = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = {node.module.split(".")[0]}
+            else:
+                continue
+            assert roots <= allowed, f"{path.name} imports {roots - allowed}"
