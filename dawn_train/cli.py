@@ -2,7 +2,11 @@
 
     dawn-train data synth|shards|inspect ...   build and check datasets
     dawn-train bench loader ...                throughput figures
+    dawn-train bench attention|sample ...      banded vs full temporal attention (time, peak memory)
+    dawn-train generate --image --audio --out  portrait + speech -> talking-head mp4
     dawn-train fit|validate|test -c CONFIG     training (LightningCLI, once a stage is configured)
+    dawn-train sweep FILE [--submit]           a grid of runs as a SLURM job array
+    dawn-train export CKPT --kind K --out F    DeepSpeed/Lightning checkpoint -> plain weights file
 
 Each subcommand parses its arguments and calls one function of the package."""
 from __future__ import annotations
@@ -81,6 +85,89 @@ def cmd_bench_loader(args) -> int:
     return 0
 
 
+def cmd_bench_attention(args) -> int:
+    from dawn_train.bench.attention import bench_attention
+
+    result = bench_attention(args.frames, args.window, positions=args.positions, heads=args.heads,
+                             dim_head=args.dim_head, backend=args.backend, dtype=args.dtype, device=args.device,
+                             repeats=args.repeats)
+    _print_json_or_table(result, args.json, "temporal attention: banded (ours) vs masked full (official)")
+    return 0
+
+
+def cmd_bench_sample(args) -> int:
+    from dawn_train.bench.sample import bench_sample
+
+    result = bench_sample(args.frames, args.window, preset=args.preset, latent=args.latent, steps=args.steps,
+                          device=args.device, dtype=args.dtype, attn_backend=args.backend, repeats=args.repeats)
+    _print_json_or_table(result, args.json, "A2V-FDM DDIM sampling: banded (ours) vs full temporal attention")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from dawn_train.generate import generate
+
+    try:
+        summary = generate(args.image, args.audio, args.out, config=args.config, lfg=args.lfg, a2v=args.a2v,
+                           pose_from=args.pose_from, blink_from=args.blink_from, audio_feat_from=args.audio_feat_from,
+                           seed=args.seed, window_size=args.window_size, steps=args.steps, size=args.size,
+                           device=args.device, progress=not args.quiet)
+    except NotImplementedError as exc:  # e.g. HuBERT features for official weights
+        print(f"dawn-train: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary['out']}: {summary['frames']} frames ({summary['seconds']:.2f} s) at {summary['size']} px, "
+          f"seed {summary['seed']}, DDIM {summary['steps']} steps, window {summary['window_size']}")
+    return 0
+
+
+def cmd_convert_official(args) -> int:
+    from dawn_train.checkpoints import convert_official
+
+    summary = convert_official(args.kind, args.file, args.out)
+    print(f"converted official {summary['kind']} checkpoint {summary['source']} -> {summary['out']}: "
+          f"{summary['tensors']} tensors, {summary['parameters']:,} parameters")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from dawn_train.launch.slurm import SlurmError
+    from dawn_train.launch.sweep import run_sweep
+
+    if args.submit and args.dry_run:
+        raise ValueError("--submit and --dry-run exclude each other")
+    try:
+        summary = run_sweep(args.file, submit=args.submit, only_failed=args.only_failed)
+    except SlurmError as exc:
+        print(f"dawn-train: error: {exc}", file=sys.stderr)
+        return 2
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"sweep {summary['sweep']}: {summary['points']} points, W&B group {summary['group']}, "
+          f"out {summary['out_dir']}; to run: {summary['to_run'] or 'nothing'}")
+    if summary["job"]:
+        print(f"submitted job array {summary['job']}")
+    elif summary["script"]:
+        print(f"rendered {summary['script']} (not submitted; add --submit, or run: {summary['sbatch']})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from dawn_train.launch.export import export_checkpoint
+
+    summary = export_checkpoint(args.ckpt, args.kind, args.out, fmt=args.format)
+    print(f"exported {summary['kind']} weights of {summary['source']} -> {summary['out']} ({summary['format']}): "
+          f"{summary['tensors']} tensors, {summary['parameters']:,} parameters")
+    return 0
+
+
+def cmd_bench_step(args) -> int:
+    from dawn_train.bench.step import bench_step
+
+    result = bench_step(args.config, steps=args.steps, warmup=args.warmup, overrides=args.override)
+    _print_json_or_table(result, args.json, f"training step ({result['stage']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dawn-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -123,6 +210,72 @@ def build_parser() -> argparse.ArgumentParser:
     loader.add_argument("--batches", type=int, default=50, help="timed batches (after 2 warm-up batches)")
     loader.add_argument("--json", action="store_true")
     loader.set_defaults(func=cmd_bench_loader)
+    attention = bench_commands.add_parser("attention", help="banded vs full temporal attention: time and peak memory")
+    attention.add_argument("--frames", type=int, default=200)
+    attention.add_argument("--window", type=int, default=80, help="whole window in frames (paper count; 80 = +-40)")
+    attention.add_argument("--positions", type=int, default=None, help="sequences (batch x h x w); default 1024 on CUDA, 64 on CPU")
+    attention.add_argument("--heads", type=int, default=8)
+    attention.add_argument("--dim-head", type=int, default=32)
+    sample = bench_commands.add_parser("sample", help="A2V-FDM DDIM generation of T frames, banded vs full attention")
+    sample.add_argument("--frames", type=int, default=200)
+    sample.add_argument("--window", type=int, default=80, help="whole window in frames (paper count; 80 = +-40)")
+    sample.add_argument("--preset", default="demo", choices=("demo", "release"), help="UNet size (release = 49.9 M params)")
+    sample.add_argument("--latent", type=int, default=None, help="latent size h = R / 4 (default: preset's)")
+    sample.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    for sub in (attention, sample):
+        sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+        sub.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+        sub.add_argument("--backend", default="math", choices=("math", "sdpa"), help="attention kernel")
+        sub.add_argument("--repeats", type=int, default=None)
+        sub.add_argument("--json", action="store_true")
+    attention.set_defaults(func=cmd_bench_attention, repeats=3)
+    sample.set_defaults(func=cmd_bench_sample, repeats=1)
+
+    gen = commands.add_parser("generate", help="portrait + speech -> talking-head mp4 (A2V-FDM + LFG)")
+    gen.add_argument("--image", required=True, help="portrait (face crop), any format PIL reads")
+    gen.add_argument("--audio", required=True, help="speech, any format PyAV decodes (resampled to 16 kHz mono)")
+    gen.add_argument("--out", required=True, help="output .mp4 (25 fps, H.264 + AAC)")
+    gen.add_argument("--config", help="generate YAML (checkpoints and settings), e.g. experiments/demo/generate.yaml")
+    gen.add_argument("--lfg", help="LFG checkpoint (.ckpt, converted or official .pth)")
+    gen.add_argument("--a2v", help="A2V-FDM checkpoint (.ckpt: EMA weights used; converted or official .pth)")
+    gen.add_argument("--pose-from", help="(frames, 6) .npy pose sequence; default: held at the reference pose")
+    gen.add_argument("--blink-from", help="(frames, 2) .npy blink sequence; default: held at the reference state")
+    gen.add_argument("--audio-feat-from", help="precomputed (frames, D) audio features .npy (e.g. HuBERT)")
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--window-size", type=int, default=None, help="temporal window (model convention, paper: 80)")
+    gen.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's, 20)")
+    gen.add_argument("--size", type=int, default=None, help="frame size R (default: the checkpoint's)")
+    gen.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=cmd_generate)
+    step = bench_commands.add_parser("step", help="training steps/s, samples/s and peak memory of a config")
+    step.add_argument("-c", "--config", required=True, help="stage config, e.g. experiments/demo/lfg.yaml")
+    step.add_argument("--steps", type=int, default=10, help="timed optimizer steps (after warm-up)")
+    step.add_argument("--warmup", type=int, default=2)
+    step.add_argument("--override", action="append", default=[], help="extra CLI override, e.g. --override=--data.init_args.batch_size=2")
+    step.add_argument("--json", action="store_true")
+    step.set_defaults(func=cmd_bench_step)
+
+    convert = commands.add_parser("convert-official", help="official DAWN checkpoint -> dawn_train checkpoint")
+    convert.add_argument("kind", choices=("lfg", "a2v", "pbnet-pose", "pbnet-blink"))
+    convert.add_argument("file", help="official file, e.g. LFG_128_1000ep.pth, DAWN_128.pth")
+    convert.add_argument("--out", required=True, help="output file for `fit` (init_from) and `generate`")
+    convert.set_defaults(func=cmd_convert_official)
+
+    sweep = commands.add_parser("sweep", help="grid of config overrides -> SLURM job array (validate, render, submit)")
+    sweep.add_argument("file", help="sweep file, e.g. experiments/ablations/window.yaml")
+    sweep.add_argument("--submit", action="store_true", help="submit the rendered array with sbatch")
+    sweep.add_argument("--dry-run", action="store_true", help="validate and render only (the default without --submit)")
+    sweep.add_argument("--only-failed", action="store_true", help="only points that did not finish and are not queued")
+    sweep.set_defaults(func=cmd_sweep)
+
+    export = commands.add_parser("export", help="training checkpoint (DeepSpeed dir or .ckpt) -> weights file without DeepSpeed")
+    export.add_argument("ckpt", help="DeepSpeed checkpoint directory (e.g. runs/x/checkpoints/last.ckpt/) or a .ckpt file")
+    export.add_argument("--kind", required=True, choices=("lfg", "a2v", "pbnet-pose", "pbnet-blink"))
+    export.add_argument("--out", required=True, help="output file (loads with checkpoints.load_model)")
+    export.add_argument("--format", default="converted", choices=("converted", "state_dict"),
+                        help="converted: weights + model config (default); state_dict: weights only")
+    export.set_defaults(func=cmd_export)
     return parser
 
 
@@ -136,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
+    except (ValueError, FileNotFoundError) as exc:  # user errors (CheckpointError too): one clear line
         print(f"dawn-train: error: {exc}", file=sys.stderr)
         return 2
 

@@ -36,3 +36,23 @@ def load_fixture(parity_dir: Path, name: str) -> tuple[dict, dict]:
     from safetensors.torch import load_file
 
     return load_file(str(parity_dir / f"{name}.safetensors")), json.loads((parity_dir / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def synth_raw(tmp_path_factory):
+    """8 synthetic videos, 64 px, 2 s, in the prepared-video layout (built once per session)."""
+    from dawn_train.data.synth import synth_dataset
+
+    out = tmp_path_factory.mktemp("synth") / "raw"
+    synth_dataset(out, videos=8, seconds=2.0, size=64, seed=3, workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_shards(synth_raw):
+    """Shards of `synth_raw`: 6 train shards, 2 val shards, one sample each."""
+    from dawn_train.data.shards import write_shards
+
+    out = synth_raw.parent / "shards"
+    write_shards(synth_raw, out, val_fraction=0.25, samples_per_shard=1, progress=False)
+    return out

@@ -6,6 +6,8 @@ ablation), `--print_config` shows the resolved YAML, and `--ckpt_path last` resu
 run's `last.ckpt` (same global step, optimizer, scheduler and data epoch)."""
 from __future__ import annotations
 
+import sys
+
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
@@ -16,10 +18,11 @@ class DawnCLI(LightningCLI):
 
 
 def run_lightning_cli(argv: list[str]) -> DawnCLI:
+    """Run `fit|validate|test|predict` with `argv` (e.g. ["fit", "-c", "experiments/demo/lfg.yaml"])."""
     return DawnCLI(
         L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True}, args=argv, parser_kwargs={"parser_mode": "omegaconf"}
-        if _has_omegaconf() else {}, auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True}, args=None if argv == sys.argv[1:] else argv,
+        parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else {}, auto_configure_optimizers=False,
     )
 
 

@@ -46,25 +46,40 @@ class DawnWandbLogger(WandbLogger):
 def read_offline_run(save_dir: str | Path) -> dict:
     """Read back what an offline run logged: {"history": [row, ...], "media": [paths]}.
 
-    Used by tests and reports; parses the run's `.wandb` record file with wandb's own reader."""
-    import json
-
-    from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal.datastore import DataStore
-
+    Used by tests and reports.  wandb >= 0.31 prints a run's records with `wandb leet inspect
+    --json`; older releases ship a Python reader (`wandb.sdk.internal.datastore`)."""
     runs = sorted(Path(save_dir).glob("wandb/offline-run-*"))
     if not runs:
         raise FileNotFoundError(f"{save_dir}: no offline W&B run (wandb/offline-run-*)")
     history, media = [], []
     for run in runs:
         media += sorted(str(p) for p in run.glob("files/media/**/*") if p.is_file())
-        for path in run.glob("run-*.wandb"):
-            store = DataStore()
-            store.open_for_scan(str(path))
-            while (data := store.scan_data()) is not None:
-                record = wandb_internal_pb2.Record()
-                record.ParseFromString(data)
-                if record.WhichOneof("record_type") == "history":
-                    history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                                    for item in record.history.item})
+        history += _history_rows(run)
     return {"history": history, "media": media}
+
+
+def _history_rows(run: Path) -> list[dict]:
+    import json
+    import subprocess
+    import sys
+
+    try:
+        from wandb.proto import wandb_internal_pb2
+        from wandb.sdk.internal.datastore import DataStore
+    except ImportError:
+        wandb_cli = Path(sys.executable).with_name("wandb")
+        out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run)], capture_output=True, text=True,
+                             check=True, timeout=120).stdout
+        records = (json.loads(line) for line in out.splitlines() if line.startswith("{"))
+        return [r["history"]["item"] for r in records if r.get("type") == "history"]
+    rows = []
+    for path in run.glob("run-*.wandb"):
+        store = DataStore()
+        store.open_for_scan(str(path))
+        while (data := store.scan_data()) is not None:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows

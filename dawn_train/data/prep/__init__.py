@@ -1,0 +1,1 @@
+"""Real-dataset preparation: face tracking and crops, audio, pose and blink annotations."""

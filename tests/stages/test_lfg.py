@@ -1,0 +1,131 @@
+"""LFG stage: trains on synthetic shards, resumes after a kill, logs to W&B offline, loads official files."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dawn_train.checkpoints import CheckpointError, convert_official, export_official, load_model
+from dawn_train.cli import main
+from dawn_train.tracking import read_offline_run
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "experiments" / "demo" / "lfg.yaml")
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def series(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+
+
+@pytest.fixture(scope="module")
+def trained_run(synth_shards, tmp_path_factory):
+    """A 60-step tiny LFG run (cwd = a tmp dir, so runs/ lands there)."""
+    work = tmp_path_factory.mktemp("lfg")
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        main(["fit", "-c", CONFIG, f"--data.init_args.shards={synth_shards}", "--trainer.max_steps=60",
+              "--trainer.val_check_interval=30", "--trainer.enable_progress_bar=false"])
+    finally:
+        os.chdir(cwd)
+    return work / "runs" / "lfg-demo"
+
+
+@pytest.mark.slow
+def test_reconstruction_loss_falls(trained_run):
+    l1 = [v for _, v in series(metrics(trained_run), "train/l1_pyramid")]
+    assert len(l1) >= 10
+    first, last = sum(l1[:3]) / 3, sum(l1[-3:]) / 3
+    assert last < 0.8 * first, f"reconstruction loss did not fall: {first:.3f} -> {last:.3f}"
+    val = [v for _, v in series(metrics(trained_run), "val/l1")]
+    assert len(val) == 2 and val[-1] < val[0]
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_metrics_and_images(trained_run):
+    run = read_offline_run(trained_run)
+    keys = set().union(*run["history"])
+    assert {"train/loss", "train/l1_pyramid", "val/l1", "perf/samples_per_s"} <= keys
+    assert any(p.endswith(".png") for p in run["media"])  # image grids (source/driving/recon/flow/occlusion)
+    losses = [row["train/loss"] for row in run["history"] if "train/loss" in row]
+    assert all(isinstance(v, float) for v in losses) and len(losses) >= 10
+
+
+@pytest.mark.slow
+def test_checkpoint_rebuilds_the_model(trained_run, synth_shards):
+    model = load_model(trained_run / "checkpoints" / "last.ckpt", "lfg")
+    assert model.num_regions == 4  # the tiny config, rebuilt from the YAML saved in the checkpoint
+    frames = torch.rand(1, 3, 64, 64)
+    flow, occlusion = model.eval().encode(frames, frames)
+    assert flow.shape == (1, 16, 16, 2) and occlusion.shape == (1, 1, 16, 16)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_the_same_step(synth_shards, tmp_path):
+    command = [sys.executable, "-m", "dawn_train.cli", "fit", "-c", CONFIG, f"--data.init_args.shards={synth_shards}",
+               "--trainer.max_steps=1000", "--trainer.enable_progress_bar=false", "--trainer.val_check_interval=1000"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "runs" / "lfg-demo" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and not last.exists():
+            time.sleep(0.5)
+        assert last.exists(), "no last.ckpt within the deadline"
+        time.sleep(1.0)  # let the write finish (Lightning writes atomically)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert saved >= 10 and saved % 10 == 0
+    resume = command[:-3] + [f"--trainer.max_steps={saved + 5}", "--ckpt_path=last", "--trainer.enable_progress_bar=false"]
+    subprocess.run(resume, cwd=tmp_path, check=True, timeout=240, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    final = torch.load(last, map_location="cpu", weights_only=False)
+    assert final["global_step"] == saved + 5
+    assert final["optimizer_states"][0]["state"], "optimizer state was not restored/saved"
+    wandb_ids = (tmp_path / "runs" / "lfg-demo" / "wandb_run_id").read_text().split()
+    assert len(wandb_ids) == 1  # the resumed run continued the same W&B run
+
+
+def official_lfg_file(shapes: dict, path: Path) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    payload = {group: {name: torch.randn(shape, generator=generator) if "num_batches" not in name
+                       else torch.tensor(7) for name, shape in tensors.items()}
+               for group, tensors in shapes.items()}
+    payload.update(optimizer={}, epoch=3)  # present in official files, ignored by us
+    torch.save(payload, path)
+    return path
+
+
+def test_official_checkpoint_converts_loads_strictly_and_round_trips(official_shapes, tmp_path, capsys):
+    source = official_lfg_file(official_shapes["lfg128"], tmp_path / "LFG_128.pth")
+    assert main(["convert-official", "lfg", str(source), "--out", str(tmp_path / "lfg.pt")]) == 0
+    assert "66,004,557 parameters" in capsys.readouterr().out
+    model = load_model(tmp_path / "lfg.pt", "lfg")
+    exported = export_official(model, "lfg")
+    original = torch.load(source, weights_only=True)
+    for group in ("generator", "region_predictor", "bg_predictor"):
+        assert exported[group].keys() == original[group].keys()
+        assert all(torch.equal(exported[group][k], original[group][k]) for k in original[group])
+
+
+def test_partial_official_checkpoint_lists_what_is_wrong(official_shapes, tmp_path):
+    source = official_lfg_file(official_shapes["lfg128"], tmp_path / "LFG_128.pth")
+    payload = torch.load(source, weights_only=True)
+    payload["generator"].pop("final.weight")
+    payload["bg_predictor"]["fc.weight"] = torch.zeros(3, 3)
+    torch.save(payload, source)
+    with pytest.raises(CheckpointError, match=r"1 missing \[generator.final.weight\].*1 mismatched \[bg_predictor.fc.weight"):
+        convert_official("lfg", source, tmp_path / "out.pt")
+    with pytest.raises(CheckpointError, match="missing top-level keys"):
+        torch.save({"generator": {}}, tmp_path / "bad.pth")
+        convert_official("lfg", tmp_path / "bad.pth", tmp_path / "out.pt")
