@@ -168,6 +168,14 @@ def cmd_bench_step(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from dawn_train.tracking.report import build_report
+
+    path = build_report(args.runs, args.out, metrics=args.metric or None)
+    print(f"report: {path} (and report.html, plots, metrics.json in {path.parent})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dawn-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -261,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("file", help="official file, e.g. LFG_128_1000ep.pth, DAWN_128.pth")
     convert.add_argument("--out", required=True, help="output file for `fit` (init_from) and `generate`")
     convert.set_defaults(func=cmd_convert_official)
+
+    report = commands.add_parser("report", help="compare runs: table of final metrics + plots (markdown, html)")
+    report.add_argument("runs", nargs="+", help="run directories (runs/<name>) with csv/metrics.csv")
+    report.add_argument("--out", required=True, help="output folder")
+    report.add_argument("--metric", action="append", default=[], help="table column (repeatable; default: val/eval)")
+    report.set_defaults(func=cmd_report)
 
     sweep = commands.add_parser("sweep", help="grid of config overrides -> SLURM job array (validate, render, submit)")
     sweep.add_argument("file", help="sweep file, e.g. experiments/ablations/window.yaml")
