@@ -46,7 +46,7 @@ def default_model(kind: str) -> tuple[nn.Module, dict]:
     if kind == "lfg":
         config = {"class_path": "dawn_train.models.lfg.LatentFlowGenerator", "init_args": {}}
     elif kind == "a2v":
-        config = {"class_path": "dawn_train.stages.a2v_model.build_a2v", "init_args": {}}
+        config = {"class_path": "dawn_train.models.a2v.build_a2v", "init_args": {}}
     elif kind in ("pbnet-pose", "pbnet-blink"):
         dims = {"pos_dim": 6, "eye_dim": 0} if kind == "pbnet-pose" else {"pos_dim": 0, "eye_dim": 2}
         config = {"class_path": "dawn_train.models.pbnet.PBNet", "init_args": dims}

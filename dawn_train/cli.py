@@ -99,7 +99,8 @@ def cmd_bench_sample(args) -> int:
     from dawn_train.bench.sample import bench_sample
 
     result = bench_sample(args.frames, args.window, preset=args.preset, latent=args.latent, steps=args.steps,
-                          device=args.device, dtype=args.dtype, attn_backend=args.backend, repeats=args.repeats)
+                          device=args.device, dtype=args.dtype, attn_backend=args.backend, repeats=args.repeats,
+                          warmup=args.warmup)
     _print_json_or_table(result, args.json, "A2V-FDM DDIM sampling: banded (ours) vs full temporal attention")
     return 0
 
@@ -111,7 +112,8 @@ def cmd_generate(args) -> int:
         summary = generate(args.image, args.audio, args.out, config=args.config, lfg=args.lfg, a2v=args.a2v,
                            pose_from=args.pose_from, blink_from=args.blink_from, audio_feat_from=args.audio_feat_from,
                            seed=args.seed, window_size=args.window_size, steps=args.steps, size=args.size,
-                           device=args.device, progress=not args.quiet)
+                           device=args.device, pbnet_pose=args.pbnet_pose, pbnet_blink=args.pbnet_blink,
+                           init_pose=args.init_pose, init_blink=args.init_blink, progress=not args.quiet)
     except NotImplementedError as exc:  # e.g. HuBERT features for official weights
         print(f"dawn-train: error: {exc}", file=sys.stderr)
         return 2
@@ -230,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--preset", default="demo", choices=("demo", "release"), help="UNet size (release = 49.9 M params)")
     sample.add_argument("--latent", type=int, default=None, help="latent size h = R / 4 (default: preset's)")
     sample.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    sample.add_argument("--warmup", type=int, default=None, help="untimed generations first (default: 1 on CUDA, 0 on CPU)")
     for sub in (attention, sample):
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
         sub.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
@@ -246,8 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--config", help="generate YAML (checkpoints and settings), e.g. experiments/demo/generate.yaml")
     gen.add_argument("--lfg", help="LFG checkpoint (.ckpt, converted or official .pth)")
     gen.add_argument("--a2v", help="A2V-FDM checkpoint (.ckpt: EMA weights used; converted or official .pth)")
-    gen.add_argument("--pose-from", help="(frames, 6) .npy pose sequence; default: held at the reference pose")
-    gen.add_argument("--blink-from", help="(frames, 2) .npy blink sequence; default: held at the reference state")
+    gen.add_argument("--pose-from", help="(frames, 6) .npy pose sequence (e.g. another video's: cross-identity "
+                     "reenactment); default: PBNet if --pbnet-pose, else held at the reference pose")
+    gen.add_argument("--blink-from", help="(frames, 2) .npy blink sequence; default: PBNet if --pbnet-blink, else held")
+    gen.add_argument("--pbnet-pose", help="PBNet pose checkpoint: samples head motion from the audio (--seed varies it)")
+    gen.add_argument("--pbnet-blink", help="PBNet blink checkpoint: samples blinks from the audio")
+    gen.add_argument("--init-pose", type=float, nargs=6, help="reference image's pose (yaw pitch roll scale tx ty); "
+                     "default: the mean reference pose of the A2V training data")
+    gen.add_argument("--init-blink", type=float, nargs=2, help="reference image's eye openness (left right)")
     gen.add_argument("--audio-feat-from", help="precomputed (frames, D) audio features .npy (e.g. HuBERT)")
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--window-size", type=int, default=None, help="temporal window (model convention, paper: 80)")

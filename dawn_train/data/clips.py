@@ -6,8 +6,8 @@ Frames stay uint8 in batches (4x less to copy to the device); stages divide by 2
          (source = earlier), as the official LFG dataset does.
 - PBNet: a window of `window` consecutive frames of audio features, pose and blink (the whole
          chunk if shorter; the collate pads and returns a mask).  No video is decoded.
-- A2V:   a clip of L consecutive frames with every condition sliced to exactly the same
-         frames, plus one reference frame: the clip's first frame (curriculum stage 1) or any
+- A2V:   a clip of L consecutive frames with every condition (and the 16 kHz waveform, for
+         sample videos with sound) sliced to exactly the same frames, plus one reference frame: the clip's first frame (curriculum stage 1) or any
          frame of the chunk (stage 2; it is not part of the target).  L may change per batch.
 """
 from __future__ import annotations
@@ -64,11 +64,14 @@ class A2VClip:
         frames = decode_frames(parsed, [ref, *range(start, start + length)])
         clip = slice(start, start + length)
         pose, blink, box = parsed[schema.POSE], parsed[schema.BLINK], parsed[schema.FACE_BOX]
+        audio = np.zeros(length * schema.SAMPLES_PER_FRAME, dtype=np.float32)  # the clip's 16 kHz waveform
+        wav = parsed[schema.AUDIO][start * schema.SAMPLES_PER_FRAME:(start + length) * schema.SAMPLES_PER_FRAME]
+        audio[: len(wav)] = wav
         return {
             "frames": to_chw(frames[1:]), "ref_frame": to_chw(frames[0]),
             "audio_feat": parsed[schema.AUDIO_FEAT][clip].astype(np.float32),
             "pose": pose[clip], "blink": blink[clip], "face_box": box[clip],
-            "mouth_lmk": parsed[schema.MOUTH_LMK][clip],
+            "mouth_lmk": parsed[schema.MOUTH_LMK][clip], "audio": audio,
             "ref_pose": pose[ref], "ref_blink": blink[ref], "ref_face_box": box[ref],
             "ref_index": ref, "start": start, "key": parsed["name"],
         }

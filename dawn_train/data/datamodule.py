@@ -153,7 +153,7 @@ class PBNetDataModule(ShardDataModule):
 class A2VDataModule(ShardDataModule):
     """Clips for A2V-FDM: batch `frames` uint8 (B, L, 3, H, W), `ref_frame` (B, 3, H, W),
     `audio_feat` (B, L, D), `pose` (B, L, 6), `blink` (B, L, 2), `face_box` (B, L, 4),
-    `mouth_lmk` (B, L, K, 2), `ref_pose`, `ref_blink`, `ref_face_box`.
+    `mouth_lmk` (B, L, K, 2), `audio` (B, L * 640) 16 kHz, `ref_pose`, `ref_blink`, `ref_face_box`.
 
     Curriculum: stage 1 uses `clip_len=20, reference="first"`; stage 2 draws L per batch from
     `[clip_len, clip_len_max]` (official 30-40) with `reference="random"`."""

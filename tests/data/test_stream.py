@@ -42,6 +42,8 @@ def test_a2v_clip_equals_ground_truth_frame_by_frame(synth_raw, synth_shards):
             for field in ("pose", "blink", "face_box", "mouth_lmk"):
                 assert np.array_equal(batch[field][i].numpy(), labels[field][clip]), field
             assert np.array_equal(batch["ref_pose"][i].numpy(), labels["pose"][ref])
+            wav = read_wav(synth_raw / f"{vid}.wav")[start * 640:(start + n) * 640]
+            assert np.allclose(batch["audio"][i].numpy(), wav, atol=1e-4)
     assert lengths <= set(range(12, 17)) and len(lengths) > 1  # L varies per batch, never within one
 
 

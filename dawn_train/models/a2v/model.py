@@ -7,13 +7,17 @@ The frozen LFG that produces the reference feature and the flow targets lives ou
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .diffusion import GaussianDiffusion
+from .diffusion import DDIMConvention, GaussianDiffusion
 from .face_location import FaceLocationEncoder, bbox_mask
+from .local_attention import AttnBackend, WindowConvention
+from .unet3d import Unet3D
+
+FACE_LOC_CHANNELS = 16  # Face_loc_Encoder output channels (official)
 
 
 class A2VFDM(nn.Module):
@@ -55,3 +59,54 @@ class A2VFDM(nn.Module):
     def sample(self, ref_fea: Tensor, box: Tensor, cond: Tensor, **kwargs) -> Tensor:
         """Generate x0 (B, 3, T, h, w) for T = cond.shape[1] frames in one pass."""
         return self.diffusion.sample(self.context(ref_fea, box), cond, **kwargs)
+
+
+def build_a2v(
+    *,
+    dim: int = 64,
+    dim_mults: tuple[int, ...] = (1, 2, 4, 8),
+    ref_channels: int = 256,
+    cond_aud: int = 1024,
+    cond_pose: int = 6,
+    cond_eye: int = 2,
+    attn_heads: int = 8,
+    attn_dim_head: int = 32,
+    init_kernel_size: int = 7,
+    resnet_groups: int = 8,
+    use_sparse_linear_attn: bool = True,
+    window_size: Optional[int] = 80,  # paper count ("total"): +-40 frames = official win_width 40
+    window_convention: WindowConvention = "total",
+    attn_block_size: Optional[int] = None,
+    attn_backend: AttnBackend = "math",
+    use_checkpoint: bool = False,
+    timesteps: int = 1000,
+    beta_schedule_name: str = "cosine",
+    sampling_timesteps: int = 20,
+    ddim_sampling_eta: float = 1.0,
+    ddim_convention: DDIMConvention = "official",
+    loss_type: Literal["l1", "l2"] = "l2",
+    use_dynamic_thres: bool = True,
+    dynamic_thres_percentile: float = 0.9,
+    null_cond_prob: float = 0.1,
+    mask_scale: int = 4,
+) -> A2VFDM:
+    """A2V-FDM from flat arguments (the YAML ``class_path`` of every A2V config).
+
+    Defaults = the official release (``DAWN_128.pth`` / ``DAWN_256.pth``): UNet dim 64, mults (1, 2, 4, 8),
+    input 3 + 256 (LFG reference feature, ``ref_channels``) + 16 (face location) channels, HuBERT
+    ``cond_aud`` 1024 + pose 6 + eye 2, cosine schedule over 1000 steps, DDIM 20 steps with eta 1 and the
+    official grid, and the inference window of the release config (``win_width: 40`` per side = 80 in the
+    paper's count; clips of <= 41 frames are never affected by it, so training matches the release's
+    unmasked training UNet).  ``window_size=None`` = full temporal attention."""
+    unet = Unet3D(
+        dim, dim_mults=tuple(dim_mults), channels=3 + ref_channels + FACE_LOC_CHANNELS, cond_aud=cond_aud,
+        cond_pose=cond_pose, cond_eye=cond_eye, attn_heads=attn_heads, attn_dim_head=attn_dim_head,
+        init_kernel_size=init_kernel_size, resnet_groups=resnet_groups, use_sparse_linear_attn=use_sparse_linear_attn,
+        window_size=window_size, window_convention=window_convention, attn_block_size=attn_block_size,
+        attn_backend=attn_backend, use_checkpoint=use_checkpoint)
+    diffusion = GaussianDiffusion(
+        unet, channels=3, timesteps=timesteps, beta_schedule_name=beta_schedule_name,
+        sampling_timesteps=sampling_timesteps, ddim_sampling_eta=ddim_sampling_eta, ddim_convention=ddim_convention,
+        loss_type=loss_type, use_dynamic_thres=use_dynamic_thres, dynamic_thres_percentile=dynamic_thres_percentile,
+        null_cond_prob=null_cond_prob)
+    return A2VFDM(diffusion, FaceLocationEncoder(out_channels=FACE_LOC_CHANNELS), mask_scale=mask_scale)

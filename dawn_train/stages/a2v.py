@@ -1,0 +1,403 @@
+"""Stage 3: A2V-FDM (audio-to-video flow diffusion) with the two-stage curriculum (TCL).
+
+Each step (official `train_vdm_..._6D*.py`, spec sections 4.1-4.6):
+  frames uint8 (B, L, 3, H, W) -> float [0, 1] -> frozen LFG `encode(ref, frames)`
+  -> flow (B, L, h, w, 2), occlusion (B, L, 1, h, w) -> x_start (B, 3, L, h, w) = [flow x, flow y, 2 occ - 1];
+  reference feature = LFG bottleneck of the reference frame (B, C_ref, h, w);
+  face box of the reference frame -> the official 6-vector (face-location mask);
+  condition per frame = [audio_feat | pose - ref_pose | blink - ref_blink] (B, L, D + 6 + 2);
+  loss = eps-MSE (per-frame null condition with the diffusion's `null_cond_prob`, 0.1)
+       + flow_loss_weight * (x0 flow/occlusion error of the thresholded x0 prediction)
+       + mouth_loss_weight * (eps error inside the mouth box, per masked latent pixel).
+
+Pose/blink units: the deltas are taken in the shards' raw units (schema: degrees for the three
+angles, scale = face height / crop, tx, ty in crop pixels; blink = lid distance / eye width), exactly as
+the official code feeds its raw 3DDFA values.  `pose_scale` multiplies the six pose deltas if a
+dataset's units differ wildly (default: none, so official weights see official-style inputs; note that
+official 3DDFA scale/translations live in another space, see `data/schema.py`).
+
+Curriculum: stage 1 = clips of 20 frames whose first frame is the reference; stage 2 = L drawn per batch
+in [30, 40] with a random reference from the whole chunk, initialised from stage-1 weights (`init_from`).
+The DataModule draws the clips (`A2VDataModule(clip_len, clip_len_max, reference)`); this module only
+records `curriculum_stage` and warns when the data settings contradict it.
+
+Differences from the official trainer: EMA weights (sampling and validation use them), the never-trained
+face-location encoder is trained and saved (spec section 9.1), per-clip colour jitter (optional) instead of
+one draw per batch, LR schedule expressed in optimizer steps (cosine to `min_lr`).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal, Optional
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from dawn_train.checkpoints import detect_state_dict, load_model, load_strict, read
+from dawn_train.data.schema import SAMPLE_RATE
+from dawn_train.stages.augment import _grey, _hue_rotate
+from dawn_train.stages.common import save_hyperparameters
+from dawn_train.stages.ema import EMA
+from dawn_train.stages.optim import cosine_schedule
+from dawn_train.tracking.media import flow_to_rgb, image_grid, log_images, log_video
+
+EMA_PREFIX = "ema.model."
+
+
+# ---- conditioning helpers (shared with dawn_train.generate) -------------------------------------
+def latent_target(flow: Tensor, occlusion: Tensor) -> Tensor:
+    """LFG motion -> diffusion state.  flow (B, T, h, w, 2), occlusion (B, T, 1, h, w) in [0, 1]
+    -> x_start (B, 3, T, h, w) = [flow x, flow y, 2 * occlusion - 1]."""
+    return torch.cat((rearrange(flow, "b t h w c -> b c t h w"),
+                      rearrange(occlusion, "b t c h w -> b c t h w") * 2 - 1), dim=1)
+
+
+def latent_motion(x0: Tensor) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`latent_target`: x0 (B, 3, T, h, w) -> flow (B, T, h, w, 2), occlusion (B, T, 1, h, w)."""
+    flow = rearrange(x0[:, :2], "b c t h w -> b t h w c")
+    occlusion = rearrange((x0[:, 2:3] + 1) / 2, "b c t h w -> b t c h w").clamp(0, 1)
+    return flow, occlusion
+
+
+def face_box_vector(box: Tensor, height: int, width: int) -> Tensor:
+    """Reference face box (B, 4) = (x0, y0, x1, y1) pixels -> the official (B, 6) vector
+    [x_min, x_max, y_min, y_max, D4, D5] read by `bbox_mask`, which divides x by D4 and y by D5.
+    We pass D4 = frame width and D5 = frame height, so non-square frames are normalised correctly
+    (the official record holds H, W in that order; identical for the square crops used everywhere)."""
+    box = box.float()
+    size = box.new_tensor([width, height]).expand(box.shape[0], 2)
+    return torch.stack((box[:, 0], box[:, 2], box[:, 1], box[:, 3], size[:, 0], size[:, 1]), dim=1)
+
+
+def mouth_mask(mouth_lmk: Tensor, height: int, width: int, size: int) -> Tensor:
+    """Mouth landmarks (B, T, K, 2) in frame pixels -> (B, T, size, size) float mask of each frame's
+    axis-aligned landmark box at latent resolution (official `generate_mouth_mask`: coordinates scaled by
+    size / frame size, box from int(min) to int(max + 1) inclusive)."""
+    scale = mouth_lmk.new_tensor([size / width, size / height])
+    pts = mouth_lmk.float() * scale
+    lo = pts.amin(dim=2).floor().long()  # (B, T, 2)
+    hi = (pts.amax(dim=2) + 1).floor().long()
+    idx = torch.arange(size, device=mouth_lmk.device)
+    cols = (idx >= lo[..., 0:1]) & (idx <= hi[..., 0:1])  # (B, T, size)
+    rows = (idx >= lo[..., 1:2]) & (idx <= hi[..., 1:2])
+    return (rows[..., :, None] & cols[..., None, :]).float()
+
+
+def condition(audio_feat: Tensor, pose: Tensor, blink: Tensor, ref_pose: Tensor, ref_blink: Tensor,
+              pose_scale: Optional[Tensor] = None) -> Tensor:
+    """Per-frame condition (B, T, D + 6 + 2) = [audio (B, T, D) | pose - ref_pose | blink - ref_blink]
+    (pose (B, T, 6), blink (B, T, 2), ref_pose (B, 6), ref_blink (B, 2), raw units)."""
+    dpose = pose.float() - ref_pose.float()[:, None]
+    if pose_scale is not None:
+        dpose = dpose * pose_scale
+    return torch.cat((audio_feat.float(), dpose, blink.float() - ref_blink.float()[:, None]), dim=-1)
+
+
+def ema_state_dict(raw: dict) -> Optional[dict]:
+    """The EMA weights (in A2VFDM names) of a Lightning checkpoint written by A2VStage, or None."""
+    state = raw.get("state_dict", {}) if "pytorch-lightning_version" in raw else {}
+    ema = {k[len(EMA_PREFIX):]: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
+    return ema or None
+
+
+def freeze_unused(model: nn.Module) -> int:
+    """Freeze the cross-attention weights of unconditioned ResBlocks (the UNet head blocks own them, as
+    the release checkpoint does, but never use them; unused trainable parameters break DDP).  Returns the
+    number of frozen tensors."""
+    frozen = 0
+    for module in model.modules():
+        if hasattr(module, "cross_attn_aud") and getattr(module, "audio_mlp", 0) is None:
+            for name in ("cross_attn_aud", "cross_attn_pose", "cross_attn_eye"):
+                for p in getattr(module, name).parameters():
+                    p.requires_grad_(False)
+                    frozen += 1
+    return frozen
+
+
+class A2VStage(L.LightningModule):
+    """Args:
+        model: the A2VFDM (YAML `class_path: dawn_train.models.a2v.build_a2v`).
+        lfg_checkpoint: trained LFG (Lightning .ckpt, converted file or official .pth); frozen, eval mode,
+            not trained and not written into this stage's checkpoints.
+        curriculum_stage: 1 (short clips, reference = first frame) or 2 (long clips, random reference).
+        init_from: weights to start from (stage-1 .ckpt for stage 2, or an official DAWN .pth); not a resume.
+        init_from_ema: start from the EMA weights of `init_from` when it has them (default: raw weights).
+        lr, betas, min_lr, warmup_steps: Adam (official 2e-4, (0.9, 0.99)), cosine to `min_lr` over the run.
+        flow_loss_weight, flow_loss_type: auxiliary x0 loss on flow + occlusion (official 0.15, "l2").
+        mouth_loss_weight: eps loss inside the mouth box (official 0.15).
+        pose_scale: optional per-dimension factors for the six pose deltas (None = raw units, official).
+        color_jitter: (brightness, contrast, saturation, hue) maxima, one draw per clip (official
+            (0.25, 0.25, 0.25, 0.04) once per batch); None = off.
+        timestep_range: draw training steps t in [lo, hi) instead of [0, T) (diagnostics and tests).
+        ema_decay: EMA decay (None = no EMA, sampling uses the raw weights); ema_warmup: decay warm-up.
+        lfg_chunk_size: frames per LFG call when encoding/decoding (memory bound).
+        sample_every_n_val: log a sampled clip every N validations (0 = never); sample_steps: DDIM steps;
+        sample_seed: seeds validation noise and sampling (validation losses are comparable across runs).
+        train_face_loc: train the face-location encoder (the release never did).
+    """
+
+    def __init__(self, model: nn.Module, lfg_checkpoint: str, curriculum_stage: int = 1, init_from: Optional[str] = None,
+                 init_from_ema: bool = False, lr: float = 2e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 min_lr: float = 1e-6, warmup_steps: int = 0, flow_loss_weight: float = 0.15,
+                 flow_loss_type: Literal["l1", "l2"] = "l2", mouth_loss_weight: float = 0.15,
+                 pose_scale: Optional[tuple[float, ...]] = None,
+                 color_jitter: Optional[tuple[float, float, float, float]] = None,
+                 timestep_range: Optional[tuple[int, int]] = None, ema_decay: Optional[float] = 0.9999,
+                 ema_warmup: bool = True, lfg_chunk_size: Optional[int] = 256, sample_every_n_val: int = 1,
+                 sample_steps: int = 20, sample_seed: int = 0, train_face_loc: bool = True):
+        super().__init__()
+        save_hyperparameters(self)
+        if curriculum_stage not in (1, 2):
+            raise ValueError(f"A2VStage: curriculum_stage must be 1 or 2, got {curriculum_stage}")
+        if flow_loss_type not in ("l1", "l2"):
+            raise ValueError(f"A2VStage: flow_loss_type must be 'l1' or 'l2', got {flow_loss_type!r}")
+        if pose_scale is not None and len(pose_scale) != 6:
+            raise ValueError(f"A2VStage: pose_scale needs 6 values (yaw, pitch, roll, scale, tx, ty), got {pose_scale}")
+        self.model = model
+        self.lfg = load_model(lfg_checkpoint, "lfg").eval().requires_grad_(False)
+        self.register_buffer("pose_scale", None if pose_scale is None else torch.tensor(pose_scale), persistent=False)
+        ema_init = None
+        if init_from:
+            raw = read(init_from)
+            load_strict(self.model, detect_state_dict(raw, "a2v", init_from), init_from)
+            ema_init = ema_state_dict(raw)
+            if init_from_ema:
+                if ema_init is None:
+                    raise ValueError(f"A2VStage: init_from_ema is set but {init_from} holds no EMA weights")
+                load_strict(self.model, ema_init, init_from)
+        freeze_unused(self.model)
+        if not train_face_loc:
+            self.model.face_loc_emb.requires_grad_(False)
+        self.ema = EMA(self.model, ema_decay, ema_warmup) if ema_decay is not None else None
+        if self.ema is not None and ema_init is not None:
+            load_strict(self.ema.model, ema_init, init_from)
+        self.audio_feature: Optional[dict] = None  # manifest feature spec, recorded in checkpoints
+        self.image_size: Optional[int] = None
+        # running sums of the reference frames' face box (normalised), pose and blink
+        self._ref_sum = {"face_box_mean": torch.zeros(4, dtype=torch.float64),
+                         "ref_pose_mean": torch.zeros(6, dtype=torch.float64),
+                         "ref_blink_mean": torch.zeros(2, dtype=torch.float64)}
+        self._ref_count = 0
+        self._n_val = 0
+
+    # ---- modules ---------------------------------------------------------------------------------
+    @property
+    def sampling_model(self) -> nn.Module:
+        """The weights used for validation and sampling: the EMA copy when there is one."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.lfg.eval()  # frozen: BatchNorm statistics stay those of the trained LFG
+        return self
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        manifest = getattr(datamodule, "manifest", None)
+        if manifest:
+            self.audio_feature = dict(manifest["feature"])
+            want = self.model.unet.cond_dim - 8
+            if self.audio_feature["dim"] != want:
+                raise ValueError(f"A2VStage: the shards' audio feature is {self.audio_feature['dim']}-d "
+                                 f"({self.audio_feature.get('type')}), the model expects cond_aud={want}: set "
+                                 f"model.init_args.model.init_args.cond_aud: {self.audio_feature['dim']}")
+        reference = getattr(datamodule, "reference", None)
+        expected = "first" if self.hparams.curriculum_stage == 1 else "random"
+        if reference is not None and reference != expected and self.trainer.is_global_zero:
+            print(f"[a2v] warning: curriculum_stage {self.hparams.curriculum_stage} normally uses "
+                  f"reference='{expected}', the DataModule has '{reference}'")
+
+    def on_fit_start(self) -> None:
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        info = {"curriculum_stage": self.hparams.curriculum_stage, "trainable_params": trainable,
+                "audio_feature": (self.audio_feature or {}).get("type", "unknown")}
+        for logger in self.loggers:
+            logger.log_hyperparams(info)
+        if self.trainer.is_global_zero:
+            print(f"[a2v] curriculum stage {info['curriculum_stage']}, {trainable:,} trainable parameters, "
+                  f"EMA {'on' if self.ema is not None else 'off'}")
+
+    # ---- one step ----------------------------------------------------------------------------------
+    def _jitter(self, ref: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """Same colour jitter for a clip and its reference, one draw per clip.  ref (B, 3, H, W),
+        frames (B, T, 3, H, W) in [0, 1]."""
+        b, t = frames.shape[:2]
+        bri, con, sat, hue = self.hparams.color_jitter
+        draw = lambda m: 1 + (torch.rand(b, 1, 1, 1, 1, device=ref.device) * 2 - 1) * m  # noqa: E731
+        fb, fc, fs = draw(bri), draw(con), draw(sat)
+        angle = (torch.rand(b, device=ref.device) * 2 - 1) * hue * 2 * math.pi
+        x = torch.cat((ref[:, None], frames), dim=1)  # (B, 1 + T, 3, H, W)
+        x = (x * fb).clamp(0, 1)
+        flat = rearrange(x, "b t c h w -> (b t) c h w")
+        mean = rearrange(_grey(flat).mean((1, 2, 3)), "(b t) -> b t 1 1 1", b=b)
+        x = ((x - mean) * fc + mean).clamp(0, 1)
+        grey = rearrange(_grey(rearrange(x, "b t c h w -> (b t) c h w")), "(b t) c h w -> b t c h w", b=b)
+        x = ((x - grey) * fs + grey).clamp(0, 1)
+        x = _hue_rotate(rearrange(x, "b t c h w -> (b t) c h w"), angle.repeat_interleave(t + 1)).clamp(0, 1)
+        x = rearrange(x, "(b t) c h w -> b t c h w", b=b)
+        return x[:, 0], x[:, 1:]
+
+    def prepare(self, batch: dict) -> dict:
+        """Batch -> diffusion inputs: x_start (B, 3, L, h, w), ref (B, 3, H, W) in [0, 1], ref_fea,
+        box (B, 6), cond (B, L, D + 8), mouth (B, L, h, w)."""
+        frames = batch["frames"].float() / 255
+        ref = batch["ref_frame"].float() / 255
+        if self.training and self.hparams.color_jitter:
+            ref, frames = self._jitter(ref, frames)
+        height, width = frames.shape[-2:]
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            flow, occlusion = self.lfg.encode(ref, frames, chunk_size=self.hparams.lfg_chunk_size)
+            ref_fea = self.lfg.reference_feature(ref)
+        want = self.model.unet.channels - 3 - self.model.face_loc_emb.conv2.out_channels
+        if ref_fea.shape[1] != want:
+            raise ValueError(f"A2VStage: the LFG reference feature has {ref_fea.shape[1]} channels, the UNet "
+                             f"expects ref_channels={want} (model.init_args.model.init_args.ref_channels)")
+        cond = condition(batch["audio_feat"], batch["pose"], batch["blink"], batch["ref_pose"], batch["ref_blink"],
+                         self.pose_scale)
+        if cond.shape[-1] != self.model.unet.cond_dim:
+            raise ValueError(f"A2VStage: condition has {cond.shape[-1]} features (audio {batch['audio_feat'].shape[-1]}"
+                             f" + 8), the UNet expects {self.model.unet.cond_dim} (check cond_aud)")
+        return dict(x_start=latent_target(flow, occlusion), ref=ref, ref_fea=ref_fea,
+                    box=face_box_vector(batch["ref_face_box"], height, width), cond=cond,
+                    mouth=mouth_mask(batch["mouth_lmk"], height, width, ref_fea.shape[-1]))
+
+    def losses(self, inputs: dict, model: nn.Module, generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
+        """The three official terms and their weighted sum (`loss`)."""
+        hp = self.hparams
+        x_start = inputs["x_start"]
+        diffusion = model.diffusion
+        lo, hi = hp.timestep_range or (0, diffusion.num_timesteps)
+        t = torch.randint(lo, hi, (x_start.shape[0],), device=x_start.device, generator=generator)
+        out = diffusion.p_losses(x_start, t, model.context(inputs["ref_fea"], inputs["box"]), inputs["cond"],
+                                 generator=generator)
+        eps = out["loss"].float()  # (B, 3, L, h, w) unreduced
+        pred = out["pred_x0"].float()
+        err = (lambda d: d.abs()) if hp.flow_loss_type == "l1" else (lambda d: d.square())  # noqa: E731
+        occ = (x_start[:, 2] + 1) / 2
+        flow = err(pred[:, :2] - x_start[:, :2]).mean() + err((pred[:, 2] + 1) / 2 - occ).mean()
+        mouth = inputs["mouth"][:, None]  # (B, 1, L, h, w), broadcast over the 3 channels
+        mouth_loss = (eps * mouth).sum() / mouth.sum().clamp(min=1.0)
+        diff = eps.mean()
+        total = diff + hp.flow_loss_weight * flow + hp.mouth_loss_weight * mouth_loss
+        return {"loss": total, "loss_diffusion": diff, "loss_flow": flow, "loss_mouth": mouth_loss}
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        inputs = self.prepare(batch)
+        if self.image_size is None:
+            self.image_size = int(batch["frames"].shape[-1])
+        self._track_box(batch)
+        losses = self.losses(inputs, self.model)
+        loss = losses["loss"]
+        b, length = inputs["cond"].shape[:2]
+        self.log("train/loss", losses.pop("loss"), on_step=True, prog_bar=True, batch_size=b)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True, batch_size=b)
+        self.log("train/clip_len", float(length), on_step=True, batch_size=b)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # one EMA update per optimizer step (so also right under gradient accumulation), before any
+        # callback's on_train_batch_end can write a checkpoint
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        inputs = self.prepare(batch)
+        generator = torch.Generator(device=self.device).manual_seed(self.hparams.sample_seed + batch_idx)
+        losses = self.losses(inputs, self.sampling_model, generator)
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, on_epoch=True, sync_dist=True,
+                      batch_size=inputs["cond"].shape[0], prog_bar=False)
+        every = self.hparams.sample_every_n_val
+        if (batch_idx == 0 and every and self._n_val % every == 0 and self.trainer.is_global_zero
+                and not self.trainer.sanity_checking):
+            self.log_sample(batch, inputs)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._n_val += 1
+
+    # ---- sampling ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, inputs: dict, index: int = 0, steps: Optional[int] = None, seed: Optional[int] = None,
+               model: Optional[nn.Module] = None) -> dict[str, Tensor]:
+        """DDIM-sample clip `index` of prepared `inputs` with the sampling (EMA) weights and decode it.
+        Returns x0 (1, 3, L, h, w) and video (1, L, 3, H, W) in [0, 1]."""
+        model = model or self.sampling_model
+        pick = lambda x: x[index:index + 1]  # noqa: E731
+        seed = self.hparams.sample_seed if seed is None else seed
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        x0 = model.sample(pick(inputs["ref_fea"]), pick(inputs["box"]), pick(inputs["cond"]), generator=generator,
+                          sampling_timesteps=steps or self.hparams.sample_steps)
+        flow, occlusion = latent_motion(x0.float())
+        with torch.autocast(self.device.type, enabled=False):
+            video = self.lfg.decode(pick(inputs["ref"]), flow, occlusion, chunk_size=self.hparams.lfg_chunk_size)
+        return {"x0": x0, "video": video.clamp(0, 1), "flow": flow}
+
+    def log_sample(self, batch: dict, inputs: dict) -> Optional[Path]:
+        """Sample the first clip, log the video (with its audio when the batch carries `audio`) and an image
+        strip (ground truth / generated / generated flow), and write the mp4 under the run's `samples/`."""
+        from dawn_train.generate import encode_mp4_with_audio, to_uint8_video
+
+        out = self.sample(inputs)
+        video = to_uint8_video(out["video"][0])  # (L, H, W, 3)
+        audio = batch.get("audio")
+        audio = audio[0].float().cpu().numpy() if torch.is_tensor(audio) else None
+        mp4 = encode_mp4_with_audio(video, audio, SAMPLE_RATE) if audio is not None else encode_mp4_with_audio(video)
+        step = self.global_step
+        log_video(self.loggers, "val/sample", video, step, mp4=mp4)
+        length = video.shape[0]
+        pick = np.linspace(0, length - 1, min(8, length)).round().astype(int).tolist()
+        real = batch["frames"][0, pick].float() / 255
+        fake = out["video"][0, pick].float()
+        size = real.shape[-2:]
+        flow = F.interpolate(flow_to_rgb(out["flow"][0, pick]), size=size, mode="nearest")
+        log_images(self.loggers, "val/strip", image_grid([real.cpu(), fake.cpu(), flow.cpu()], max_items=8), step,
+                   caption=f"ground truth / generated (EMA, DDIM {self.hparams.sample_steps}) / generated flow; "
+                           f"frames {pick}")
+        root = Path(self.trainer.default_root_dir) / "samples"
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / f"val_step{step:07d}.mp4"
+        path.write_bytes(mp4)
+        return path
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def _track_box(self, batch: dict) -> None:
+        """Running means of the reference frames' normalised face box (x0, y0, x1, y1) / size, pose and
+        blink: the defaults `dawn-train generate` uses when it has no face detector or pose estimator."""
+        height, width = batch["frames"].shape[-2:]
+        box = batch["ref_face_box"].detach().double().cpu() / torch.tensor([width, height, width, height])
+        self._ref_sum["face_box_mean"] += box.sum(0)
+        self._ref_sum["ref_pose_mean"] += batch["ref_pose"].detach().double().cpu().sum(0)
+        self._ref_sum["ref_blink_mean"] += batch["ref_blink"].detach().double().cpu().sum(0)
+        self._ref_count += box.shape[0]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The frozen LFG is not part of this stage's weights: keep the file small and the LFG swappable.
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("lfg.")}
+        means = {k: (v / self._ref_count).tolist() if self._ref_count else None for k, v in self._ref_sum.items()}
+        checkpoint["dawn_a2v"] = {"lfg_checkpoint": self.hparams.lfg_checkpoint, "image_size": self.image_size,
+                                  "audio_feature": self.audio_feature, "curriculum_stage": self.hparams.curriculum_stage,
+                                  **means}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key, value in self.lfg.state_dict().items():
+            state.setdefault(f"lfg.{key}", value)
+        info = checkpoint.get("dawn_a2v", {})
+        self.image_size = info.get("image_size") or self.image_size
+        self.audio_feature = info.get("audio_feature") or self.audio_feature
+        if all(info.get(k) for k in self._ref_sum):
+            self._ref_sum = {k: torch.tensor(info[k], dtype=torch.float64) for k in self._ref_sum}
+            self._ref_count = 1
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas))
+        return {"optimizer": optimizer,
+                "lr_scheduler": cosine_schedule(optimizer, self.trainer, hp.lr, hp.min_lr, hp.warmup_steps)}

@@ -1,0 +1,233 @@
+"""`dawn-train generate`: portrait + speech -> playable mp4 with audio; seeds, long audio, the pose/blink
+hook and clear errors for bad inputs."""
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dawn_train import checkpoints
+from dawn_train.cli import main
+from dawn_train.data.audio import AudioError, write_wav
+from dawn_train.generate import (GenerationRequest, ImageError, PoseBlink, audio_features, generate, load_audio,
+                                 load_image)
+from dawn_train.models.a2v import build_a2v
+from tests.stages.test_a2v import TINY_A2V, make_tiny_lfg
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def models(synth_raw, tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny LFG (a few training steps) and a tiny A2V-FDM in the converted format."""
+    work = tmp_path_factory.mktemp("models")
+    lfg = make_tiny_lfg(synth_raw, work / "lfg.pt")
+    torch.manual_seed(0)
+    config = {"class_path": "dawn_train.models.a2v.build_a2v", "init_args": {**TINY_A2V, "dim_mults": [1, 2]}}
+    a2v = checkpoints.save_converted(checkpoints.build(config), config, "a2v", work / "a2v.pt")
+    return lfg, a2v
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    """A real face photo: scikit-image's astronaut (Eileen Collins), cropped to a non-square
+    head-and-shoulders JPEG."""
+    from PIL import Image
+    from skimage.data import astronaut
+
+    path = tmp_path_factory.mktemp("photo") / "face.jpg"
+    Image.fromarray(astronaut()[0:240, 100:300]).save(path, quality=90)
+    return path
+
+
+def stereo_wav(path: Path, seconds: float, rate: int = 44100, amplitude: float = 0.3) -> Path:
+    """Speech-like stereo PCM16 WAV at another sample rate (exercises downmix and resampling)."""
+    t = np.arange(int(seconds * rate)) / rate
+    signal = amplitude * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2)
+    pcm = (np.stack([signal, 0.5 * signal], axis=1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(2)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(pcm.tobytes())
+    return path
+
+
+def read_mp4(path: Path) -> tuple[np.ndarray, float, str]:
+    import av
+    import decord
+
+    frames = decord.VideoReader(str(path)).get_batch(list(range(len(decord.VideoReader(str(path)))))).asnumpy()
+    with av.open(str(path)) as container:
+        (audio,) = container.streams.audio
+        seconds = float(audio.duration * audio.time_base)
+        codec = audio.codec_context.name
+    return frames, seconds, codec
+
+
+@pytest.mark.slow
+def test_generate_cli_writes_a_playable_mp4_with_audio(models, photo, tmp_path, capsys):
+    lfg, a2v = models
+    speech = stereo_wav(tmp_path / "speech.wav", 1.23)
+    out = tmp_path / "out.mp4"
+    code = main(["generate", "--image", str(photo), "--audio", str(speech), "--out", str(out), "--lfg", str(lfg),
+                 "--a2v", str(a2v), "--steps", "2", "--size", "64", "--seed", "1", "--quiet"])
+    assert code == 0
+    assert "not square" in capsys.readouterr().err  # 200 x 240 is resized without cropping, and says so
+    frames, seconds, codec = read_mp4(out)
+    assert frames.shape == (int(1.23 * 25), 64, 64, 3)  # floor(seconds * 25) = 30
+    assert codec == "aac" and abs(seconds - 30 / 25) < 0.05
+    assert frames.std() > 1.0  # not a blank video
+
+
+def test_generate_is_deterministic_for_a_seed_and_uses_the_pose_hook(models, photo, tmp_path):
+    lfg, a2v = models
+    speech = stereo_wav(tmp_path / "speech.wav", 0.4)
+    common = dict(lfg=str(lfg), a2v=str(a2v), steps=2, size=64, progress=False)
+    paths = [tmp_path / f"{name}.mp4" for name in ("a", "b", "c", "d")]
+    generate(photo, speech, paths[0], seed=5, **common)
+    generate(photo, speech, paths[1], seed=5, **common)
+    generate(photo, speech, paths[2], seed=6, **common)
+    calls = []
+
+    def pbnet_like(request: GenerationRequest) -> PoseBlink:
+        calls.append(request)
+        n = request.n_frames
+        pose = np.zeros((n, 6), np.float32)
+        pose[:, 0] = np.linspace(0, 30, n)  # turn the head by 30 degrees
+        return PoseBlink(pose, np.full((n, 2), 0.3, np.float32), np.zeros(6, np.float32), np.full(2, 0.3, np.float32))
+
+    summary = generate(photo, speech, paths[3], seed=5, pose_blink_source=pbnet_like, **common)
+    a, b, c, d = (read_mp4(p)[0] for p in paths)
+    assert summary["frames"] == 10 and len(calls) == 1 and calls[0].audio_feat.shape == (10, 80)
+    assert np.array_equal(a, b)
+    assert np.abs(a.astype(int) - c.astype(int)).max() > 0
+    assert np.abs(a.astype(int) - d.astype(int)).max() > 0  # the hook's pose changed the video
+
+
+@pytest.mark.slow
+def test_long_audio_in_one_pass(models, photo, tmp_path):
+    lfg, a2v = models
+    speech = tmp_path / "long.wav"
+    t = np.arange(24 * 16000) / 16000
+    write_wav(str(speech), 0.3 * np.sin(2 * np.pi * 150 * t) * np.abs(np.sin(2 * np.pi * 2 * t)))
+    out = tmp_path / "long.mp4"
+    summary = generate(photo, speech, out, lfg=str(lfg), a2v=str(a2v), steps=1, size=64, window_size=80,
+                       decode_chunk=100, progress=False)
+    assert summary["frames"] == 600 and summary["window_size"] == 80
+    frames, seconds, _ = read_mp4(out)
+    assert len(frames) == 600 and abs(seconds - 24.0) < 0.05
+
+
+def test_pose_and_blink_files(models, photo, tmp_path):
+    lfg, a2v = models
+    speech = stereo_wav(tmp_path / "speech.wav", 0.4)
+    common = dict(lfg=str(lfg), a2v=str(a2v), steps=1, size=64, progress=False)
+    np.save(tmp_path / "pose7.npy", np.zeros((12, 7), np.float32))  # official 7-column layout: tz dropped
+    np.save(tmp_path / "blink.npy", np.full((10, 2), 0.25, np.float32))
+    generate(photo, speech, tmp_path / "ok.mp4", pose_from=str(tmp_path / "pose7.npy"),
+             blink_from=str(tmp_path / "blink.npy"), **common)
+    np.save(tmp_path / "short.npy", np.zeros((4, 6), np.float32))
+    with pytest.raises(ValueError, match="4 pose rows, the audio needs 10 frames"):
+        generate(photo, speech, tmp_path / "x.mp4", pose_from=str(tmp_path / "short.npy"), **common)
+    np.save(tmp_path / "wide.npy", np.zeros((10, 3), np.float32))
+    with pytest.raises(ValueError, match=r"blink must have shape \(frames, 2\)"):
+        generate(photo, speech, tmp_path / "x.mp4", blink_from=str(tmp_path / "wide.npy"), **common)
+
+
+def test_image_checks(photo, tmp_path, capsys):
+    from PIL import Image
+
+    assert load_image(photo, 64).shape == (64, 64, 3)
+    rgb = np.asarray(Image.open(photo).convert("RGB"))
+    Image.fromarray(rgb).convert("L").save(tmp_path / "gray.png")
+    Image.fromarray(rgb).convert("RGBA").save(tmp_path / "rgba.png")
+    assert load_image(tmp_path / "gray.png", 64).shape == (64, 64, 3)
+    assert load_image(tmp_path / "rgba.png", 64).shape == (64, 64, 3)
+    err = capsys.readouterr().err
+    assert "converting L image to RGB" in err and "converting RGBA image to RGB (alpha dropped)" in err
+    Image.fromarray(np.ones((40, 40), np.float32)).save(tmp_path / "float.tif")
+    (tmp_path / "text.jpg").write_text("not an image")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "tiny.png")
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "blank.png")
+    for name, message in [("float.tif", "mode 'F' is not supported"), ("text.jpg", "cannot be read as an image"),
+                          ("tiny.png", "too small"), ("blank.png", "blank"), ("missing.png", "no such image")]:
+        with pytest.raises(ImageError, match=message):
+            load_image(tmp_path / name, 64)
+
+
+def test_audio_checks(tmp_path):
+    audio = load_audio(stereo_wav(tmp_path / "ok.wav", 0.5))
+    assert audio.dtype == np.float32 and abs(len(audio) - 8000) <= 1
+    write_wav(str(tmp_path / "silent.wav"), np.zeros(16000))
+    write_wav(str(tmp_path / "short.wav"), 0.3 * np.ones(100))
+    with wave.open(str(tmp_path / "empty.wav"), "wb") as handle:
+        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(16000)
+    (tmp_path / "text.wav").write_text("RIFF? no")
+    for name, message in [("silent.wav", "silent"), ("short.wav", "shorter than one video frame"),
+                          ("empty.wav", "shorter than one video frame|cannot decode"),
+                          ("text.wav", "cannot decode"), ("missing.wav", "no such audio file")]:
+        with pytest.raises(AudioError, match=message):
+            load_audio(tmp_path / name)
+
+
+def test_cli_reports_bad_inputs_in_one_line(models, photo, tmp_path, capsys):
+    lfg, a2v = models
+    (tmp_path / "text.wav").write_text("nope")
+    code = main(["generate", "--image", str(photo), "--audio", str(tmp_path / "text.wav"), "--out",
+                 str(tmp_path / "o.mp4"), "--lfg", str(lfg), "--a2v", str(a2v), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "dawn-train: error:" in err and "cannot decode audio" in err and "Traceback" not in err
+    code = main(["generate", "--image", str(photo), "--audio", str(tmp_path / "text.wav"), "--out", "o.mp4"])
+    assert code == 2 and "needs --lfg" in capsys.readouterr().err
+
+
+def test_hubert_checkpoints_need_precomputed_features():
+    with pytest.raises(NotImplementedError, match="--audio-feat-from"):
+        audio_features(np.zeros(16000, np.float32), 25, None, 1024)
+    feat = audio_features(0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 25,
+                          {"type": "logmel", "dim": 80, "n_mels": 80}, 80)
+    assert feat.shape == (25, 80) and feat.dtype == np.float32
+
+
+def test_official_release_architecture_builds():
+    with torch.device("meta"):
+        model = build_a2v()
+    assert model.unet.cond_dim == 1032 and model.unet.channels == 275 and model.unet.half_width() == 40
+
+
+def tiny_pbnet(path: Path, pos_dim: int, eye_dim: int, kind: str) -> Path:
+    config = {"class_path": "dawn_train.models.pbnet.PBNet",
+              "init_args": {"pos_dim": pos_dim, "eye_dim": eye_dim, "audio_dim": 80, "pose_latent_dim": 8,
+                            "audio_latent_dim": 16, "ff_size": 16, "num_heads": 4}}
+    torch.manual_seed(1)
+    return checkpoints.save_converted(checkpoints.build(config), config, kind, path)
+
+
+def test_pbnet_drives_pose_and_blink_with_seeded_variety(models, photo, tmp_path):
+    lfg, a2v = models
+    pose_ckpt = tiny_pbnet(tmp_path / "pose.pt", 6, 0, "pbnet-pose")
+    blink_ckpt = tiny_pbnet(tmp_path / "blink.pt", 0, 2, "pbnet-blink")
+    speech = stereo_wav(tmp_path / "speech.wav", 0.4)
+    common = dict(lfg=str(lfg), a2v=str(a2v), steps=1, size=64, progress=False, pbnet_pose=str(pose_ckpt),
+                  pbnet_blink=str(blink_ckpt))
+    with pytest.raises(ValueError, match="give --init-pose and --init-blink"):
+        generate(photo, speech, tmp_path / "x.mp4", seed=1, **common)  # a converted A2V file records no mean state
+    init = dict(init_pose=[0, 0, 0, 0.6, 32, 32], init_blink=[0.3, 0.3])
+    seen = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        generate(photo, speech, tmp_path / f"{name}.mp4", seed=seed, **common, **init)
+        seen.append(read_mp4(tmp_path / f"{name}.mp4")[0].astype(int))
+    assert np.array_equal(seen[0], seen[1])
+    assert np.abs(seen[0] - seen[2]).max() > 0  # another seed, another head motion
+    with pytest.raises(ValueError, match="both --pbnet-pose and --pbnet-blink"):
+        generate(photo, speech, tmp_path / "y.mp4", lfg=str(lfg), a2v=str(a2v), pbnet_pose=str(pose_ckpt), **init)
