@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo lint clean
+.PHONY: install test test-fast test-slurm demo lint clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not slurm"
+
+# Only the jobs submitted to a real SLURM cluster (started first; needs root the first time).
+test-slurm: install
+	scripts/slurm_cluster.sh
+	$(BIN)/python -m pytest -q -m slurm tests/launch
 
 demo: install
 	PATH=$(BIN):$$PATH bash experiments/demo/demo.sh

@@ -122,6 +122,29 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dawn_train.evaluate import TABLE, evaluate, format_table
+
+    weights = {"fid": args.fid_weights, "i3d": args.i3d_weights, "syncnet": args.syncnet_weights,
+               "arcface": args.arcface_weights}
+    result = evaluate(args.ckpt, args.lfg, args.shards, split=args.split, weights=weights, max_videos=args.max_videos,
+                      max_frames=args.max_frames, steps=args.steps, window_size=args.window_size, seed=args.seed,
+                      pbnet_pose=args.pbnet_pose, pbnet_blink=args.pbnet_blink, device=args.device, out=args.out,
+                      log_wandb=not args.no_wandb, progress=not args.quiet)
+    table = Table(title=f"{result['settings']['videos']} {args.split} videos, {result['settings']['max_frames']} frames "
+                        f"max, pose/blink from {result['settings']['pose_blink']}")
+    for column in ("", *TABLE):
+        table.add_column(column)
+    for row in format_table(result):
+        table.add_row(*row)
+    Console(width=max(Console().width, 140)).print(table)
+    print(f"results: {result['out']}")
+    return 0
+
+
 def cmd_convert_official(args) -> int:
     from dawn_train.checkpoints import convert_official
 
@@ -278,6 +301,28 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("file", help="official file, e.g. LFG_128_1000ep.pth, DAWN_128.pth")
     convert.add_argument("--out", required=True, help="output file for `fit` (init_from) and `generate`")
     convert.set_defaults(func=cmd_convert_official)
+
+    ev = commands.add_parser("eval", help="generate the test set with a checkpoint and report FID, FVD, LSE, CSIM, "
+                             "BAS, Blink/s (paper Table 1 layout)")
+    ev.add_argument("--ckpt", required=True, help="A2V-FDM checkpoint (EMA weights used when present)")
+    ev.add_argument("--lfg", required=True, help="LFG checkpoint")
+    ev.add_argument("--shards", required=True, help="shard directory with manifest.json")
+    ev.add_argument("--split", default="val")
+    ev.add_argument("--max-videos", type=int, default=None)
+    ev.add_argument("--max-frames", type=int, default=200, help="frames per video (official: 200)")
+    ev.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
+    ev.add_argument("--window-size", type=int, default=None, help="sampling window (paper count)")
+    ev.add_argument("--seed", type=int, default=1234)
+    ev.add_argument("--pbnet-pose", default=None, help="drive pose by PBNet instead of the ground truth")
+    ev.add_argument("--pbnet-blink", default=None)
+    for name, what in (("fid", "pt_inception-2015-12-05-6726825d.pth"), ("i3d", "i3d_pretrained_400.pt"),
+                       ("syncnet", "syncnet_v2.model"), ("arcface", "arcface iresnet100 backbone.pth")):
+        ev.add_argument(f"--{name}-weights", default=None, help=f"{what} (missing: metric reported unavailable)")
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--out", default=None, help="results JSON (default: runs/<name>/eval.json)")
+    ev.add_argument("--no-wandb", action="store_true", help="do not log the W&B table")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_eval)
 
     report = commands.add_parser("report", help="compare runs: table of final metrics + plots (markdown, html)")
     report.add_argument("runs", nargs="+", help="run directories (runs/<name>) with csv/metrics.csv")

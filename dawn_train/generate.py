@@ -285,6 +285,33 @@ def read_config(path: str | Path) -> dict:
 
 
 @torch.no_grad()
+def animate(lfg_model: torch.nn.Module, a2v_model: torch.nn.Module, ref: torch.Tensor, box: Sequence[float],
+            audio_feat: np.ndarray, motion: PoseBlink, *, seed: int = 0, steps: Optional[int] = None,
+            eta: Optional[float] = None, decode_chunk: int = 32, progress: bool = False) -> torch.Tensor:
+    """The core of generation: every frame's flow in one non-autoregressive DDIM run, then LFG decoding.
+
+    ref: (1, 3, R, R) reference image in [0, 1]; box: its face box (x0, y0, x1, y1) in pixels;
+    audio_feat: (N, D); motion: driving pose/blink and the reference state.  Returns (N, 3, R, R) in [0, 1]."""
+    from tqdm.auto import tqdm
+
+    from dawn_train.stages.a2v import condition, face_box_vector, latent_motion
+
+    dev, size = ref.device, ref.shape[-1]
+    tensor = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=dev)[None]  # noqa: E731
+    box6 = face_box_vector(tensor(box), size, size)
+    cond = condition(tensor(audio_feat), tensor(motion.pose), tensor(motion.blink), tensor(motion.ref_pose),
+                     tensor(motion.ref_blink))
+    ref_fea = lfg_model.reference_feature(ref)
+    n_frames = cond.shape[1]
+    generator = torch.Generator(device=dev).manual_seed(int(seed))
+    wrap = lambda it: tqdm(it, desc=f"DDIM ({n_frames} frames)", disable=not progress)  # noqa: E731
+    kwargs = {"eta": eta} if eta is not None else {}
+    x0 = a2v_model.sample(ref_fea, box6, cond, generator=generator, sampling_timesteps=steps, progress=wrap, **kwargs)
+    flow, occlusion = latent_motion(x0.float())
+    return lfg_model.decode(ref, flow, occlusion, chunk_size=decode_chunk)[0]
+
+
+@torch.no_grad()
 def generate(image: str | Path, audio: str | Path, out: str | Path, *, config: Optional[str | Path] = None,
              lfg: Optional[str] = None, a2v: Optional[str] = None, pose_from: Optional[str] = None,
              blink_from: Optional[str] = None, audio_feat_from: Optional[str] = None, seed: Optional[int] = None,
@@ -301,7 +328,6 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, *, config: O
     `init_pose`/`init_blink` (default: the A2V training data's mean reference state).
     `pose_blink_source`: any callable(GenerationRequest) -> PoseBlink; default: PBNet / files / held state."""
     from dawn_train import checkpoints
-    from dawn_train.stages.a2v import condition, face_box_vector, latent_motion
 
     given = dict(lfg=lfg, a2v=a2v, pose_from=pose_from, blink_from=blink_from, audio_feat_from=audio_feat_from,
                  seed=seed, window_size=window_size, steps=steps, eta=eta, size=size, face_box=face_box, device=device,
@@ -351,27 +377,12 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, *, config: O
         raise ValueError(f"pose/blink source returned pose {motion.pose.shape} and blink {motion.blink.shape}, "
                          f"expected ({n_frames}, {POSE_DIM}) and ({n_frames}, {BLINK_DIM})")
 
-    # conditions
-    tensor = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=dev)[None]  # noqa: E731
-    ref = torch.as_tensor(frame, device=dev).permute(2, 0, 1)[None].float() / 255
     box = opts.get("face_box") or [v * size for v in (info.get("face_box_mean") or DEFAULT_FACE_BOX)]
     if len(box) != 4:
         raise ValueError(f"face_box must be x0,y0,x1,y1 pixels, got {box}")
-    box6 = face_box_vector(tensor(box), size, size)
-    cond = condition(tensor(feat), tensor(motion.pose), tensor(motion.blink), tensor(motion.ref_pose),
-                     tensor(motion.ref_blink))
-    ref_fea = lfg_model.reference_feature(ref)
-
-    # A2V-FDM: every frame in one DDIM run, then LFG decode in chunks
-    from tqdm.auto import tqdm
-
-    generator = torch.Generator(device=dev).manual_seed(seed)
-    wrap = lambda it: tqdm(it, desc=f"DDIM ({n_frames} frames)", disable=not progress)  # noqa: E731
-    kwargs = {"eta": opts["eta"]} if opts.get("eta") is not None else {}
-    x0 = a2v_model.sample(ref_fea, box6, cond, generator=generator, sampling_timesteps=opts.get("steps"),
-                          progress=wrap, **kwargs)
-    flow, occlusion = latent_motion(x0.float())
-    video = lfg_model.decode(ref, flow, occlusion, chunk_size=int(opts.get("decode_chunk") or 32))[0]
+    ref = torch.as_tensor(frame, device=dev).permute(2, 0, 1)[None].float() / 255
+    video = animate(lfg_model, a2v_model, ref, box, feat, motion, seed=seed, steps=opts.get("steps"), eta=opts.get("eta"),
+                    decode_chunk=int(opts.get("decode_chunk") or 32), progress=progress)
     frames = to_uint8_video(video)
 
     out = Path(out)

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from dawn_train.checkpoints import detect_state_dict, load_model, load_strict, read
 from dawn_train.data.schema import SAMPLE_RATE
+from dawn_train.metrics.suite import MetricSuite
 from dawn_train.stages.augment import _grey, _hue_rotate
 from dawn_train.stages.common import save_hyperparameters
 from dawn_train.stages.ema import EMA
@@ -149,7 +150,9 @@ class A2VStage(L.LightningModule):
                  color_jitter: Optional[tuple[float, float, float, float]] = None,
                  timestep_range: Optional[tuple[int, int]] = None, ema_decay: Optional[float] = 0.9999,
                  ema_warmup: bool = True, lfg_chunk_size: Optional[int] = 256, sample_every_n_val: int = 1,
-                 sample_steps: int = 20, sample_seed: int = 0, train_face_loc: bool = True):
+                 sample_steps: int = 20, sample_seed: int = 0, train_face_loc: bool = True,
+                 val_metrics: Optional[list[str]] = None, metric_weights: Optional[dict[str, str]] = None,
+                 val_metric_batches: int = 1):
         super().__init__()
         save_hyperparameters(self)
         if curriculum_stage not in (1, 2):
@@ -160,6 +163,11 @@ class A2VStage(L.LightningModule):
             raise ValueError(f"A2VStage: pose_scale needs 6 values (yaw, pitch, roll, scale, tx, ty), got {pose_scale}")
         self.model = model
         self.lfg = load_model(lfg_checkpoint, "lfg").eval().requires_grad_(False)
+        # Table 1 metrics on DDIM samples of the first `val_metric_batches` validation batches
+        # (networks from `metric_weights`: fid, i3d, syncnet, arcface; missing -> logged as unavailable)
+        self.metric_suite = MetricSuite(metric_weights, tuple(val_metrics)) if val_metrics else None
+        for reason in (self.metric_suite.unavailable.values() if self.metric_suite else ()):
+            print(f"[a2v] {reason}")
         self.register_buffer("pose_scale", None if pose_scale is None else torch.tensor(pose_scale), persistent=False)
         ema_init = None
         if init_from:
@@ -316,8 +324,24 @@ class A2VStage(L.LightningModule):
         if (batch_idx == 0 and every and self._n_val % every == 0 and self.trainer.is_global_zero
                 and not self.trainer.sanity_checking):
             self.log_sample(batch, inputs)
+        if self.metric_suite is not None and batch_idx < self.hparams.val_metric_batches:
+            self.update_metrics(batch, inputs)
+
+    def update_metrics(self, batch: dict, inputs: dict) -> None:
+        """Sample every clip of the batch (EMA weights) and add it to the Table 1 metrics; the clip is
+        driven by its ground-truth pose/blink, so BAS/Blink/s compare those signals with the audio."""
+        for index in range(inputs["cond"].shape[0]):
+            video = self.sample(inputs, index=index, seed=self.hparams.sample_seed + index)["video"].float()
+            one = lambda x: x[index:index + 1].float()  # noqa: E731
+            self.metric_suite.update(video, one(batch["frames"]) / 255, one(inputs["ref"]), one(batch["audio"]),
+                                     one(batch["pose"]), one(batch["blink"]), one(batch["pose"]), one(batch["blink"]))
 
     def on_validation_epoch_end(self) -> None:
+        if self.metric_suite is not None:
+            if not self.trainer.sanity_checking:
+                rows = self.metric_suite.compute()
+                self.log_dict({f"val/{k}": v for k, v in rows["generated"].items() if v is not None}, sync_dist=False)
+            self.metric_suite.reset()
         if not self.trainer.sanity_checking:
             self._n_val += 1
 

@@ -77,7 +77,7 @@ class LFGStage(L.LightningModule):
             sigma_affine=hp.sigma_affine, sigma_tps=hp.sigma_tps, points_tps=hp.points_tps)
         if self.vgg is None:
             pred, real = self.pyramid(out["prediction"]), self.pyramid(driving)
-            losses["l1_pyramid"] = sum(10.0 * (pred[s] - real[s]).abs().mean() for s in self.pyramid.scales)
+            losses["l1_pyramid"] = sum(10.0 * (p - r).abs().mean() for p, r in zip(pred, real))
         return losses, out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

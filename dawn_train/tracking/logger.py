@@ -83,3 +83,20 @@ def _history_rows(run: Path) -> list[dict]:
                 rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                              for item in record.history.item})
     return rows
+
+
+def log_eval_table(save_dir: str | Path, columns: list[str], rows: list[list], summary: dict, config: dict,
+                   group: str | None = None) -> Path:
+    """Log an evaluation as its own W&B run (job_type "eval", offline by default): the table of
+    `rows` under `eval/table` and each `summary` value under `eval/<name>`.  Returns the run dir."""
+    import wandb
+
+    save_dir = Path(save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run = wandb.init(dir=str(save_dir), project="dawn_train", job_type="eval", group=group, config=config)
+    run.log({"eval/table": wandb.Table(columns=columns, data=rows),
+             **{f"eval/{k}": v for k, v in summary.items() if v is not None}})
+    run.finish()
+    return save_dir

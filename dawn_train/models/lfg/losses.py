@@ -31,8 +31,8 @@ def pyramid_perceptual_loss(prediction: Tensor, target: Tensor, vgg: Vgg19Featur
     """Perceptual loss summed over the scales of ``pyramid``. prediction, target: (B, 3, H, W) in [0, 1]."""
     pred_pyr, real_pyr = pyramid(prediction), pyramid(target)
     total = prediction.new_zeros(())
-    for scale in pyramid.scales:
-        total = total + perceptual_loss(vgg(pred_pyr[scale]), vgg(real_pyr[scale]), layer_weights)
+    for pred, real in zip(pred_pyr, real_pyr):
+        total = total + perceptual_loss(vgg(pred), vgg(real), layer_weights)
     return total
 
 

@@ -70,7 +70,10 @@ class Vgg19Features(nn.Module):
 
 
 class ImagePyramid(nn.Module):
-    """Anti-aliased multi-scale copies of an image: (B, C, H, W) -> {scale: (B, C, H*scale, W*scale)}.
+    """Anti-aliased multi-scale copies of an image: (B, C, H, W) -> [(B, C, H*s, W*s) for s in scales].
+
+    A list in the order of `scales`, not a dict keyed by float scales: DeepSpeed ZeRO-3's forward
+    hooks walk module outputs and expect string keys.
 
     The Gaussian kernels are non-persistent buffers (they are deterministic and in no checkpoint).
     """
@@ -84,5 +87,5 @@ class ImagePyramid(nn.Module):
             del down.weight
             down.register_buffer("weight", kernel, persistent=False)
 
-    def forward(self, x: Tensor) -> dict[float, Tensor]:
-        return {s: down(x) for s, down in zip(self.scales, self.downs)}
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return [down(x) for down in self.downs]

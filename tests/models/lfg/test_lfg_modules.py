@@ -266,7 +266,7 @@ def test_vgg_layout_and_pyramid_shapes():
                                               (1, 512, 2, 2)]
     pyramid = ImagePyramid((1, 0.5), 3)
     assert list(pyramid.state_dict()) == []
-    assert [tuple(v.shape) for v in pyramid(torch.rand(1, 3, 32, 32)).values()] == [(1, 3, 32, 32), (1, 3, 16, 16)]
+    assert [tuple(v.shape) for v in pyramid(torch.rand(1, 3, 32, 32))] == [(1, 3, 32, 32), (1, 3, 16, 16)]
     x = torch.rand(1, 3, 32, 32, requires_grad=True)
     loss = pyramid_perceptual_loss(x, torch.rand(1, 3, 32, 32), vgg, pyramid, [10.0] * 5)
     loss.backward()

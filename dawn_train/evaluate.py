@@ -1,0 +1,131 @@
+"""`dawn-train eval`: generate the test set's videos with a checkpoint and report Table 1's metrics.
+
+Protocol (the official evaluation, dawn_official_spec.md section 7): for every test video the
+source is its first frame, with that frame's pose/blink as the initial state; audio, pose and
+blink drive the generation from the video's own ground truth (or from PBNet with
+`pbnet_pose`/`pbnet_blink`, the paper's setting for natural motion); up to `max_frames` frames
+(200 = 8 s) in one non-autoregressive pass, DDIM 20 steps, fixed seed.  Metrics compare the
+generated videos with the real ones (see `dawn_train/metrics/README.md` for each reference).
+Results: a printed table in the paper's layout, a JSON file and a W&B table.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dawn_train.data import schema
+from dawn_train.data.sample import decode_frames, parse_sample
+from dawn_train.data.shards import iter_tar, load_manifest
+from dawn_train.metrics.suite import TABLE, MetricSuite
+
+# Published numbers for orientation (paper Table 1, HDTF); not computed here.
+PAPER_HDTF = {"FID": 9.60, "FVD16": 60.34, "FVD32": 95.64, "LSE-C": 6.71, "LSE-D": 7.94, "CSIM": 0.790, "BAS": 0.281,
+              "Blink/s": 0.86}
+KEYS = (schema.FRAMES, schema.AUDIO, schema.AUDIO_FEAT, schema.POSE, schema.BLINK, schema.FACE_BOX, schema.META)
+
+
+def test_samples(shards: str | Path, split: str):
+    """Every sample of `split`, parsed (bad ones are reported and skipped)."""
+    root, manifest = Path(shards), load_manifest(shards)
+    if split not in manifest["splits"]:
+        raise ValueError(f"{root}/manifest.json: no '{split}' split")
+    bad: list[str] = []
+    for shard in manifest["splits"][split]["shards"]:
+        for raw in iter_tar(root / shard["name"], bad):
+            try:
+                yield parse_sample(raw, KEYS, manifest["feature"]["dim"])
+            except ValueError as exc:
+                bad.append(str(exc))
+    for problem in bad:
+        print(f"[eval] skipped bad sample: {problem}")
+
+
+def default_output(a2v: str | Path) -> Path:
+    """`runs/<name>/eval.json` for a checkpoint in `runs/<name>/checkpoints/`, else next to the file."""
+    path = Path(a2v)
+    return path.parent.parent / "eval.json" if path.parent.name == "checkpoints" else path.with_suffix(".eval.json")
+
+
+@torch.no_grad()
+def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: dict | None = None,
+             max_videos: int | None = None, max_frames: int = 200, steps: int | None = None,
+             window_size: int | None = None, seed: int = 1234, pbnet_pose: str | None = None,
+             pbnet_blink: str | None = None, device: str | None = None, out: str | None = None,
+             log_wandb: bool = True, progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    from dawn_train import checkpoints
+    from dawn_train.generate import PoseBlink, animate, load_a2v
+    from dawn_train.tracking import log_eval_table
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    lfg_model = checkpoints.load_model(lfg, "lfg").eval().to(dev)
+    a2v_model, info = load_a2v(a2v)
+    a2v_model = a2v_model.to(dev)
+    if window_size is not None:
+        a2v_model.unet.window_size = window_size
+    sampler = None
+    if pbnet_pose or pbnet_blink:
+        from dawn_train.stages.pose_blink import PoseBlinkSampler
+
+        if not (pbnet_pose and pbnet_blink):
+            raise ValueError("eval with PBNet needs both pbnet_pose and pbnet_blink checkpoints")
+        sampler = PoseBlinkSampler.from_checkpoints(pbnet_pose, pbnet_blink, device=dev)
+    suite = MetricSuite(weights).to(dev)
+    for name, reason in suite.unavailable.items():
+        print(f"[eval] {reason}")
+
+    videos = 0
+    samples = test_samples(shards, split)
+    for parsed in tqdm(samples, desc=f"eval ({split})", total=max_videos, disable=not progress):
+        if max_videos is not None and videos >= max_videos:
+            break
+        n = min(int(parsed["meta"]["n_frames"]), max_frames)
+        real = torch.from_numpy(decode_frames(parsed, range(n))).to(dev).permute(0, 3, 1, 2).float() / 255
+        pose, blink = parsed[schema.POSE][:n], parsed[schema.BLINK][:n]
+        motion = PoseBlink(pose, blink, pose[0], blink[0])
+        feat = parsed[schema.AUDIO_FEAT][:n].astype(np.float32)
+        if sampler is not None:
+            sampled_pose, sampled_blink = sampler(feat, pose[0], blink[0], seed=seed + videos)
+            motion = PoseBlink(sampled_pose.cpu().numpy(), sampled_blink.cpu().numpy(), pose[0], blink[0])
+        generated = animate(lfg_model, a2v_model, real[:1], parsed[schema.FACE_BOX][0], feat, motion,
+                            seed=seed + videos, steps=steps)
+        audio = np.zeros(n * schema.SAMPLES_PER_FRAME, np.float32)
+        wav = parsed[schema.AUDIO][: len(audio)]
+        audio[: len(wav)] = wav
+        as_batch = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=dev)[None]  # noqa: E731
+        suite.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(audio), as_batch(motion.pose),
+                     as_batch(motion.blink), as_batch(pose), as_batch(blink))
+        videos += 1
+    if videos == 0:
+        raise ValueError(f"{shards}: no usable '{split}' samples to evaluate")
+    rows = suite.compute()
+    result = {
+        "metrics": rows["generated"], "ground_truth": rows["ground truth"], "unavailable": suite.unavailable,
+        "settings": {"a2v": str(a2v), "lfg": str(lfg), "shards": str(shards), "split": split, "videos": videos,
+                     "max_frames": max_frames, "steps": steps or a2v_model.diffusion.sampling_timesteps,
+                     "window_size": a2v_model.unet.window_size, "seed": seed,
+                     "pose_blink": "pbnet" if sampler is not None else "ground truth"},
+    }
+    out_path = Path(out) if out else default_output(a2v)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=1))
+    result["out"] = str(out_path)
+    if log_wandb:
+        table = [[name, *[rows[name].get(m) for m in TABLE]] for name in ("ground truth", "generated")]
+        log_eval_table(out_path.parent / "eval_wandb", ["row", *TABLE], table, rows["generated"], result["settings"])
+    return result
+
+
+def format_table(result: dict) -> list[list[str]]:
+    """Rows of the paper's Table 1 layout: ground truth, this checkpoint, the paper's DAWN (HDTF)."""
+    def cell(value):
+        return "-" if value is None else f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+
+    rows = [["ground truth", *[cell(result["ground_truth"].get(m)) for m in TABLE]],
+            ["this checkpoint", *[cell(result["metrics"].get(m)) for m in TABLE]],
+            ["DAWN paper (HDTF)", *[cell(PAPER_HDTF[m]) for m in TABLE]]]
+    return rows

@@ -1,0 +1,50 @@
+"""Resolve a `dawn-train fit` command line to its full config without running anything.
+
+Uses the training CLI itself (`--print_config`), so the validation is exactly the one `fit` applies:
+an unknown key or a value of the wrong type fails here, with jsonargparse's message naming the key.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A fit command line that does not parse; the message names the key."""
+
+
+def resolve_fit_config(argv: list[str]) -> dict:
+    """`dawn-train fit ARGV --print_config` in this process -> the resolved config dict."""
+    from dawn_train.stages.cli import run_lightning_cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_lightning_cli(["fit", *argv, "--print_config"])
+        except SystemExit as exc:
+            code = exc.code
+    if code not in (0, None):
+        message = err.getvalue()
+        message = message[message.rfind("error:") + len("error:"):].strip() if "error:" in message else message.strip()
+        raise ConfigError(message or f"fit {' '.join(argv)}: exit code {code}")
+    text = out.getvalue()
+    # imports may print log lines (DeepSpeed's accelerator notice) before the YAML document
+    start = text.find("# lightning.pytorch==")
+    return yaml.safe_load(text[start:] if start >= 0 else text)
+
+
+def checkpoint_dirs(config: dict) -> list[Path]:
+    """Where a resolved fit config keeps checkpoints: the run dir (SLURM's hpc_ckpt_*.ckpt) and
+    every ModelCheckpoint `dirpath`."""
+    trainer = config.get("trainer") or {}
+    dirs = [Path(trainer.get("default_root_dir") or ".")]
+    for callback in trainer.get("callbacks") or []:
+        if isinstance(callback, dict) and callback.get("class_path", "").endswith("ModelCheckpoint"):
+            dirpath = (callback.get("init_args") or {}).get("dirpath")
+            if dirpath:
+                dirs.append(Path(dirpath))
+    return dirs

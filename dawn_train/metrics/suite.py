@@ -1,0 +1,103 @@
+"""The paper's Table 1 metrics as one object, for `dawn-train eval` and the A2V stage's validation.
+
+A metric whose network weights are not given or not found is reported as unavailable (with the
+message saying what file to get), never computed with random weights.  BAS and Blink/s need no
+network and are always available.
+
+Inputs per batch: generated and real videos (B, T, 3, H, W) in [0, 1], the source image
+(B, 3, H, W), the 16 kHz audio (B, L), and the pose (B, T, 6) and eye-openness (B, T, 2) signals
+of the generated and the real videos.  Without a pose estimator / landmarker in the loop, BAS and
+Blink/s of generated videos are measured on the pose and blink signals that drove the generation
+(the generated head follows them); for the real videos, on their annotations.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from dawn_train.metrics.bas import BAS
+from dawn_train.metrics.blink import BlinkRate
+from dawn_train.metrics.csim import CSIM
+from dawn_train.metrics.fid import FID
+from dawn_train.metrics.fvd import FVD
+from dawn_train.metrics.sync import LSE
+from dawn_train.metrics.weights import MetricUnavailable
+
+# Table 1 order; "weights" names the key of the weight-path dict each metric needs.
+TABLE = ("FID", "FVD16", "FVD32", "LSE-C", "LSE-D", "CSIM", "BAS", "Blink/s")
+WEIGHT_KEYS = {"FID": "fid", "FVD16": "i3d", "FVD32": "i3d", "LSE": "syncnet", "CSIM": "arcface"}
+
+
+class MetricSuite(nn.Module):
+    """Args:
+        weights: {"fid": path, "i3d": path, "syncnet": path, "arcface": path}; missing -> unavailable.
+        names: metrics to compute (default: all of Table 1)."""
+
+    def __init__(self, weights: dict[str, str | None] | None = None, names: tuple[str, ...] = TABLE):
+        super().__init__()
+        weights = weights or {}
+        unknown = sorted(set(names) - set(TABLE))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {list(TABLE)}")
+        self.names = tuple(names)
+        self.unavailable: dict[str, str] = {}
+        builders = {
+            "FID": lambda: FID(weights.get("fid")),
+            "FVD16": lambda: FVD(weights.get("i3d"), clip_len=16),
+            "FVD32": lambda: FVD(weights.get("i3d"), clip_len=32),
+            "LSE": lambda: LSE(weights.get("syncnet")),
+            "CSIM": lambda: CSIM(weights.get("arcface")),
+        }
+        wanted = {"LSE" if n.startswith("LSE") else n for n in self.names} - {"BAS", "Blink/s"}
+        self.generated, self.real = nn.ModuleDict(), nn.ModuleDict()
+        for name in sorted(wanted):
+            try:
+                self.generated[name.replace("/", "_")] = builders[name]()
+            except MetricUnavailable as exc:
+                self.unavailable[name] = str(exc)
+        if "LSE" in self.generated:  # the sync of the real videos is the reference row
+            self.real["LSE"] = LSE(weights.get("syncnet"))
+        for side in (self.generated, self.real):
+            side["BAS"] = BAS()
+            side["Blink_s"] = BlinkRate()
+
+    def update(self, generated: Tensor, real: Tensor, source: Tensor, audio: Tensor, pose: Tensor, blink: Tensor,
+               real_pose: Tensor, real_blink: Tensor) -> None:
+        frames = generated.shape[1]
+        for name, metric in self.generated.items():
+            if name in ("FID", "FVD16", "FVD32"):
+                if name.startswith("FVD") and frames < metric.clip_len:
+                    continue  # clips shorter than the I3D window do not count (say so in the report)
+                metric.update(generated, real=False)
+                metric.update(real, real=True)
+            elif name == "LSE":
+                metric.update(generated, audio)
+                self.real["LSE"].update(real, audio)
+            elif name == "CSIM":
+                metric.update(source, generated)
+        self.generated["BAS"].update(pose, audio)
+        self.generated["Blink_s"].update(blink)
+        self.real["BAS"].update(real_pose, audio)
+        self.real["Blink_s"].update(real_blink)
+
+    def compute(self) -> dict[str, dict[str, float | None]]:
+        """{"generated": {metric: value}, "ground truth": {metric: value}}; None = unavailable or n/a."""
+        rows = {"generated": {}, "ground truth": {}}
+        for row, side in (("generated", self.generated), ("ground truth", self.real)):
+            values = {}
+            for name, metric in side.items():
+                if name.startswith("FVD") and int(metric.real_n) == 0:
+                    continue
+                result = metric.compute()
+                if name == "LSE":
+                    values["LSE-C"], values["LSE-D"] = float(result["lse_c"]), float(result["lse_d"])
+                else:
+                    values[name.replace("Blink_s", "Blink/s")] = float(result)
+            rows[row] = {name: values.get(name) for name in self.names}
+        if "CSIM" in rows["ground truth"]:
+            rows["ground truth"]["CSIM"] = 1.0 if "CSIM" in self.generated else None  # a face vs itself
+        return rows
+
+    def reset(self) -> None:
+        for side in (self.generated, self.real):
+            for metric in side.values():
+                metric.reset()
