@@ -270,7 +270,7 @@ def encode_mp4_with_audio(frames: np.ndarray, audio: Optional[np.ndarray] = None
 
 # ---- the pipeline -------------------------------------------------------------------------------
 GENERATE_KEYS = ("lfg", "a2v", "seed", "window_size", "steps", "eta", "size", "face_box", "device",
-                 "decode_chunk", "max_seconds", "use_ema", "pose_from", "blink_from", "audio_feat_from")
+                 "decode_chunk", "max_seconds", "use_ema", "pose_from", "blink_from", "audio_feat_from", "pbnet_pose", "pbnet_blink", "init_pose", "init_blink")
 
 
 def read_config(path: str | Path) -> dict:

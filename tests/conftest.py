@@ -31,6 +31,18 @@ def official_shapes() -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one intra-op thread: tiny models spend more time synchronising
+    threads than computing (20-50x slower with 2 threads on a loaded 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def load_fixture(parity_dir: Path, name: str) -> tuple[dict, dict]:
     """Return (tensors, sidecar json) of a parity fixture such as ``lfg_small``."""
     from safetensors.torch import load_file

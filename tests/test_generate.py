@@ -18,12 +18,7 @@ from dawn_train.models.a2v import build_a2v
 from tests.stages.test_a2v import TINY_A2V, make_tiny_lfg
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is faster
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -16,6 +17,10 @@ from dawn_train.data import schema
 from dawn_train.data.clips import A2VClip, lfg_pair, pbnet_window
 from dawn_train.data.shards import MANIFEST, load_manifest, shard_urls
 from dawn_train.data.stream import EpochDataLoader, make_pipeline
+
+# Lightning warns that `__len__` of a multi-worker IterableDataset may be inaccurate; ours is exact:
+# every worker yields exactly `batches_per_worker` batches of its own shards (see data/stream.py).
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 class ShardDataModule(L.LightningDataModule):

@@ -87,6 +87,8 @@ class MetricSuite(nn.Module):
             for name, metric in side.items():
                 if name.startswith("FVD") and int(metric.real_n) == 0:
                     continue
+                if name == "BAS" and int(metric.n) == 0:
+                    continue  # no head-motion beats in any clip (too short): not a score of 0
                 result = metric.compute()
                 if name == "LSE":
                     values["LSE-C"], values["LSE-D"] = float(result["lse_c"]), float(result["lse_d"])

@@ -12,7 +12,14 @@ import json
 import math
 from pathlib import Path
 
-PLOT_PREFIXES = ("train/loss", "train/", "val/")
+# Default table columns and plots: losses, reconstruction errors and the paper's Table 1 metrics.
+TABLE_METRICS = ("FID", "FVD16", "FVD32", "LSE-C", "LSE-D", "CSIM", "BAS", "Blink/s")
+HEADLINE = ("train/loss", "val/loss", "val/l1", "val/rc", *(f"val/{m}" for m in TABLE_METRICS),
+            *(f"eval/{m}" for m in TABLE_METRICS))
+
+
+def is_headline(metric: str) -> bool:
+    return metric in HEADLINE or metric.startswith(("train/loss", "val/loss"))
 
 
 def read_run(run_dir: Path) -> dict:
@@ -83,15 +90,15 @@ def build_report(run_dirs: list[str | Path], out: str | Path, metrics: list[str]
     if not runs:
         raise ValueError("report: no run directories given")
     names = sorted({k for run in runs for k in run["final"]})
-    columns = metrics or [k for k in names if k.startswith(("val/", "eval/", "train/loss"))] or names
-    plotted = [k for k in names if k.startswith(PLOT_PREFIXES) and not k.startswith("perf/")]
+    columns = metrics or [k for k in HEADLINE if k in names]
+    plotted = metrics or [k for k in names if is_headline(k) and not k.startswith("eval/")]
     pictures = [p for p in (plot_metric(runs, k, out) for k in plotted) if p is not None]
     rows = [[run["name"], *[format_value(run["final"].get(c)) for c in columns]] for run in runs]
 
     lines = ["# dawn_train run comparison", "", "| run | " + " | ".join(columns) + " |",
              "|" + "---|" * (len(columns) + 1)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", "Final logged value of each metric (eval/* from `dawn-train eval`).", ""]
+    lines += ["", "Final logged value of each metric (eval/* from `dawn-train eval`; `--metric` picks others).", ""]
     lines += [f"![{p.stem}]({p.name})" for p in pictures]
     markdown = out / "report.md"
     markdown.write_text("\n".join(lines) + "\n")

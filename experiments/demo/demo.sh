@@ -1,21 +1,66 @@
 #!/usr/bin/env bash
-# `make demo`: the whole pipeline on the built-in synthetic dataset, tiny CPU configs.
-# Every step is a plain `dawn-train` command you can run yourself.
+# `make demo`: the whole DAWN pipeline on the built-in synthetic dataset with tiny CPU configs:
+# data -> LFG -> PBNet -> A2V-FDM (two-stage curriculum) -> generation -> metrics -> report.
+# Every step is a plain `dawn-train` command you can run yourself; runs land in runs/<name>/.
 set -euo pipefail
 OUT=${DEMO_OUT:-demo_out}
+export WANDB_MODE=${WANDB_MODE:-offline}
 mkdir -p "$OUT"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+QUIET=(--trainer.enable_model_summary=false)
 
-step "1/4 synthetic talking heads -> $OUT/raw"
+step "1/10 synthetic talking heads -> $OUT/raw"
 dawn-train data synth --out "$OUT/raw" --videos 16 --seconds 4 --size 64 --seed 0
 
-step "2/4 WebDataset shards -> $OUT/shards"
+step "2/10 WebDataset shards -> $OUT/shards"
 dawn-train data shards --src "$OUT/raw" --out "$OUT/shards" --val-fraction 0.125 --samples-per-shard 2
 
-step "3/4 validate every sample"
+step "3/10 validate every sample"
 dawn-train data inspect "$OUT/shards"
 
-step "4/4 loader benchmark (A2V clips of 40 frames, 1 worker)"
+step "4/10 loader benchmark (A2V clips of 40 frames, 1 worker)"
 dawn-train bench loader --shards "$OUT/shards" --stage a2v --clip-len 40 --workers 1 --batches 20
 
-printf '\nDemo outputs:\n  prepared videos  %s/raw\n  shards+manifest  %s/shards\n' "$OUT" "$OUT"
+step "5/10 stage 1: LFG (latent flow autoencoder)"
+dawn-train fit -c experiments/demo/lfg.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
+
+step "6/10 stage 2: PBNet pose and blink"
+dawn-train fit -c experiments/demo/pbnet_pose.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
+dawn-train fit -c experiments/demo/pbnet_blink.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
+
+step "7/10 stage 3: A2V-FDM, curriculum stage 1 (short clips) then stage 2 (random lengths, random reference)"
+dawn-train fit -c experiments/demo/a2v_stage1.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
+dawn-train fit -c experiments/demo/a2v_stage1.yaml -c experiments/demo/a2v_stage2.yaml \
+    --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
+
+step "8/10 generate: portrait + speech -> $OUT/generated.mp4 (pose and blinks from PBNet)"
+VIDEO=$(ls "$OUT"/raw/*.mp4 | tail -n 1)
+python - "$VIDEO" "$OUT/portrait.png" <<'PY'
+import sys
+from PIL import Image
+from dawn_train.data.video import decode_all
+Image.fromarray(decode_all(open(sys.argv[1], "rb").read())[0]).save(sys.argv[2])
+PY
+dawn-train generate --config experiments/demo/generate.yaml --image "$OUT/portrait.png" \
+    --audio "${VIDEO%.mp4}.wav" --out "$OUT/generated.mp4" --steps 10
+
+step "9/10 metrics on the validation videos (FID/FVD/LSE/CSIM need their network weights: see README)"
+dawn-train eval --ckpt runs/a2v-demo-stage2/checkpoints/last.ckpt --lfg runs/lfg-demo/checkpoints/last.ckpt \
+    --shards "$OUT/shards" --max-frames 100 --steps 10
+
+step "10/10 comparison report"
+dawn-train report runs/lfg-demo runs/pbnet-pose-demo runs/pbnet-blink-demo runs/a2v-demo-stage1 runs/a2v-demo-stage2 \
+    --out "$OUT/report"
+
+cat <<DONE
+
+Demo outputs:
+  prepared videos      $OUT/raw
+  shards + manifest    $OUT/shards
+  training runs        runs/{lfg-demo,pbnet-pose-demo,pbnet-blink-demo,a2v-demo-stage1,a2v-demo-stage2}
+                       (checkpoints/, csv/metrics.csv, W&B offline runs in wandb/, samples/ videos)
+  generated video      $OUT/generated.mp4
+  metrics              runs/a2v-demo-stage2/eval.json
+  report               $OUT/report/report.html (plots + table)
+Sync W&B runs later with: wandb sync runs/<name>/wandb/offline-run-*
+DONE

@@ -13,12 +13,7 @@ from dawn_train.cli import main
 KEYS = {"ours_ms", "full_ms", "time_ratio_full_over_ours", "ours_peak_mib", "full_peak_mib", "mem_ratio_full_over_ours"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is faster
 
 
 def test_attention_bench_compares_equal_outputs():

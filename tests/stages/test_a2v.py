@@ -32,12 +32,7 @@ FAST_ARGS = ["--model.init_args.timestep_range=[200, 800]", "--model.init_args.l
              "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1", "--data.init_args.batch_size=2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is faster
 
 
 def make_tiny_lfg(raw_dir: Path, out: Path, steps: int = 4) -> Path:

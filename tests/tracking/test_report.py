@@ -17,15 +17,15 @@ def write_run(root, name, losses, val):
 def test_report_compares_runs_side_by_side(tmp_path):
     a = write_run(tmp_path, "window-40", [3.0, 2.0, 1.5], 0.25)
     b = write_run(tmp_path, "window-80", [3.0, 1.0, 0.5], 0.125)
-    (b / "eval.json").write_text(json.dumps({"metrics": {"fvd16": 52.05}}))
+    (b / "eval.json").write_text(json.dumps({"metrics": {"FVD16": 52.05}}))
     path = build_report([a, b], tmp_path / "report")
     text = path.read_text()
-    assert "| window-40 | 1.5 | 0.25 | - |" in text or "| window-40 | - | 1.5 | 0.25 |" in text
-    assert "52.05" in text
+    assert "| run | train/loss | val/l1 | eval/FVD16 |" in text
+    assert "| window-40 | 1.5 | 0.25 | - |" in text and "| window-80 | 0.5 | 0.125 | 52.05 |" in text
     for picture in ("train_loss.png", "val_l1.png"):
         assert (tmp_path / "report" / picture).stat().st_size > 1000
     summary = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert summary["window-80"]["val/l1"] == 0.125 and summary["window-80"]["eval/fvd16"] == 52.05
+    assert summary["window-80"]["val/l1"] == 0.125 and summary["window-80"]["eval/FVD16"] == 52.05
 
 
 def test_report_errors_name_the_directory(tmp_path, capsys):

@@ -8,12 +8,7 @@ from torch import nn
 from dawn_train.models.a2v import A2VFDM, GaussianDiffusion, Unet3D, batch_quantile, beta_schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is faster
 
 
 class TinyDenoiser(nn.Module):

@@ -8,13 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dawn_train.models.a2v.attention import RelativePositionBias
 from dawn_train.models.a2v.local_attention import band_mask, dense_attention, half_width, relative_positions, windowed_attention
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: one intra-op thread is much faster than oversubscribed threads on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is faster
 
 
 

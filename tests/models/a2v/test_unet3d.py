@@ -9,13 +9,7 @@ import torch
 
 from dawn_train.models.a2v import GaussianDiffusion, Unet3D
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: one intra-op thread is much faster than oversubscribed threads on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is faster
 
 
 PKG = Path(__file__).resolve().parents[3] / "dawn_train" / "models" / "a2v"
