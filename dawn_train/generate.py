@@ -18,7 +18,6 @@ model is the mean training box recorded in the A2V checkpoint (or `face_box`).
 """
 from __future__ import annotations
 
-import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 
 from dawn_train.data.audio import AudioError, LogMelSpec, log_mel, n_video_frames
 from dawn_train.data.schema import BLINK_DIM, FPS, POSE_DIM, SAMPLE_RATE
+from dawn_train.data.video import encode_mp4
 
 DEFAULT_FACE_BOX = (0.2, 0.15, 0.8, 0.9)  # (x0, y0, x1, y1) / size when the checkpoint records none
 CONVERTIBLE_MODES = {"L", "LA", "P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "I;16"}
@@ -233,44 +233,10 @@ def to_uint8_video(video: torch.Tensor) -> np.ndarray:
     return (video.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def encode_mp4_with_audio(frames: np.ndarray, audio: Optional[np.ndarray] = None, rate: int = SAMPLE_RATE,
-                          fps: int = FPS, crf: int = 18) -> bytes:
-    """uint8 frames (T, H, W, 3) (+ mono float audio (L,) at `rate`, cut to T / fps seconds) ->
-    mp4 bytes: H.264 yuv420p video and AAC audio."""
-    import av
-
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    t, height, width, _ = frames.shape
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"crf": str(crf), "preset": "veryfast"}
-        sound = None
-        if audio is not None:
-            sound = container.add_stream("aac", rate=rate)
-            sound.layout = "mono"
-        for frame in frames:
-            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
-        if sound is not None:
-            samples = np.ascontiguousarray(np.clip(audio[: t * rate // fps], -1, 1), dtype=np.float32)
-            for start in range(0, len(samples), 1024):
-                chunk = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="fltp", layout="mono")
-                chunk.sample_rate, chunk.pts = rate, start
-                for packet in sound.encode(chunk):
-                    container.mux(packet)
-            for packet in sound.encode(None):
-                container.mux(packet)
-    return buffer.getvalue()
-
-
 # ---- the pipeline -------------------------------------------------------------------------------
 GENERATE_KEYS = ("lfg", "a2v", "seed", "window_size", "steps", "eta", "size", "face_box", "device",
-                 "decode_chunk", "max_seconds", "use_ema", "pose_from", "blink_from", "audio_feat_from", "pbnet_pose", "pbnet_blink", "init_pose", "init_blink")
+                 "decode_chunk", "max_seconds", "use_ema", "pose_from", "blink_from", "audio_feat_from",
+                 "pbnet_pose", "pbnet_blink", "init_pose", "init_blink")
 
 
 def read_config(path: str | Path) -> dict:
@@ -387,7 +353,7 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, *, config: O
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(encode_mp4_with_audio(frames, wav))
+    out.write_bytes(encode_mp4(frames, audio=wav))
     return {"out": str(out), "frames": n_frames, "seconds": n_frames / FPS, "size": size, "seed": seed,
             "steps": opts.get("steps") or a2v_model.diffusion.sampling_timesteps, "window_size": unet.window_size,
             "ema": info["ema"], "device": str(dev), "face_box": [float(v) for v in box]}

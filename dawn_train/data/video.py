@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dawn_train.data.schema import FPS
+from dawn_train.data.schema import FPS, SAMPLE_RATE
 
 
 class VideoError(ValueError):
@@ -27,13 +27,17 @@ class Encoding:
     preset: str = "veryfast"
 
 
-def encode_mp4(frames: np.ndarray, fps: int = FPS, encoding: Encoding = Encoding()) -> bytes:
-    """Encode uint8 RGB frames (T, H, W, 3) as an H.264 mp4 in memory; returns the file bytes."""
+def encode_mp4(frames: np.ndarray, fps: int = FPS, encoding: Encoding = Encoding(), audio: np.ndarray | None = None,
+               sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Encode uint8 RGB frames (T, H, W, 3) as an H.264 mp4 in memory; returns the file bytes.
+
+    With `audio` (mono float (L,) in [-1, 1] at `sample_rate`, cut to T / fps seconds) the file
+    also gets an AAC audio track: what generated videos and sample videos carry."""
     import av
 
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise VideoError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    _, height, width, _ = frames.shape
+    n_frames, height, width, _ = frames.shape
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -43,11 +47,24 @@ def encode_mp4(frames: np.ndarray, fps: int = FPS, encoding: Encoding = Encoding
             "crf": str(encoding.crf), "preset": encoding.preset, "g": str(encoding.gop),
             "keyint_min": str(encoding.gop), "sc_threshold": "0", "bf": "0",
         }
+        sound = None
+        if audio is not None:
+            sound = container.add_stream("aac", rate=sample_rate)
+            sound.layout = "mono"
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None:
+            samples = np.ascontiguousarray(np.clip(audio[: n_frames * sample_rate // fps], -1, 1), dtype=np.float32)
+            for start in range(0, len(samples), 1024):
+                chunk = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = sample_rate, start
+                for packet in sound.encode(chunk):
+                    container.mux(packet)
+            for packet in sound.encode(None):
+                container.mux(packet)
     return buffer.getvalue()
 
 

@@ -365,13 +365,14 @@ class A2VStage(L.LightningModule):
     def log_sample(self, batch: dict, inputs: dict) -> Optional[Path]:
         """Sample the first clip, log the video (with its audio when the batch carries `audio`) and an image
         strip (ground truth / generated / generated flow), and write the mp4 under the run's `samples/`."""
-        from dawn_train.generate import encode_mp4_with_audio, to_uint8_video
+        from dawn_train.data.video import encode_mp4
+        from dawn_train.generate import to_uint8_video
 
         out = self.sample(inputs)
         video = to_uint8_video(out["video"][0])  # (L, H, W, 3)
         audio = batch.get("audio")
         audio = audio[0].float().cpu().numpy() if torch.is_tensor(audio) else None
-        mp4 = encode_mp4_with_audio(video, audio, SAMPLE_RATE) if audio is not None else encode_mp4_with_audio(video)
+        mp4 = encode_mp4(video, audio=audio, sample_rate=SAMPLE_RATE)
         step = self.global_step
         log_video(self.loggers, "val/sample", video, step, mp4=mp4)
         length = video.shape[0]

@@ -9,7 +9,17 @@ Losses (official `trainer_gan_ann.py`, with its known bugs fixed; see dawn_offic
 - `kl`  (`kl_weight`, official 0.004): per-frame Gaussian KL, valid frames only. Warm-up in optimizer
   steps: 0 for `kl_delay_steps`, then linear to `kl_weight` over `kl_warmup_steps` (logged as
   `train/kl_weight`). The official schedule is delay 100k steps (10k epochs of 10 iterations), no ramp
-  (its `max` makes the weight keep growing after 800k steps; not reproduced).
+  (its `max` makes the weight keep growing after 800k steps; not reproduced). The KL is a mean over
+  frames AND latent dims, so its strength per nat scales with 1 / `audio_latent_dim` and with the
+  inverse square of the target's scale: 0.004 with the official 256-d latent is not 0.004 with a 16-d one.
+- `prior_rho` (default 0 = official): the latent prior. 0 is z ~ N(0, I) independently per frame.
+  In (0, 1) it is a stationary AR(1) process in time per latent dim (lag-1 correlation `prior_rho`,
+  unit variance; `losses.kl_loss`), and generation samples that prior (`pose_blink.prior_latent`,
+  recorded in the checkpoint). Why: the posterior codes an event (a 3-6-frame blink, a slow head
+  turn) as a shift held over several consecutive frames; independent per-frame noise almost never
+  produces such a run, so white-prior samples of a short-trained model have no blinks and a jittery,
+  small head motion. Against the AR(1) prior a held shift is cheap in KL and prior samples contain
+  the same runs (tiny demo models: 0 -> ~0.45 blinks/s, the data's rate, see tests/stages/test_pose_blink.py).
 - `smooth` (`smooth_weight`, official 5e-4): on the PREDICTION, so it has a gradient (the official `reg`
   only sees the ground truth). `smoothness="match"` matches the predicted velocity to the true one,
   `"velocity"` shrinks the predicted velocity.
@@ -19,7 +29,9 @@ Losses (official `trainer_gan_ann.py`, with its known bugs fixed; see dawn_offic
 AdamW (weight decay 0.01) with linear warm-up and cosine decay `lr -> min_lr` over optimizer steps;
 grad-norm clip `grad_clip` on the CVAE only.
 
-Pose normalisation (blink ratios are used raw, as official). The official min-max ranges
+Pose normalisation (blink ratios are used raw, as official; `target_scale`, default 1, then multiplies
+the model units of either target: the tiny demo blink model uses 10, so a blink is a ~2-unit input
+the small embeddings and the KL see, not a 0.2 one). The official min-max ranges
 (`[-90, 90]` deg for the angles, `[0, 1]` scale, `[0, 720]`/`[0, 1080]` translations) were made for
 3DDFA units, where scale is ~5e-4 and tx/ty ~50-120 in a 120-px crop space: there they squash
 scale and translation to near-constants. Our data (see `data/schema.py`) stores scale as face
@@ -29,7 +41,10 @@ height / crop size and tx/ty in crop pixels, so:
   of motion, like the angles. Set `crop_size` to the data's frame size (synthetic demo: 64, HDTF: 256).
 - `pose_norm="official"`: the official ranges, for official weights and data in 3DDFA units.
 - `pose_min`/`pose_max` (both 6-tuples) override either preset, e.g. with dataset percentiles.
-The ranges are hyper-parameters of the checkpoint, so `stages.pose_blink` samples in the right units.
+The ranges, `target_scale` and `prior_rho` are hyper-parameters of the checkpoint, so
+`stages.pose_blink` samples in the right units from the right prior. The tiny demo pose model sets
+`pose_min`/`pose_max` to about the data's centre +- 3 std of its motion per dimension (all six
+dimensions then weigh alike in the MSE; with the crop ranges yaw dominates and ty barely moves).
 
 Audio features enter as `(audio_feat - audio_mean) / audio_std` (default 0 / 1: HuBERT as is). The
 built-in 80-bin log-mel feature is far from unit scale (mean about -8.6, std about 3.8 on the synthetic
@@ -59,6 +74,7 @@ from dawn_train.models.pbnet import POSE_MAX, POSE_MIN, PBNet, PoseNormalizer, l
 from dawn_train.models.pbnet.losses import kl_loss, official_reg_loss, reconstruction_loss, smoothness_loss
 from dawn_train.stages.common import save_hyperparameters
 from dawn_train.stages.optim import cosine_schedule, total_optimizer_steps
+from dawn_train.stages.pose_blink import prior_latent
 from dawn_train.tracking.media import log_images
 
 POSE_NAMES = ("yaw", "pitch", "roll", "scale", "tx", "ty")  # order of data.schema.POSE_NAMES
@@ -158,6 +174,10 @@ class PBNetStage(L.LightningModule):
         grad_clip: grad-norm clip of the CVAE (official 2.0; None = off).
         kl_weight, kl_delay_steps, kl_warmup_steps: KL weight and its warm-up (module docstring).
         smooth_weight, smoothness: smoothness term on the prediction ("match" or "velocity").
+        prior_rho: latent prior, 0 = official N(0, I) per frame, (0, 1) = AR(1) in time (module docstring).
+        target_scale: model units = (pose min-max normalised | raw blink) x target_scale.
+        rel_bias_lr_mult: lr multiplier of the decoder's relative-position bias tables (official 1). They
+            are what lets a frame attend to its own latent; short CPU runs need them to learn faster.
         pose_norm, crop_size, pose_min, pose_max: pose normalisation (module docstring).
         audio_mean, audio_std: audio features are fed as (audio_feat - audio_mean) / audio_std.
         gan_weight: adversarial weight for the CVAE (0 = no discriminator, the default); d_lr: its AdamW lr.
@@ -172,7 +192,9 @@ class PBNetStage(L.LightningModule):
                  min_lr: float = 2e-5, weight_decay: float = 0.01, warmup_steps: int = 0,
                  grad_clip: float | None = 2.0, kl_weight: float = 0.004, kl_delay_steps: int = 0,
                  kl_warmup_steps: int = 2000, smooth_weight: float = 5e-4,
-                 smoothness: Literal["match", "velocity"] = "match", pose_norm: Literal["crop", "official"] = "crop",
+                 smoothness: Literal["match", "velocity"] = "match", prior_rho: float = 0.0,
+                 target_scale: float = 1.0, rel_bias_lr_mult: float = 1.0,
+                 pose_norm: Literal["crop", "official"] = "crop",
                  crop_size: float = 256.0, pose_min: tuple[float, ...] | None = None,
                  pose_max: tuple[float, ...] | None = None, audio_mean: float = 0.0, audio_std: float = 1.0,
                  gan_weight: float = 0.0, d_lr: float = 4e-4,
@@ -190,6 +212,11 @@ class PBNetStage(L.LightningModule):
             raise ValueError(f"PBNetStage: audio_std must be > 0, got {audio_std}")
         if smoothness not in ("match", "velocity"):
             raise ValueError(f"PBNetStage: smoothness must be 'match' or 'velocity', got {smoothness!r}")
+        if not 0.0 <= prior_rho < 1.0:
+            raise ValueError(f"PBNetStage: prior_rho must be in [0, 1), got {prior_rho}")
+        if target_scale <= 0 or rel_bias_lr_mult <= 0:
+            raise ValueError(f"PBNetStage: target_scale and rel_bias_lr_mult must be > 0, got {target_scale}, "
+                             f"{rel_bias_lr_mult}")
         self.target = target
         self.model = model
         if init_from:
@@ -205,11 +232,13 @@ class PBNetStage(L.LightningModule):
 
     # --- units ----------------------------------------------------------------------------
     def to_model_units(self, x: Tensor) -> Tensor:
-        """Dataset units -> model units (pose: min-max normalised; blink: unchanged). (..., D)."""
-        return self.normalizer(x) if self.target == "pose" else x
+        """Dataset units -> model units (pose: min-max normalised; blink: unchanged; x target_scale). (..., D)."""
+        x = self.normalizer(x) if self.target == "pose" else x
+        return x * self.hparams.target_scale if self.hparams.target_scale != 1 else x
 
     def to_data_units(self, x: Tensor) -> Tensor:
         """Model units -> dataset units. (..., D)."""
+        x = x / self.hparams.target_scale if self.hparams.target_scale != 1 else x
         return self.normalizer.inverse(x) if self.target == "pose" else x
 
     def inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
@@ -240,7 +269,7 @@ class PBNetStage(L.LightningModule):
         target = out["x_delta"]
         terms = {
             "rc": reconstruction_loss(out["output"], target, mask),
-            "kl": kl_loss(out["mu"], out["logvar"], mask),
+            "kl": kl_loss(out["mu"], out["logvar"], mask, rho=hp.prior_rho),
             "smooth": smoothness_loss(out["output"], mask, target if hp.smoothness == "match" else None),
         }
         w_kl = self.kl_weight_at(step)
@@ -302,7 +331,9 @@ class PBNetStage(L.LightningModule):
                       prog_bar=False, sync_dist=True, batch_size=bs)
         # prior samples from the real first frame, as at inference (fixed seed per batch)
         generator = torch.Generator(device=x.device).manual_seed(batch_idx)
-        sample = self.to_data_units(self.model.generate(x[:, :1], audio, mask=mask, generator=generator))
+        z = prior_latent(self.model, *mask.shape, self.hparams.prior_rho, generator=generator, device=x.device,
+                         dtype=audio.dtype)
+        sample = self.to_data_units(self.model.generate(x[:, :1], audio, mask=mask, z=z))
         real = batch[self.target].float()
         std_sample, std_real = masked_std(sample, mask), masked_std(real, mask)
         stats = {"val/pose_std_ratio" if self.target == "pose" else "val/blink_std_ratio":
@@ -332,9 +363,20 @@ class PBNetStage(L.LightningModule):
             self._val_count += 1
 
     # --- optimisation ---------------------------------------------------------------------
+    def param_groups(self) -> list[dict]:
+        """AdamW parameter groups of the CVAE: the relative-position bias tables at lr x rel_bias_lr_mult
+        (one group when the multiplier is 1), everything else at lr."""
+        hp = self.hparams
+        named = list(self.model.named_parameters())
+        if hp.rel_bias_lr_mult == 1:
+            return [{"params": [p for _, p in named]}]
+        is_bias = lambda name: "relative_attention_bias" in name  # noqa: E731
+        return [{"params": [p for n, p in named if not is_bias(n)]},
+                {"params": [p for n, p in named if is_bias(n)], "lr": hp.lr * hp.rel_bias_lr_mult}]
+
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        opt = torch.optim.AdamW(self.param_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
         if self.discriminator is None:
             return {"optimizer": opt, "lr_scheduler": cosine_schedule(opt, self.trainer, hp.lr, hp.min_lr, hp.warmup_steps)}
         # manual optimisation: max_steps counts both optimizers' steps; the schedules run over batches

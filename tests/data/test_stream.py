@@ -1,6 +1,5 @@
 """Round trip synth -> shards -> loader, rank/worker splitting, and bad-input handling."""
 import io
-import json
 import multiprocessing
 import shutil
 import tarfile

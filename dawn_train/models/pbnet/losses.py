@@ -5,6 +5,8 @@ True = valid frame. Official weights: rc 1, kl 0.004 (with ``official_kl_weight`
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -16,12 +18,29 @@ def reconstruction_loss(output: Tensor, target: Tensor, mask: Tensor | None = No
     return torch.mean((output[mask] - target[mask]) ** 2)
 
 
-def kl_loss(mu: Tensor, logvar: Tensor, mask: Tensor | None = None) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) per element, averaged: ``-0.5 mean(1 + lv - mu^2 - e^lv)``.
+def kl_loss(mu: Tensor, logvar: Tensor, mask: Tensor | None = None, rho: float = 0.0) -> Tensor:
+    """KL(q(z | x) || p(z)) per element, averaged, for the per-frame Gaussian posterior q = prod_t N(mu_t, e^lv_t).
+
+    ``rho=0`` (official): p = N(0, I) independently per frame, ``-0.5 mean(1 + lv - mu^2 - e^lv)``.
+    ``0 < rho < 1``: p is a stationary AR(1) process in time, per latent dim,
+    ``z_0 ~ N(0, 1)``, ``z_t = rho z_(t-1) + sqrt(1 - rho^2) e_t`` (unit marginal variance, lag-1
+    correlation ``rho``); the exact KL of the factorised posterior against it, split per frame:
+    frame 0 as above, frame t > 0
+    ``-0.5 (1 + lv_t) + 0.5 log(1 - rho^2) + ((mu_t - rho mu_(t-1))^2 + e^lv_t + rho^2 e^lv_(t-1)) / (2 (1 - rho^2))``.
+    Sample from it with ``stages.pose_blink.prior_latent``. Valid frames must be a prefix (padding at the end).
 
     ``mask=None`` averages over every frame, padded ones included, as the official ``kl``; with a mask
     only valid frames count (padded encoder outputs are meaningless)."""
-    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(f"kl_loss: rho must be in [0, 1), got {rho}")
+    var = logvar.exp()
+    if rho == 0.0:
+        kl = -0.5 * (1 + logvar - mu.pow(2) - var)
+    else:
+        c = 1.0 - rho * rho
+        first = mu[:, :1].pow(2) + var[:, :1]
+        rest = ((mu[:, 1:] - rho * mu[:, :-1]).pow(2) + var[:, 1:] + rho * rho * var[:, :-1]) / c + math.log(c)
+        kl = -0.5 * (1 + logvar) + 0.5 * torch.cat([first, rest], dim=1)
     return kl.mean() if mask is None else kl[mask].mean()
 
 
