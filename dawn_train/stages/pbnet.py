@@ -19,7 +19,8 @@ Losses (official `trainer_gan_ann.py`, with its known bugs fixed; see dawn_offic
   turn) as a shift held over several consecutive frames; independent per-frame noise almost never
   produces such a run, so white-prior samples of a short-trained model have no blinks and a jittery,
   small head motion. Against the AR(1) prior a held shift is cheap in KL and prior samples contain
-  the same runs (tiny demo models: 0 -> ~0.45 blinks/s, the data's rate, see tests/stages/test_pose_blink.py).
+  the same runs (tiny test models, tests/stages/test_pose_blink.py: 0 -> ~0.5 blinks/s, the data's rate,
+  and 0.05-0.19 -> 0.35-0.58 of the data's pose std).
 - `smooth` (`smooth_weight`, official 5e-4): on the PREDICTION, so it has a gradient (the official `reg`
   only sees the ground truth). `smoothness="match"` matches the predicted velocity to the true one,
   `"velocity"` shrinks the predicted velocity.
@@ -30,7 +31,7 @@ AdamW (weight decay 0.01) with linear warm-up and cosine decay `lr -> min_lr` ov
 grad-norm clip `grad_clip` on the CVAE only.
 
 Pose normalisation (blink ratios are used raw, as official; `target_scale`, default 1, then multiplies
-the model units of either target: the tiny demo blink model uses 10, so a blink is a ~2-unit input
+the model units of either target: the tiny test blink model uses 10, so a blink is a ~2-unit input
 the small embeddings and the KL see, not a 0.2 one). The official min-max ranges
 (`[-90, 90]` deg for the angles, `[0, 1]` scale, `[0, 720]`/`[0, 1080]` translations) were made for
 3DDFA units, where scale is ~5e-4 and tx/ty ~50-120 in a 120-px crop space: there they squash
@@ -42,7 +43,7 @@ height / crop size and tx/ty in crop pixels, so:
 - `pose_norm="official"`: the official ranges, for official weights and data in 3DDFA units.
 - `pose_min`/`pose_max` (both 6-tuples) override either preset, e.g. with dataset percentiles.
 The ranges, `target_scale` and `prior_rho` are hyper-parameters of the checkpoint, so
-`stages.pose_blink` samples in the right units from the right prior. The tiny demo pose model sets
+`stages.pose_blink` samples in the right units from the right prior. The tiny test pose model sets
 `pose_min`/`pose_max` to about the data's centre +- 3 std of its motion per dimension (all six
 dimensions then weigh alike in the MSE; with the crop ranges yaw dominates and ty barely moves).
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
+import warnings
 from pathlib import Path
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 
 class DawnWandbLogger(WandbLogger):
@@ -41,6 +43,56 @@ class DawnWandbLogger(WandbLogger):
         os.environ.setdefault("WANDB_SILENT", "true")
         super().__init__(save_dir=str(run_dir), name=name or run_dir.name, project=project, id=run_id, group=group,
                          job_type=job_type, tags=tags, resume="allow", **kwargs)
+
+    @property
+    def experiment(self):
+        """The W&B run.  After a crash (a killed process, an OOM) the dead run's W&B service may
+        still hold the run id for a while: wait for it, then continue under a new id rather than
+        failing the resumed training (the new id is recorded and said)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return super().experiment
+            except Exception as exc:  # wandb raises its own ServerResponseError
+                if "is in use" not in str(exc):
+                    raise
+                if time.monotonic() < deadline:
+                    time.sleep(2)
+                    continue
+                new_id = f"{self._id.rsplit('-', 1)[0]}-{secrets.token_hex(4)}"
+                warnings.warn(f"W&B run id {self._id} is still held by a dead process; continuing as run {new_id}")
+                (Path(self._save_dir) / "wandb_run_id").write_text(new_id + "\n")
+                self._id = self._wandb_init["id"] = new_id
+
+    def finalize(self, status: str) -> None:
+        """Finish the W&B run when the trainer is done: its records are complete on disk, and a
+        later run in the same process (another fit, a test) starts its own W&B run instead of
+        silently logging into this one.  A later stage of the same Trainer resumes it by id."""
+        super().finalize(status)
+        if self._experiment is not None:
+            import wandb
+
+            if wandb.run is not None and wandb.run.id == self._experiment.id:
+                self._experiment.finish(exit_code=0 if status == "success" else 1)
+            self._experiment = None
+
+
+class DawnCSVLogger(CSVLogger):
+    """CSVLogger that keeps the rows of earlier starts of the same run (a resume or a SLURM
+    requeue) instead of deleting `metrics.csv`; steps between the last checkpoint and the
+    interruption appear twice, as they were trained twice."""
+
+    @property
+    def experiment(self):
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        kept = path.read_text() if path.is_file() else None
+        writer = super().experiment  # Lightning's writer deletes an existing metrics.csv here
+        if kept:
+            path.write_text(kept)
+            writer.metrics_keys = sorted(kept.splitlines()[0].split(","))
+        return writer
 
 
 def read_offline_run(save_dir: str | Path) -> dict:

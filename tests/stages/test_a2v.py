@@ -113,8 +113,10 @@ def test_stage1_loss_falls_and_logs_video(stage1_run):
     rows = metrics(stage1_run)
     ok, first, last = falls(series(rows, "train/loss_diffusion"))
     assert ok, f"stage-1 diffusion loss did not fall: {first:.3f} -> {last:.3f}"
-    assert {"train/loss_flow", "train/loss_mouth", "val/loss", "val/loss_mouth", "val/BAS", "val/Blink/s"} <= set(rows[0])
-    assert series(rows, "val/Blink/s"), "the configured Table 1 metrics are logged each validation epoch"
+    assert {"train/loss_flow", "train/loss_mouth", "val/loss", "val/loss_mouth", "val/Blink/s"} <= set(rows[0])
+    # the configured Table 1 metrics are logged each validation epoch (BAS needs head-motion beats,
+    # which 4-frame clips do not have: it is left out rather than logged as 0)
+    assert series(rows, "val/Blink/s") and not series(rows, "val/BAS")
     assert set(series(rows, "train/clip_len")) == {4.0}
     run = read_offline_run(stage1_run)
     assert any(p.endswith(".mp4") for p in run["media"]) and any(p.endswith(".png") for p in run["media"])

@@ -88,12 +88,16 @@ def test_killed_run_resumes_at_the_same_step(synth_shards, tmp_path):
     saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert saved >= 10 and saved % 10 == 0
     resume = command[:-3] + [f"--trainer.max_steps={saved + 5}", "--ckpt_path=last", "--trainer.enable_progress_bar=false"]
-    subprocess.run(resume, cwd=tmp_path, check=True, timeout=240, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(resume, cwd=tmp_path, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Restored all states" in done.stderr + done.stdout
     final = torch.load(last, map_location="cpu", weights_only=False)
     assert final["global_step"] == saved + 5
     assert final["optimizer_states"][0]["state"], "optimizer state was not restored/saved"
     wandb_ids = (tmp_path / "runs" / "lfg-demo" / "wandb_run_id").read_text().split()
     assert len(wandb_ids) == 1  # the resumed run continued the same W&B run
+    steps = [step for step, _ in series(metrics(tmp_path / "runs" / "lfg-demo"), "train/loss")]
+    assert min(steps) < saved < max(steps)  # the CSV log kept the rows from before the kill
 
 
 def official_lfg_file(shapes: dict, path: Path) -> Path:

@@ -88,6 +88,30 @@ def test_losses_mask_padding_and_reach_the_model(target):
     torch.testing.assert_close(a, b)
 
 
+def test_target_scale_prior_and_bias_lr_options():
+    """target_scale multiplies the model units (and round-trips), prior_rho reaches the KL, and
+    rel_bias_lr_mult puts the relative-position bias tables in their own AdamW group; defaults are official."""
+    official = tiny_stage("blink")
+    assert len(official.param_groups()) == 1 and official.hparams.prior_rho == 0.0
+    stage = tiny_stage("blink", target_scale=10.0, prior_rho=0.9, rel_bias_lr_mult=5.0, lr=1e-3, kl_warmup_steps=0)
+    batch = fake_batch()
+    x, audio, mask = stage.inputs(batch)
+    torch.testing.assert_close(x[0], 10.0 * batch["blink"][0])
+    torch.testing.assert_close(stage.to_data_units(x[0]), batch["blink"][0])
+    terms, _ = stage.losses(x, audio, mask, step=0)
+    terms_white, _ = tiny_stage("blink", target_scale=10.0, kl_warmup_steps=0).losses(x, audio, mask, step=0)
+    assert not torch.allclose(terms["kl"], terms_white["kl"])  # AR(1) prior, not N(0, I)
+    rest, bias = stage.param_groups()
+    assert bias["lr"] == pytest.approx(5e-3) and len(bias["params"]) == 2  # tgt and mem tables
+    assert len(rest["params"]) + 2 == len(list(stage.model.parameters()))
+    pose = tiny_stage("pose", target_scale=2.0)
+    xp, _, _ = pose.inputs(batch)
+    torch.testing.assert_close(pose.to_data_units(xp[0]), batch["pose"][0], rtol=1e-5, atol=1e-4)
+    for bad in (dict(prior_rho=1.0), dict(prior_rho=-0.1), dict(target_scale=0.0), dict(rel_bias_lr_mult=0.0)):
+        with pytest.raises(ValueError):
+            tiny_stage(**bad)
+
+
 def test_audio_scaling_is_applied():
     stage = tiny_stage(audio_mean=-8.0, audio_std=4.0)
     batch = fake_batch()
@@ -218,20 +242,25 @@ def test_demo_config_trains_logs_and_round_trips(target, shards, tmp_path):
 
 @pytest.mark.slow
 def test_sampler_from_lightning_checkpoints(shards, tmp_path):
-    """PoseBlinkSampler.from_checkpoints reads the units (crop ranges, audio scaling) from the .ckpt files."""
+    """PoseBlinkSampler.from_checkpoints reads the units (pose ranges, target scale, audio scaling) and the
+    latent prior from the .ckpt files."""
     from dawn_train.stages.pose_blink import PoseBlinkSampler
 
     torch.set_num_threads(1)
-    for target in ("pose", "blink"):
-        fit(demo_config(target, shards, tmp_path, **{"trainer.max_steps": 4, "trainer.val_check_interval": 4}))
+    short = {"trainer.max_steps": 4, "trainer.val_check_interval": 4}
+    fit(demo_config("pose", shards, tmp_path, **short))
+    fit(demo_config("blink", shards, tmp_path, **short, **{"model.target_scale": 10.0, "model.prior_rho": 0.9}))
     ckpt = lambda t: tmp_path / f"pbnet-{t}" / "checkpoints" / "last.ckpt"  # noqa: E731
     sampler = PoseBlinkSampler.from_checkpoints(ckpt("pose"), ckpt("blink"))
     assert sampler.pose_units.pose_max == (90.0, 90.0, 90.0, 1.0, 64.0, 64.0)
     assert (sampler.pose_units.audio_mean, sampler.blink_units.audio_std) == (-8.6, 3.8)
+    assert (sampler.pose_units.scale, sampler.pose_units.prior_rho) == (1.0, 0.0)  # official defaults
+    assert (sampler.blink_units.scale, sampler.blink_units.prior_rho) == (10.0, 0.9)
     pose, blink = sampler(np.random.randn(300, 80) * 3.8 - 8.6, np.array([0, 0, 0, 0.66, 32, 33]),
                           np.array([0.3, 0.3]), seed=0)
     assert pose.shape == (300, 6) and blink.shape == (300, 2) and torch.isfinite(pose).all()
     assert abs(float(pose[:, 4].mean()) - 32) < 16  # pixels, not normalised units
+    assert abs(float(blink.mean()) - 0.3) < 0.2  # raw openness, not x target_scale
     with pytest.raises(checkpoints.CheckpointError, match="target 'blink'"):
         PoseBlinkSampler.from_checkpoints(ckpt("blink"), ckpt("blink"))
 

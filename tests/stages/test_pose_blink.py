@@ -8,13 +8,18 @@ spread, 600-frame continuity, blink rate, open-eye level.
 What makes prior samples match the data at this size (measured, seed 0; see `STAGE_KW`):
 - `prior_rho` (AR(1) latent prior in time, trained against and sampled from): blinks are 3-6-frame
   runs of a held latent shift, which an independent per-frame N(0, I) never produces: 0 blinks/s with
-  the official prior at any KL weight tried (0 to 3), ~0.44/s with rho 0.9 (data ~0.47/s).
+  the official prior at any KL weight tried (0 to 3), 0.56/s with rho 0.9 (data 0.47/s; 0.33-0.56 over
+  training seeds 0-3). Pose: std ratio 0.05-0.19 with the official prior, 0.35-0.54 with rho 0.9 (a
+  higher rho, 0.95-0.98, moves more, ratio ~1, but wanders out of the data's range over 600 frames).
+  Margins at seed 0 are thin on two checks of `test_long_sample_is_continuous`: blink step 1.21x of
+  the data's largest (limit 1.25x) and pose drift 0.22 span (limit 0.25); training seeds 1 and 3 give
+  a drift of 0.38 and 0.31 span, i.e. the tiny pose model's level wanders, it does not only jitter.
 - `rel_bias_lr_mult` 10 and, for blink, `target_scale` 10: without them 250 steps do not even learn to
   reconstruct blinks from the posterior (the relative-position bias must become peaked for a frame to
   read its own latent; a raw 0.2-deep blink is a tiny input to the embeddings).
 - KL weight: with a 16-d latent (mean over dims) the official 0.004 is ~16x stronger per nat than with
   the official 256-d latent, and the scaled targets change the balance again; 3 (blink) and 0.3 (pose)
-  were measured best together with the AR prior.
+  were measured best together with the AR prior (0.004 leaves the posterior collapsed: KL ~0.006).
 - pose: per-dimension ranges (`POSE_RANGE`) so every dimension weighs alike, and a strong smoothness
   term (`smooth_weight` 1000, velocity matched to the data's) so the decoder does not turn latent
   noise into frame-to-frame jitter.
@@ -31,7 +36,7 @@ from dawn_train.data.synth import blinks, head_pose, mouth_from_audio, random_id
 from dawn_train.metrics.blink import count_blinks
 from dawn_train.models.pbnet import PBNet
 from dawn_train.stages.pbnet import PBNetStage, max_step
-from dawn_train.stages.pose_blink import PBNetUnits, PoseBlinkSampler, sample_pose_blink
+from dawn_train.stages.pose_blink import PBNetUnits, PoseBlinkSampler, prior_latent, sample_pose_blink
 
 SIZE = 64  # synthetic crop size: tx/ty in pixels of a 64-px crop
 AUDIO_MEAN, AUDIO_STD = -8.6, 3.8  # the demo configs' log-mel scaling
@@ -42,7 +47,7 @@ STEPS, WINDOW, BATCH = 250, 48, 16
 POSE_RANGE = dict(pose_min=(-20.0, -8.0, -6.0, 0.64, 29.0, 30.5), pose_max=(20.0, 8.0, 6.0, 0.70, 35.0, 35.5))
 COMMON_KW = dict(crop_size=SIZE, audio_mean=AUDIO_MEAN, audio_std=AUDIO_STD, lr=3e-3, rel_bias_lr_mult=10.0,
                  kl_delay_steps=STEPS // 4, kl_warmup_steps=STEPS // 4)
-STAGE_KW = {"pose": dict(kl_weight=0.3, prior_rho=0.98, smooth_weight=1000.0, **POSE_RANGE, **COMMON_KW),
+STAGE_KW = {"pose": dict(kl_weight=0.3, prior_rho=0.9, smooth_weight=1000.0, **POSE_RANGE, **COMMON_KW),
             "blink": dict(kl_weight=3.0, prior_rho=0.9, target_scale=10.0, **COMMON_KW)}
 
 
@@ -135,6 +140,44 @@ def test_rejects_swapped_models_and_bad_shapes():
         sample_pose_blink(pose, blink, torch.randn(10, 80), torch.zeros(7), torch.zeros(2))
 
 
+def test_prior_latent_official_and_ar1():
+    """rho=0 is exactly the official per-frame N(0, I) draw; rho>0 is a stationary AR(1) in time."""
+    model = untrained("blink")
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    assert torch.equal(prior_latent(model, 2, 30, 0.0, generator=g()), model.sample_latent(2, 30, generator=g()))
+    z = prior_latent(model, 64, 400, 0.9, generator=g())  # (B, T, L)
+    assert z.shape == (64, 400, model.latent_dim)
+    assert abs(float(z.std()) - 1.0) < 0.05  # unit marginal variance at every lag
+    lag1 = float((z[:, 1:] * z[:, :-1]).mean() / z.var())
+    assert abs(lag1 - 0.9) < 0.03, lag1
+    with pytest.raises(ValueError, match="rho"):
+        prior_latent(model, 1, 5, 1.0)
+
+
+def test_kl_against_ar1_prior_is_exact():
+    """losses.kl_loss(rho) equals KL(prod_t N(mu_t, s_t^2) || N(0, Sigma)), Sigma_ij = rho^|i-j|."""
+    from torch.distributions import MultivariateNormal, kl_divergence
+
+    from dawn_train.models.pbnet.losses import kl_loss
+
+    g = torch.Generator().manual_seed(0)
+    t, rho = 9, 0.8
+    mu, logvar = torch.randn(2, t, 3, generator=g, dtype=torch.float64), 0.5 * torch.randn(2, t, 3, generator=g,
+                                                                                           dtype=torch.float64)
+    idx = torch.arange(t, dtype=torch.float64)
+    prior = MultivariateNormal(torch.zeros(t, dtype=torch.float64), rho ** (idx[:, None] - idx[None]).abs())
+    post = MultivariateNormal(mu.transpose(1, 2), torch.diag_embed(logvar.exp().transpose(1, 2)))  # (B, L) x T
+    exact = kl_divergence(post, prior).sum() / mu.numel()
+    torch.testing.assert_close(kl_loss(mu, logvar, rho=rho), exact)
+    zero = MultivariateNormal(torch.zeros(t, dtype=torch.float64), torch.eye(t, dtype=torch.float64))
+    torch.testing.assert_close(kl_loss(mu, logvar), kl_divergence(post, zero).sum() / mu.numel())  # official rho=0
+    mask = torch.ones(2, t, dtype=torch.bool)
+    mask[1, 6:] = False  # padding after the valid prefix does not change the valid frames' terms
+    torch.testing.assert_close(kl_loss(mu, logvar, mask, rho=rho) * mask.sum() * 3,
+                               kl_loss(mu[:1], logvar[:1], rho=rho) * t * 3
+                               + kl_loss(mu[1:, :6], logvar[1:, :6], rho=rho) * 6 * 3)
+
+
 # ---- statistics of trained tiny models ---------------------------------------------------------
 
 def samples(sampler: PoseBlinkSampler, curves: list[dict], frames: int | None = None) -> list[tuple]:
@@ -148,7 +191,7 @@ def samples(sampler: PoseBlinkSampler, curves: list[dict], frames: int | None = 
 
 def test_long_sample_is_continuous(sampler, data):
     """600 frames (24 s, 3x the 200-frame window) in one pass: no frame-to-frame jump larger than
-    the largest one in the data (x1.25: the tiny model's white-noise jitter reaches ~1.1x on roll),
+    the largest one in the data (x1.25; measured 0.65x for pose, 1.21x for the steep blink edges),
     per dimension; no seam at the 200-frame window borders; no drift."""
     ones = lambda x: torch.ones(1, len(x), dtype=torch.bool)  # noqa: E731
     data_step = {k: torch.stack([max_step(torch.from_numpy(c[k])[None], ones(c[k])) for c in data["train"]]).amax(0)
@@ -177,25 +220,23 @@ def test_blink_open_level_matches_data(sampler, data):
 
 
 def test_pose_spread_is_comparable_to_data(sampler, data):
-    """Per-dimension std over time of samples vs data, ratio in [0.04, 3] for the angles, scale and
-    translations: the tiny model moves every dimension (measured ~0.08-0.13 after 400 steps; a model that
-    only learned the mean gives ~0.005) but far less than the data, see the report."""
+    """Per-dimension std over time of samples vs data, ratio in [0.25, 3] for the angles, scale and
+    translations (measured 0.35-0.54 at seed 0, min 0.28 over training seeds 0-2; the official white
+    prior gives 0.05-0.19, a model that only learned the mean ~0.005)."""
     sample_std = np.mean([p.std(0) for p, _ in samples(sampler, data["test"])], 0)
     data_std = np.mean([c["pose"].std(0) for c in data["test"]], 0)
     ratio = sample_std / data_std
-    assert ((ratio > 0.04) & (ratio < 3.0)).all(), ratio
+    assert ((ratio > 0.25) & (ratio < 3.0)).all(), ratio
 
 
-@pytest.mark.xfail(reason="a tiny PBNet trained for 250-1,500 CPU steps reconstructs blinks from the posterior but its "
-                   "prior samples hold the eyes open (0 blinks/s vs ~0.45/s in the data; still 0 after 1,500 steps)",
-                   strict=False)
 def test_blink_rate_matches_data(sampler, data):
-    """Blinks/s of samples (counted by metrics.blink) within 0.35 blinks/s of the data's (~0.45/s),
-    so 0 blinks (a model that only learned the open level) fails."""
+    """Blinks/s of samples (counted by metrics.blink) within 0.2 blinks/s of the data's (0.47/s over
+    the 72 s of test audio; measured 0.56/s, 0.33-0.56 over training seeds 0-3; the Poisson count noise
+    of ~34 blinks alone is ~0.08/s). The official white prior gives 0 blinks/s here."""
     seconds = sum(len(c["blink"]) for c in data["test"]) / FPS
     sample_rate = sum(count_blinks(b) for _, b in samples(sampler, data["test"])) / seconds
     data_rate = sum(count_blinks(c["blink"]) for c in data["test"]) / seconds
-    assert abs(sample_rate - data_rate) < 0.35, (sample_rate, data_rate)
+    assert abs(sample_rate - data_rate) < 0.2, (sample_rate, data_rate)
 
 
 def test_print_sample_statistics(sampler, data, capsys):
