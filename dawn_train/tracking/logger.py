@@ -31,7 +31,8 @@ class DawnWandbLogger(WandbLogger):
 
     def __init__(self, save_dir: str, name: str | None = None, project: str = "dawn_train", group: str | None = None,
                  job_type: str | None = None, tags: list[str] | None = None, mode: str = "offline", **kwargs):
-        run_dir = Path(save_dir)
+        # absolute: W&B's service process writes the run log relative to its own working directory
+        run_dir = Path(save_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         id_file = run_dir / "wandb_run_id"
         if id_file.exists():
