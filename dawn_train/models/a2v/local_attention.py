@@ -80,6 +80,9 @@ def dense_attention(
     return _softmax_stable(sim) @ v
 
 
+QUERY_CHUNK = 256  # query frames per group of blocks in the math backend
+
+
 def windowed_attention(
     q: Tensor,
     k: Tensor,
@@ -130,9 +133,16 @@ def windowed_attention(
                                              attn_mask=attn_bias.flatten(0, 1), scale=1.0)
         out = out.unflatten(-3, (heads, n_blocks))
     else:
-        sim = q_blocks @ k_win.transpose(-1, -2)  # (..., H, n, block, span)
-        if bias is not None:
-            sim = sim + bias
-        sim = sim.masked_fill(~valid, torch.finfo(sim.dtype).min)
-        out = _softmax_stable(sim) @ v_win
+        # groups of blocks covering ~QUERY_CHUNK frames: only one group's windowed K/V copies and
+        # scores exist at a time, so long sequences stay O(T * w) with a small constant
+        group = max(1, QUERY_CHUNK // block)
+        outs = []
+        for first in range(0, n_blocks, group):
+            part = slice(first, first + group)
+            sim = q_blocks[..., part, :, :] @ k_win[..., part, :, :].transpose(-1, -2)  # (..., H, g, block, span)
+            if bias is not None:
+                sim = sim + bias
+            sim = sim.masked_fill(~valid[part], torch.finfo(sim.dtype).min)
+            outs.append(_softmax_stable(sim) @ v_win[..., part, :, :])
+        out = torch.cat(outs, dim=-3)
     return out.flatten(-3, -2)[..., :t, :]
