@@ -27,20 +27,22 @@ PAPER_HDTF = {"FID": 9.60, "FVD16": 60.34, "FVD32": 95.64, "LSE-C": 6.71, "LSE-D
 KEYS = (schema.FRAMES, schema.AUDIO, schema.AUDIO_FEAT, schema.POSE, schema.BLINK, schema.FACE_BOX, schema.META)
 
 
-def test_samples(shards: str | Path, split: str):
-    """Every sample of `split`, parsed (bad ones are reported and skipped)."""
+def split_samples(shards: str | Path, split: str):
+    """Every sample of `split`, parsed; bad ones are reported as they are met and skipped."""
     root, manifest = Path(shards), load_manifest(shards)
     if split not in manifest["splits"]:
         raise ValueError(f"{root}/manifest.json: no '{split}' split")
-    bad: list[str] = []
     for shard in manifest["splits"][split]["shards"]:
+        bad: list[str] = []
         for raw in iter_tar(root / shard["name"], bad):
             try:
                 yield parse_sample(raw, KEYS, manifest["feature"]["dim"])
             except ValueError as exc:
                 bad.append(str(exc))
-    for problem in bad:
-        print(f"[eval] skipped bad sample: {problem}")
+            while bad:
+                print(f"[eval] skipped bad sample: {bad.pop(0)}")
+        for problem in bad:  # an unreadable tar is reported after its last readable sample
+            print(f"[eval] skipped bad sample: {problem}")
 
 
 def default_output(a2v: str | Path) -> Path:
@@ -79,7 +81,7 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         print(f"[eval] {reason}")
 
     videos = 0
-    samples = test_samples(shards, split)
+    samples = split_samples(shards, split)
     for parsed in tqdm(samples, desc=f"eval ({split})", total=max_videos, disable=not progress):
         if max_videos is not None and videos >= max_videos:
             break

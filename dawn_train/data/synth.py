@@ -70,7 +70,7 @@ def speech_audio(rng: np.random.Generator, seconds: float, f0: float) -> np.ndar
                 phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
                 formants = rng.uniform([300, 900], [800, 2200])
                 wave = sum(
-                    np.exp(-((k * f0 - formants[0]) / 250) ** 2 - 0.0) * np.sin(k * phase)
+                    np.exp(-((k * f0 - formants[0]) / 250) ** 2) * np.sin(k * phase)
                     + 0.6 * np.exp(-((k * f0 - formants[1]) / 350) ** 2) * np.sin(k * phase)
                     for k in range(1, int(4000 // f0))
                 )
