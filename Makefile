@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow test-all test-slurm demo clean
+.PHONY: install lint test test-slow test-all test-slurm demo clean
 
 install: $(STAMP)
 
@@ -16,6 +16,12 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# `make lint`: ruff (pyflakes, pycodestyle, import order) and the import-linter contracts of .importlinter
+# (the layering: cli > launch, inference, bench > stages > metrics, checkpoints > models, data, tracking > log).
+lint: install
+	$(BIN)/ruff check dawn_train tests
+	$(BIN)/lint-imports
 
 # `make test`: the fast suite (< 5 min on 2 cores).  `make test-slow`: end-to-end runs of the demo
 # configs, multi-process DDP/DeepSpeed and real SLURM jobs (starts a one-node cluster as root).

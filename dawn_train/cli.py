@@ -106,14 +106,11 @@ def cmd_bench_sample(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from dawn_train.generate import generate
+    from dawn_train.inference.generate import GenerateOptions, generate
 
     try:
-        summary = generate(args.image, args.audio, args.out, config=args.config, lfg=args.lfg, a2v=args.a2v,
-                           pose_from=args.pose_from, blink_from=args.blink_from, audio_feat_from=args.audio_feat_from,
-                           seed=args.seed, window_size=args.window_size, steps=args.steps, size=args.size,
-                           device=args.device, pbnet_pose=args.pbnet_pose, pbnet_blink=args.pbnet_blink,
-                           init_pose=args.init_pose, init_blink=args.init_blink, progress=not args.quiet)
+        summary = generate(args.image, args.audio, args.out, GenerateOptions.from_namespace(args, args.config),
+                           progress=not args.quiet)
     except NotImplementedError as exc:  # e.g. HuBERT features for official weights
         print(f"dawn-train: error: {exc}", file=sys.stderr)
         return 2
@@ -126,7 +123,7 @@ def cmd_eval(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from dawn_train.evaluate import TABLE, evaluate, format_table
+    from dawn_train.inference.evaluate import TABLE, evaluate, format_table
 
     weights = {"fid": args.fid_weights, "i3d": args.i3d_weights, "syncnet": args.syncnet_weights,
                "arcface": args.arcface_weights}
@@ -177,11 +174,12 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from dawn_train.launch.export import export_checkpoint
+    from dawn_train.checkpoints import export
 
-    summary = export_checkpoint(args.ckpt, args.kind, args.out, fmt=args.format)
+    summary = export(args.ckpt, args.kind, args.out, fmt=args.format)
+    kept = ", ".join((["EMA weights"] if summary["ema"] else []) + summary["metadata"])
     print(f"exported {summary['kind']} weights of {summary['source']} -> {summary['out']} ({summary['format']}): "
-          f"{summary['tensors']} tensors, {summary['parameters']:,} parameters")
+          f"{summary['tensors']} tensors, {summary['parameters']:,} parameters" + (f"; kept {kept}" if kept else ""))
     return 0
 
 
@@ -202,6 +200,8 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dawn_train.inference.generate import GenerateOptions
+
     parser = argparse.ArgumentParser(prog="dawn-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -269,23 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image", required=True, help="portrait (face crop), any format PIL reads")
     gen.add_argument("--audio", required=True, help="speech, any format PyAV decodes (resampled to 16 kHz mono)")
     gen.add_argument("--out", required=True, help="output .mp4 (25 fps, H.264 + AAC)")
-    gen.add_argument("--config", help="generate YAML (checkpoints and settings), e.g. experiments/demo/generate.yaml")
-    gen.add_argument("--lfg", help="LFG checkpoint (.ckpt, converted or official .pth)")
-    gen.add_argument("--a2v", help="A2V-FDM checkpoint (.ckpt: EMA weights used; converted or official .pth)")
-    gen.add_argument("--pose-from", help="(frames, 6) .npy pose sequence (e.g. another video's: cross-identity "
-                     "reenactment); default: PBNet if --pbnet-pose, else held at the reference pose")
-    gen.add_argument("--blink-from", help="(frames, 2) .npy blink sequence; default: PBNet if --pbnet-blink, else held")
-    gen.add_argument("--pbnet-pose", help="PBNet pose checkpoint: samples head motion from the audio (--seed varies it)")
-    gen.add_argument("--pbnet-blink", help="PBNet blink checkpoint: samples blinks from the audio")
-    gen.add_argument("--init-pose", type=float, nargs=6, help="reference image's pose (yaw pitch roll scale tx ty); "
-                     "default: the mean reference pose of the A2V training data")
-    gen.add_argument("--init-blink", type=float, nargs=2, help="reference image's eye openness (left right)")
-    gen.add_argument("--audio-feat-from", help="precomputed (frames, D) audio features .npy (e.g. HuBERT)")
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--window-size", type=int, default=None, help="temporal window (model convention, paper: 80)")
-    gen.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's, 20)")
-    gen.add_argument("--size", type=int, default=None, help="frame size R (default: the checkpoint's)")
-    gen.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    gen.add_argument("--config", help="generate YAML (keys: the options below, with _), e.g. experiments/demo/generate.yaml")
+    GenerateOptions.add_arguments(gen)
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)
     step = bench_commands.add_parser("step", help="training steps/s, samples/s and peak memory of a config")
@@ -348,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dawn_train.log import setup_logging
+
+    setup_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from dawn_train.stages.cli import run_lightning_cli

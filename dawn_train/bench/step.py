@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from dawn_train.stages.callbacks import batch_size_of
+from dawn_train.stages.cli import DawnCLI
 
 
 class StepTimer(L.Callback):
@@ -34,8 +35,6 @@ class StepTimer(L.Callback):
 
 
 def bench_step(config: str, steps: int = 10, warmup: int = 2, overrides: list[str] | None = None) -> dict:
-    from dawn_train.stages.cli import DawnCLI
-
     cli = DawnCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                   run=False, args=["-c", config, *(overrides or [])], save_config_callback=None,
                   auto_configure_optimizers=False)

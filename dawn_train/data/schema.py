@@ -41,6 +41,7 @@ META = "json"
 POSE_DIM = 6
 BLINK_DIM = 2
 POSE_NAMES = ("yaw", "pitch", "roll", "scale", "tx", "ty")
+BLINK_NAMES = ("left", "right")
 
 
 @dataclass(frozen=True)

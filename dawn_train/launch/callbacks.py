@@ -14,7 +14,10 @@ from typing import Optional
 
 import lightning as L
 
+from dawn_train.log import get_logger
 from dawn_train.stages.callbacks import batch_size_of
+
+log = get_logger(__name__)
 
 
 class ScaleReport(L.Callback):
@@ -53,14 +56,14 @@ class ScaleReport(L.Callback):
             info["reference_batch_size"] = self.reference_batch_size
             info["lr_scale_linear"] = info["effective_batch_size"] / self.reference_batch_size
             if info["lr_scale_linear"] != 1 and trainer.is_global_zero:
-                print(f"[scale] effective batch size {info['effective_batch_size']} differs from the reference "
-                      f"{self.reference_batch_size}: linear rule says lr x {info['lr_scale_linear']:.3g}")
+                log.warning("effective batch size %d differs from the reference %d: linear rule says lr x %.3g",
+                            info["effective_batch_size"], self.reference_batch_size, info["lr_scale_linear"])
         for logger in trainer.loggers:
             logger.log_hyperparams(info)
         pl_module.log("effective_batch_size", float(info["effective_batch_size"]), on_step=True, on_epoch=False,
                       rank_zero_only=True)
         if trainer.is_global_zero:
-            print(f"[scale] {info}")
+            log.info("%s", info)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if not trainer.sanity_checking:

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
+from dawn_train.launch.config import checkpoint_dirs, resolve_fit_config
+
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
             "DEADLINE"}
 
@@ -138,8 +140,6 @@ def resume_path(argv: list[str]) -> Optional[Path]:
     """The checkpoint a `dawn-train ARGV` job should resume from (None for a fresh start or a non-fit command)."""
     if not argv or argv[0] != "fit" or "--ckpt_path" in argv or any(a.startswith("--ckpt_path=") for a in argv):
         return None
-    from dawn_train.launch.config import checkpoint_dirs, resolve_fit_config
-
     return newest_checkpoint(checkpoint_dirs(resolve_fit_config(argv[1:])))
 
 

@@ -29,9 +29,8 @@ import torch
 from torch import Tensor
 
 from dawn_train.data.audio import mel_filterbank
+from dawn_train.data.schema import FPS, SAMPLE_RATE
 from dawn_train.metrics.weights import Float64Metric
-
-SAMPLE_RATE, FPS = 16000, 25
 
 
 def motion_beats(pose: np.ndarray, smooth: float = 5.0) -> np.ndarray:

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dawn_train.data.schema import FPS
 from dawn_train.metrics.weights import Float64Metric
-
-FPS = 25
 
 
 def count_blinks(openness: np.ndarray, *, threshold: float | None = None, relative_threshold: float = 0.6,

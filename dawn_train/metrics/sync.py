@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from dawn_train.data.schema import FPS, SAMPLE_RATE
 from dawn_train.metrics.networks.syncnet import SyncNet
 from dawn_train.metrics.weights import NetworkMetric, WeightSpec, load_weights
 
@@ -38,7 +39,7 @@ SYNCNET_WEIGHTS = WeightSpec(
     source="http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model "
     "(joonson/syncnet_python download_model.sh)",
 )
-SAMPLE_RATE, FPS, SYNC_SIZE = 16000, 25, 224
+SYNC_SIZE = 224
 WINDOW = 5  # video frames per SyncNet input (0.2 s)
 MFCC_PER_FRAME = 4  # 100 Hz MFCC / 25 fps
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640

@@ -27,83 +27,24 @@ one draw per batch, LR schedule expressed in optimizer steps (cosine to `min_lr`
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Literal, Optional
 
 import lightning as L
-import numpy as np
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
-from dawn_train.checkpoints import detect_state_dict, load_model, load_strict, read
-from dawn_train.data.schema import SAMPLE_RATE
+from dawn_train.checkpoints import load_model, load_strict, open_checkpoint
+from dawn_train.log import get_logger
 from dawn_train.metrics.suite import MetricSuite
-from dawn_train.stages.augment import _grey, _hue_rotate
+from dawn_train.models.a2v.conditioning import (MOTION_DIM, animate, condition, face_box_vector, latent_target,
+                                                mouth_mask)
+from dawn_train.stages.augment import clip_color_jitter
+from dawn_train.stages.callbacks import SampleVideo
 from dawn_train.stages.common import save_hyperparameters
 from dawn_train.stages.ema import EMA
 from dawn_train.stages.optim import cosine_schedule
-from dawn_train.tracking.media import flow_to_rgb, image_grid, log_images, log_video
 
-EMA_PREFIX = "ema.model."
-
-
-# ---- conditioning helpers (shared with dawn_train.generate) -------------------------------------
-def latent_target(flow: Tensor, occlusion: Tensor) -> Tensor:
-    """LFG motion -> diffusion state.  flow (B, T, h, w, 2), occlusion (B, T, 1, h, w) in [0, 1]
-    -> x_start (B, 3, T, h, w) = [flow x, flow y, 2 * occlusion - 1]."""
-    return torch.cat((rearrange(flow, "b t h w c -> b c t h w"),
-                      rearrange(occlusion, "b t c h w -> b c t h w") * 2 - 1), dim=1)
-
-
-def latent_motion(x0: Tensor) -> tuple[Tensor, Tensor]:
-    """Inverse of :func:`latent_target`: x0 (B, 3, T, h, w) -> flow (B, T, h, w, 2), occlusion (B, T, 1, h, w)."""
-    flow = rearrange(x0[:, :2], "b c t h w -> b t h w c")
-    occlusion = rearrange((x0[:, 2:3] + 1) / 2, "b c t h w -> b t c h w").clamp(0, 1)
-    return flow, occlusion
-
-
-def face_box_vector(box: Tensor, height: int, width: int) -> Tensor:
-    """Reference face box (B, 4) = (x0, y0, x1, y1) pixels -> the official (B, 6) vector
-    [x_min, x_max, y_min, y_max, D4, D5] read by `bbox_mask`, which divides x by D4 and y by D5.
-    We pass D4 = frame width and D5 = frame height, so non-square frames are normalised correctly
-    (the official record holds H, W in that order; identical for the square crops used everywhere)."""
-    box = box.float()
-    size = box.new_tensor([width, height]).expand(box.shape[0], 2)
-    return torch.stack((box[:, 0], box[:, 2], box[:, 1], box[:, 3], size[:, 0], size[:, 1]), dim=1)
-
-
-def mouth_mask(mouth_lmk: Tensor, height: int, width: int, size: int) -> Tensor:
-    """Mouth landmarks (B, T, K, 2) in frame pixels -> (B, T, size, size) float mask of each frame's
-    axis-aligned landmark box at latent resolution (official `generate_mouth_mask`: coordinates scaled by
-    size / frame size, box from int(min) to int(max + 1) inclusive)."""
-    scale = mouth_lmk.new_tensor([size / width, size / height])
-    pts = mouth_lmk.float() * scale
-    lo = pts.amin(dim=2).floor().long()  # (B, T, 2)
-    hi = (pts.amax(dim=2) + 1).floor().long()
-    idx = torch.arange(size, device=mouth_lmk.device)
-    cols = (idx >= lo[..., 0:1]) & (idx <= hi[..., 0:1])  # (B, T, size)
-    rows = (idx >= lo[..., 1:2]) & (idx <= hi[..., 1:2])
-    return (rows[..., :, None] & cols[..., None, :]).float()
-
-
-def condition(audio_feat: Tensor, pose: Tensor, blink: Tensor, ref_pose: Tensor, ref_blink: Tensor,
-              pose_scale: Optional[Tensor] = None) -> Tensor:
-    """Per-frame condition (B, T, D + 6 + 2) = [audio (B, T, D) | pose - ref_pose | blink - ref_blink]
-    (pose (B, T, 6), blink (B, T, 2), ref_pose (B, 6), ref_blink (B, 2), raw units)."""
-    dpose = pose.float() - ref_pose.float()[:, None]
-    if pose_scale is not None:
-        dpose = dpose * pose_scale
-    return torch.cat((audio_feat.float(), dpose, blink.float() - ref_blink.float()[:, None]), dim=-1)
-
-
-def ema_state_dict(raw: dict) -> Optional[dict]:
-    """The EMA weights (in A2VFDM names) of a Lightning checkpoint written by A2VStage, or None."""
-    state = raw.get("state_dict", {}) if "pytorch-lightning_version" in raw else {}
-    ema = {k[len(EMA_PREFIX):]: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
-    return ema or None
+log = get_logger(__name__)
 
 
 def freeze_unused(model: nn.Module) -> int:
@@ -167,13 +108,13 @@ class A2VStage(L.LightningModule):
         # (networks from `metric_weights`: fid, i3d, syncnet, arcface; missing -> logged as unavailable)
         self.metric_suite = MetricSuite(metric_weights, tuple(val_metrics)) if val_metrics else None
         for reason in (self.metric_suite.unavailable.values() if self.metric_suite else ()):
-            print(f"[a2v] {reason}")
+            log.warning("%s", reason)
         self.register_buffer("pose_scale", None if pose_scale is None else torch.tensor(pose_scale), persistent=False)
         ema_init = None
         if init_from:
-            raw = read(init_from)
-            load_strict(self.model, detect_state_dict(raw, "a2v", init_from), init_from)
-            ema_init = ema_state_dict(raw)
+            start = open_checkpoint(init_from, "a2v")
+            load_strict(self.model, start.state_dict, init_from)
+            ema_init = start.ema_state_dict
             if init_from_ema:
                 if ema_init is None:
                     raise ValueError(f"A2VStage: init_from_ema is set but {init_from} holds no EMA weights")
@@ -191,7 +132,6 @@ class A2VStage(L.LightningModule):
                          "ref_pose_mean": torch.zeros(6, dtype=torch.float64),
                          "ref_blink_mean": torch.zeros(2, dtype=torch.float64)}
         self._ref_count = 0
-        self._n_val = 0
 
     # ---- modules ---------------------------------------------------------------------------------
     @property
@@ -209,7 +149,7 @@ class A2VStage(L.LightningModule):
         manifest = getattr(datamodule, "manifest", None)
         if manifest:
             self.audio_feature = dict(manifest["feature"])
-            want = self.model.unet.cond_dim - 8
+            want = self.model.unet.cond_dim - MOTION_DIM
             if self.audio_feature["dim"] != want:
                 raise ValueError(f"A2VStage: the shards' audio feature is {self.audio_feature['dim']}-d "
                                  f"({self.audio_feature.get('type')}), the model expects cond_aud={want}: set "
@@ -217,8 +157,8 @@ class A2VStage(L.LightningModule):
         reference = getattr(datamodule, "reference", None)
         expected = "first" if self.hparams.curriculum_stage == 1 else "random"
         if reference is not None and reference != expected and self.trainer.is_global_zero:
-            print(f"[a2v] warning: curriculum_stage {self.hparams.curriculum_stage} normally uses "
-                  f"reference='{expected}', the DataModule has '{reference}'")
+            log.warning("curriculum_stage %d normally uses reference='%s', the DataModule has '%s'",
+                        self.hparams.curriculum_stage, expected, reference)
 
     def on_fit_start(self) -> None:
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -227,36 +167,17 @@ class A2VStage(L.LightningModule):
         for logger in self.loggers:
             logger.log_hyperparams(info)
         if self.trainer.is_global_zero:
-            print(f"[a2v] curriculum stage {info['curriculum_stage']}, {trainable:,} trainable parameters, "
-                  f"EMA {'on' if self.ema is not None else 'off'}")
+            log.info("curriculum stage %d, %s trainable parameters, EMA %s", info["curriculum_stage"],
+                     f"{trainable:,}", "on" if self.ema is not None else "off")
 
     # ---- one step ----------------------------------------------------------------------------------
-    def _jitter(self, ref: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
-        """Same colour jitter for a clip and its reference, one draw per clip.  ref (B, 3, H, W),
-        frames (B, T, 3, H, W) in [0, 1]."""
-        b, t = frames.shape[:2]
-        bri, con, sat, hue = self.hparams.color_jitter
-        draw = lambda m: 1 + (torch.rand(b, 1, 1, 1, 1, device=ref.device) * 2 - 1) * m  # noqa: E731
-        fb, fc, fs = draw(bri), draw(con), draw(sat)
-        angle = (torch.rand(b, device=ref.device) * 2 - 1) * hue * 2 * math.pi
-        x = torch.cat((ref[:, None], frames), dim=1)  # (B, 1 + T, 3, H, W)
-        x = (x * fb).clamp(0, 1)
-        flat = rearrange(x, "b t c h w -> (b t) c h w")
-        mean = rearrange(_grey(flat).mean((1, 2, 3)), "(b t) -> b t 1 1 1", b=b)
-        x = ((x - mean) * fc + mean).clamp(0, 1)
-        grey = rearrange(_grey(rearrange(x, "b t c h w -> (b t) c h w")), "(b t) c h w -> b t c h w", b=b)
-        x = ((x - grey) * fs + grey).clamp(0, 1)
-        x = _hue_rotate(rearrange(x, "b t c h w -> (b t) c h w"), angle.repeat_interleave(t + 1)).clamp(0, 1)
-        x = rearrange(x, "(b t) c h w -> b t c h w", b=b)
-        return x[:, 0], x[:, 1:]
-
     def prepare(self, batch: dict) -> dict:
         """Batch -> diffusion inputs: x_start (B, 3, L, h, w), ref (B, 3, H, W) in [0, 1], ref_fea,
         box (B, 6), cond (B, L, D + 8), mouth (B, L, h, w)."""
         frames = batch["frames"].float() / 255
         ref = batch["ref_frame"].float() / 255
         if self.training and self.hparams.color_jitter:
-            ref, frames = self._jitter(ref, frames)
+            ref, frames = clip_color_jitter(ref, frames, self.hparams.color_jitter)
         height, width = frames.shape[-2:]
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
             flow, occlusion = self.lfg.encode(ref, frames, chunk_size=self.hparams.lfg_chunk_size)
@@ -285,7 +206,9 @@ class A2VStage(L.LightningModule):
                                  generator=generator)
         eps = out["loss"].float()  # (B, 3, L, h, w) unreduced
         pred = out["pred_x0"].float()
-        err = (lambda d: d.abs()) if hp.flow_loss_type == "l1" else (lambda d: d.square())  # noqa: E731
+        def err(d: Tensor) -> Tensor:
+            return d.abs() if hp.flow_loss_type == "l1" else d.square()
+
         occ = (x_start[:, 2] + 1) / 2
         flow = err(pred[:, :2] - x_start[:, :2]).mean() + err((pred[:, 2] + 1) / 2 - occ).mean()
         mouth = inputs["mouth"][:, None]  # (B, 1, L, h, w), broadcast over the 3 channels
@@ -314,25 +237,28 @@ class A2VStage(L.LightningModule):
         if self.ema is not None:
             self.ema.update(self.model)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def configure_callbacks(self) -> list[L.Callback]:
+        every = self.hparams.sample_every_n_val
+        return [SampleVideo(every)] if every else []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
         inputs = self.prepare(batch)
         generator = torch.Generator(device=self.device).manual_seed(self.hparams.sample_seed + batch_idx)
         losses = self.losses(inputs, self.sampling_model, generator)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, on_epoch=True, sync_dist=True,
                       batch_size=inputs["cond"].shape[0], prog_bar=False)
-        every = self.hparams.sample_every_n_val
-        if (batch_idx == 0 and every and self._n_val % every == 0 and self.trainer.is_global_zero
-                and not self.trainer.sanity_checking):
-            self.log_sample(batch, inputs)
         if self.metric_suite is not None and batch_idx < self.hparams.val_metric_batches:
             self.update_metrics(batch, inputs)
+        return {"inputs": inputs}  # for the SampleVideo callback
 
     def update_metrics(self, batch: dict, inputs: dict) -> None:
         """Sample every clip of the batch (EMA weights) and add it to the Table 1 metrics; the clip is
         driven by its ground-truth pose/blink, so BAS/Blink/s compare those signals with the audio."""
         for index in range(inputs["cond"].shape[0]):
             video = self.sample(inputs, index=index, seed=self.hparams.sample_seed + index)["video"].float()
-            one = lambda x: x[index:index + 1].float()  # noqa: E731
+            def one(x: Tensor) -> Tensor:
+                return x[index:index + 1].float()
+
             self.metric_suite.update(video, one(batch["frames"]) / 255, one(inputs["ref"]), one(batch["audio"]),
                                      one(batch["pose"]), one(batch["blink"]), one(batch["pose"]), one(batch["blink"]))
 
@@ -342,8 +268,6 @@ class A2VStage(L.LightningModule):
                 rows = self.metric_suite.compute()
                 self.log_dict({f"val/{k}": v for k, v in rows["generated"].items() if v is not None}, sync_dist=False)
             self.metric_suite.reset()
-        if not self.trainer.sanity_checking:
-            self._n_val += 1
 
     # ---- sampling ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -351,44 +275,12 @@ class A2VStage(L.LightningModule):
                model: Optional[nn.Module] = None) -> dict[str, Tensor]:
         """DDIM-sample clip `index` of prepared `inputs` with the sampling (EMA) weights and decode it.
         Returns x0 (1, 3, L, h, w) and video (1, L, 3, H, W) in [0, 1]."""
-        model = model or self.sampling_model
-        pick = lambda x: x[index:index + 1]  # noqa: E731
+        one = slice(index, index + 1)
         seed = self.hparams.sample_seed if seed is None else seed
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        x0 = model.sample(pick(inputs["ref_fea"]), pick(inputs["box"]), pick(inputs["cond"]), generator=generator,
-                          sampling_timesteps=steps or self.hparams.sample_steps)
-        flow, occlusion = latent_motion(x0.float())
-        with torch.autocast(self.device.type, enabled=False):
-            video = self.lfg.decode(pick(inputs["ref"]), flow, occlusion, chunk_size=self.hparams.lfg_chunk_size)
-        return {"x0": x0, "video": video.clamp(0, 1), "flow": flow}
-
-    def log_sample(self, batch: dict, inputs: dict) -> Optional[Path]:
-        """Sample the first clip, log the video (with its audio when the batch carries `audio`) and an image
-        strip (ground truth / generated / generated flow), and write the mp4 under the run's `samples/`."""
-        from dawn_train.data.video import encode_mp4
-        from dawn_train.generate import to_uint8_video
-
-        out = self.sample(inputs)
-        video = to_uint8_video(out["video"][0])  # (L, H, W, 3)
-        audio = batch.get("audio")
-        audio = audio[0].float().cpu().numpy() if torch.is_tensor(audio) else None
-        mp4 = encode_mp4(video, audio=audio, sample_rate=SAMPLE_RATE)
-        step = self.global_step
-        log_video(self.loggers, "val/sample", video, step, mp4=mp4)
-        length = video.shape[0]
-        pick = np.linspace(0, length - 1, min(8, length)).round().astype(int).tolist()
-        real = batch["frames"][0, pick].float() / 255
-        fake = out["video"][0, pick].float()
-        size = real.shape[-2:]
-        flow = F.interpolate(flow_to_rgb(out["flow"][0, pick]), size=size, mode="nearest")
-        log_images(self.loggers, "val/strip", image_grid([real.cpu(), fake.cpu(), flow.cpu()], max_items=8), step,
-                   caption=f"ground truth / generated (EMA, DDIM {self.hparams.sample_steps}) / generated flow; "
-                           f"frames {pick}")
-        root = Path(self.trainer.default_root_dir) / "samples"
-        root.mkdir(parents=True, exist_ok=True)
-        path = root / f"val_step{step:07d}.mp4"
-        path.write_bytes(mp4)
-        return path
+        return animate(self.lfg, model or self.sampling_model, inputs["ref"][one], inputs["box"][one],
+                       inputs["cond"][one], generator=generator, steps=steps or self.hparams.sample_steps,
+                       decode_chunk=self.hparams.lfg_chunk_size)
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def _track_box(self, batch: dict) -> None:

@@ -1,10 +1,20 @@
-"""Callbacks shared by every stage: throughput and data health."""
+"""Callbacks: throughput and data health (every stage), sample videos (A2V-FDM validation)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
+import torch.nn.functional as F
+
+from dawn_train.data.schema import SAMPLE_RATE
+from dawn_train.data.video import encode_mp4
+from dawn_train.log import get_logger
+from dawn_train.tracking.media import flow_to_rgb, image_grid, log_images, log_video, to_uint8_video
+
+log = get_logger(__name__)
 
 
 def batch_size_of(batch: dict) -> int:
@@ -46,7 +56,7 @@ class DataHealth(L.Callback):
         pl_module.log(f"data/skipped_{split}", float(skipped[split]), on_step=False, on_epoch=True, reduce_fx="sum",
                       sync_dist=True)
         if skipped[split] and trainer.is_global_zero:
-            print(f"[data] {skipped[split]} bad {split} samples skipped so far (see warnings for names)")
+            log.warning("%d bad %s samples skipped so far (see warnings for names)", skipped[split], split)
 
     def on_train_epoch_end(self, trainer, pl_module):
         self._report(trainer, pl_module, "train")
@@ -54,3 +64,51 @@ class DataHealth(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
             self._report(trainer, pl_module, "val")
+
+
+class SampleVideo(L.Callback):
+    """Every `every_n_val`-th validation (rank zero, not in the sanity check): DDIM-samples the first clip
+    of the first batch with the module's sampling (EMA) weights through the same `animate` that
+    generation uses, logs it as a W&B video with its audio and an image strip (ground truth / generated /
+    generated flow), and writes the mp4 under the run's `samples/`.
+
+    The module provides `sample(inputs) -> {"video", "flow", ...}` and returns its prepared `inputs` from
+    `validation_step` (A2VStage does both)."""
+
+    def __init__(self, every_n_val: int = 1, max_strip_frames: int = 8):
+        self.every_n_val, self.max_strip_frames = every_n_val, max_strip_frames
+        self._validations = 0
+        self.last_path: Path | None = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if (batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or not isinstance(outputs, dict)
+                or self._validations % self.every_n_val):
+            return
+        self.last_path = self.log_sample(trainer, pl_module, batch, outputs["inputs"])
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._validations += 1
+
+    @torch.no_grad()
+    def log_sample(self, trainer, pl_module, batch: dict, inputs: dict) -> Path:
+        out = pl_module.sample(inputs)
+        video = to_uint8_video(out["video"][0])  # (L, H, W, 3)
+        audio = batch.get("audio")
+        audio = audio[0].float().cpu().numpy() if torch.is_tensor(audio) else None
+        mp4 = encode_mp4(video, audio=audio, sample_rate=SAMPLE_RATE)
+        step = trainer.global_step
+        log_video(pl_module.loggers, "val/sample", video, step, mp4=mp4)
+        length = video.shape[0]
+        pick = np.linspace(0, length - 1, min(self.max_strip_frames, length)).round().astype(int).tolist()
+        real = batch["frames"][0, pick].float() / 255
+        fake = out["video"][0, pick].float()
+        flow = F.interpolate(flow_to_rgb(out["flow"][0, pick]), size=real.shape[-2:], mode="nearest")
+        steps = getattr(pl_module.hparams, "sample_steps", None)
+        log_images(pl_module.loggers, "val/strip", image_grid([real.cpu(), fake.cpu(), flow.cpu()], max_items=8), step,
+                   caption=f"ground truth / generated (EMA, DDIM {steps}) / generated flow; frames {pick}")
+        root = Path(trainer.default_root_dir) / "samples"
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / f"val_step{step:07d}.mp4"
+        path.write_bytes(mp4)
+        return path

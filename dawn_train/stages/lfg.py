@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from dawn_train.checkpoints import load_model_weights
+from dawn_train.log import get_logger
 from dawn_train.models.lfg import LatentFlowGenerator
 from dawn_train.models.lfg.losses import lfg_losses
 from dawn_train.models.lfg.vgg import ImagePyramid, Vgg19Features
@@ -21,6 +22,8 @@ from dawn_train.stages.augment import PairAugment
 from dawn_train.stages.common import save_hyperparameters
 from dawn_train.stages.optim import cosine_schedule
 from dawn_train.tracking.media import flow_to_rgb, image_grid, log_images
+
+log = get_logger(__name__)
 
 
 class LFGStage(L.LightningModule):
@@ -67,7 +70,7 @@ class LFGStage(L.LightningModule):
         for logger in self.loggers:
             logger.log_hyperparams({"reconstruction_loss": choice})
         if self.trainer.is_global_zero:
-            print(f"[lfg] reconstruction loss: {choice}")
+            log.info("reconstruction loss: %s", choice)
 
     def losses(self, source: torch.Tensor, driving: torch.Tensor) -> tuple[dict, dict]:
         hp = self.hparams
@@ -101,7 +104,10 @@ class LFGStage(L.LightningModule):
     def log_grid(self, key: str, source, driving, out) -> None:
         """Rows: source, driving, reconstruction, flow (colour wheel), occlusion."""
         size = source.shape[-2:]
-        up = lambda x: torch.nn.functional.interpolate(x, size=size, mode="nearest")  # noqa: E731
+
+        def up(x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(x, size=size, mode="nearest")
+
         rows = [source, driving, out["prediction"], up(flow_to_rgb(out["optical_flow"])),
                 up(out["occlusion_map"]).expand(-1, 3, -1, -1)]
         log_images(self.loggers, key, image_grid(rows), self.global_step,

@@ -14,7 +14,7 @@ Losses (official `trainer_gan_ann.py`, with its known bugs fixed; see dawn_offic
   inverse square of the target's scale: 0.004 with the official 256-d latent is not 0.004 with a 16-d one.
 - `prior_rho` (default 0 = official): the latent prior. 0 is z ~ N(0, I) independently per frame.
   In (0, 1) it is a stationary AR(1) process in time per latent dim (lag-1 correlation `prior_rho`,
-  unit variance; `losses.kl_loss`), and generation samples that prior (`pose_blink.prior_latent`,
+  unit variance; `losses.kl_loss`), and generation samples that prior (`models/pbnet/units.prior_latent`,
   recorded in the checkpoint). Why: the posterior codes an event (a 3-6-frame blink, a slow head
   turn) as a shift held over several consecutive frames; independent per-frame noise almost never
   produces such a run, so white-prior samples of a short-trained model have no blinks and a jittery,
@@ -43,7 +43,7 @@ height / crop size and tx/ty in crop pixels, so:
 - `pose_norm="official"`: the official ranges, for official weights and data in 3DDFA units.
 - `pose_min`/`pose_max` (both 6-tuples) override either preset, e.g. with dataset percentiles.
 The ranges, `target_scale` and `prior_rho` are hyper-parameters of the checkpoint, so
-`stages.pose_blink` samples in the right units from the right prior. The tiny test pose model sets
+`inference.pose_blink` samples in the right units from the right prior. The tiny test pose model sets
 `pose_min`/`pose_max` to about the data's centre +- 3 std of its motion per dimension (all six
 dimensions then weigh alike in the MSE; with the crop ranges yaw dominates and ty barely moves).
 
@@ -71,32 +71,15 @@ from torch import Tensor, nn
 
 from dawn_train.checkpoints import load_model_weights
 from dawn_train.metrics.blink import BlinkRate
-from dawn_train.models.pbnet import POSE_MAX, POSE_MIN, PBNet, PoseNormalizer, lengths_to_mask
+from dawn_train.data.schema import BLINK_NAMES, POSE_NAMES
+from dawn_train.models.pbnet import PBNet, lengths_to_mask
 from dawn_train.models.pbnet.losses import kl_loss, official_reg_loss, reconstruction_loss, smoothness_loss
+from dawn_train.models.pbnet.units import PBNetUnits, pose_range, prior_latent
 from dawn_train.stages.common import save_hyperparameters
 from dawn_train.stages.optim import cosine_schedule, total_optimizer_steps
-from dawn_train.stages.pose_blink import prior_latent
 from dawn_train.tracking.media import log_images
 
-POSE_NAMES = ("yaw", "pitch", "roll", "scale", "tx", "ty")  # order of data.schema.POSE_NAMES
-BLINK_NAMES = ("left", "right")
 TARGET_DIMS = {"pose": dict(pos_dim=6, eye_dim=0), "blink": dict(pos_dim=0, eye_dim=2)}
-
-
-def pose_range(pose_norm: str = "crop", crop_size: float = 256.0, pose_min: tuple[float, ...] | None = None,
-               pose_max: tuple[float, ...] | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The (min, max) 6-tuples of the pose min-max normalisation (see the module docstring)."""
-    if (pose_min is None) != (pose_max is None):
-        raise ValueError("pose_min and pose_max must be given together")
-    if pose_min is not None:
-        if len(pose_min) != 6 or len(pose_max) != 6:
-            raise ValueError(f"pose_min/pose_max need 6 values, got {len(pose_min)} and {len(pose_max)}")
-        return tuple(float(v) for v in pose_min), tuple(float(v) for v in pose_max)
-    if pose_norm == "official":
-        return POSE_MIN, POSE_MAX
-    if pose_norm == "crop":
-        return (-90.0, -90.0, -90.0, 0.0, 0.0, 0.0), (90.0, 90.0, 90.0, 1.0, float(crop_size), float(crop_size))
-    raise ValueError(f"pose_norm must be 'crop' or 'official', got {pose_norm!r}")
 
 
 def max_step(x: Tensor, mask: Tensor) -> Tensor:
@@ -222,7 +205,8 @@ class PBNetStage(L.LightningModule):
         self.model = model
         if init_from:
             load_model_weights(self.model, init_from, kind=f"pbnet-{target}")
-        self.normalizer = PoseNormalizer(*pose_range(pose_norm, crop_size, pose_min, pose_max))
+        pose_range(pose_norm, crop_size, pose_min, pose_max)  # validates the pose normalisation settings
+        self.units = PBNetUnits.of_hparams(self.hparams)
         self.names = POSE_NAMES if target == "pose" else BLINK_NAMES
         self.discriminator = SequenceDiscriminator(model.feature_dim) if gan_weight > 0 else None
         self.automatic_optimization = self.discriminator is None
@@ -234,18 +218,16 @@ class PBNetStage(L.LightningModule):
     # --- units ----------------------------------------------------------------------------
     def to_model_units(self, x: Tensor) -> Tensor:
         """Dataset units -> model units (pose: min-max normalised; blink: unchanged; x target_scale). (..., D)."""
-        x = self.normalizer(x) if self.target == "pose" else x
-        return x * self.hparams.target_scale if self.hparams.target_scale != 1 else x
+        return self.units.to_model(x, self.target)
 
     def to_data_units(self, x: Tensor) -> Tensor:
         """Model units -> dataset units. (..., D)."""
-        x = x / self.hparams.target_scale if self.hparams.target_scale != 1 else x
-        return self.normalizer.inverse(x) if self.target == "pose" else x
+        return self.units.to_data(x, self.target)
 
     def inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
         """-> x (B, T, D) in model units (0 on padded frames), audio (B, T, A), mask (B, T)."""
         raw = batch[self.target].float()
-        audio = (batch["audio_feat"].float() - self.hparams.audio_mean) / self.hparams.audio_std
+        audio = self.units.audio(batch["audio_feat"].float())
         mask = lengths_to_mask(batch["length"].to(raw.device), raw.shape[1])
         return self.to_model_units(raw).masked_fill(~mask[..., None], 0.0), audio, mask
 

@@ -5,6 +5,11 @@ import numpy as np
 import torch
 
 
+def to_uint8_video(video: torch.Tensor) -> np.ndarray:
+    """(T, 3, H, W) float in [0, 1] -> uint8 (T, H, W, 3)."""
+    return (video.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
 def image_grid(rows: list[torch.Tensor], max_items: int = 4) -> np.ndarray:
     """Rows of (B, 3, H, W) images in [0, 1] -> one uint8 (H * rows, W * items, 3) grid."""
     lines = []

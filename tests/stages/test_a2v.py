@@ -13,9 +13,10 @@ import yaml
 
 from dawn_train import checkpoints
 from dawn_train.cli import main
-from dawn_train.generate import load_a2v
+from dawn_train.inference.pipeline import load_a2v
 from dawn_train.models.a2v import build_a2v
-from dawn_train.stages.a2v import (A2VStage, face_box_vector, latent_motion, latent_target, mouth_mask)
+from dawn_train.models.a2v.conditioning import face_box_vector, latent_motion, latent_target, mouth_mask
+from dawn_train.stages.a2v import A2VStage
 from dawn_train.stages.ema import EMA
 from dawn_train.tracking import read_offline_run
 

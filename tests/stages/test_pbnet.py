@@ -12,7 +12,8 @@ import yaml
 
 from dawn_train import checkpoints
 from dawn_train.models.pbnet import POSE_MAX, POSE_MIN, PBNet
-from dawn_train.stages.pbnet import PBNetStage, SequenceDiscriminator, plot_curves, pose_range
+from dawn_train.models.pbnet.units import pose_range
+from dawn_train.stages.pbnet import PBNetStage, SequenceDiscriminator, plot_curves
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = dict(audio_dim=80, pose_latent_dim=8, audio_latent_dim=8, ff_size=16, num_layers=1, num_heads=2, dim_head=8,
@@ -244,7 +245,7 @@ def test_demo_config_trains_logs_and_round_trips(target, shards, tmp_path):
 def test_sampler_from_lightning_checkpoints(shards, tmp_path):
     """PoseBlinkSampler.from_checkpoints reads the units (pose ranges, target scale, audio scaling) and the
     latent prior from the .ckpt files."""
-    from dawn_train.stages.pose_blink import PoseBlinkSampler
+    from dawn_train.inference.pose_blink import PoseBlinkSampler
 
     torch.set_num_threads(1)
     short = {"trainer.max_steps": 4, "trainer.val_check_interval": 4}
@@ -261,7 +262,7 @@ def test_sampler_from_lightning_checkpoints(shards, tmp_path):
     assert pose.shape == (300, 6) and blink.shape == (300, 2) and torch.isfinite(pose).all()
     assert abs(float(pose[:, 4].mean()) - 32) < 16  # pixels, not normalised units
     assert abs(float(blink.mean()) - 0.3) < 0.2  # raw openness, not x target_scale
-    with pytest.raises(checkpoints.CheckpointError, match="target 'blink'"):
+    with pytest.raises(checkpoints.CheckpointError, match="holds a 'pbnet-blink' checkpoint, expected 'pbnet-pose'"):
         PoseBlinkSampler.from_checkpoints(ckpt("blink"), ckpt("blink"))
 
 

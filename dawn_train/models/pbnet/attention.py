@@ -101,7 +101,9 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: Tensor, memory: Tensor, pos_bias: Tensor | None = None) -> Tensor:
         """x: (B, N, C) queries; memory: (B, M, C) keys = values; pos_bias: (H, N, M). Returns (B, N, C)."""
-        split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.heads)  # noqa: E731
+        def split(t: Tensor) -> Tensor:
+            return rearrange(t, "b n (h d) -> b h n d", h=self.heads)
+
         q, k, v = split(self.to_q(x)), split(self.to_k(memory)), split(self.to_v(memory))
         out = attend(q * self.scale, k, v, self.rotary_emb, pos_bias)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))

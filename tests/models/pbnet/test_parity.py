@@ -51,7 +51,9 @@ def test_regenerated_positional_tables_match(case):
     _, t, meta, model = case
     for key in ("encoder.sequence_pos_encoder.pe", "decoder.sequence_pos_encoder.pe"):
         head = t[f"const.{key}.head"]
-        assert torch.equal(model.state_dict()[key][: head.shape[0]], head), key
+        # the same float32 expression, but torch.sin's vectorised kernel differs by CPU instruction set
+        # (AVX2 vs AVX-512): up to ~8e-6 at positions ~200, so equal within float32 sin accuracy, not bitwise
+        torch.testing.assert_close(model.state_dict()[key][: head.shape[0]], head, rtol=0, atol=2e-5, msg=key)
     # RoPE frequencies are not perturbed in the fixture: a fresh model must regenerate them bit for bit
     fresh = PBNet(**{k: meta["get_model_parameters"][k] for k in MODEL_KEYS}, max_len=8).state_dict()
     freqs = [k for k in fresh if k.endswith("rotary_emb.freqs")]

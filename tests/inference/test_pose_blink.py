@@ -1,4 +1,4 @@
-"""dawn_train.stages.pose_blink: PBNet sampling for generation, in dataset units.
+"""dawn_train.inference.pose_blink: PBNet sampling for generation, in dataset units.
 
 A tiny pose and a tiny blink model are trained once per module (plain loop over `PBNetStage.losses`
 on the synthetic generator's pose/blink/audio curves, no video rendering; 250 steps each, ~10 s on
@@ -36,7 +36,8 @@ from dawn_train.data.synth import blinks, head_pose, mouth_from_audio, random_id
 from dawn_train.metrics.blink import count_blinks
 from dawn_train.models.pbnet import PBNet
 from dawn_train.stages.pbnet import PBNetStage, max_step
-from dawn_train.stages.pose_blink import PBNetUnits, PoseBlinkSampler, prior_latent, sample_pose_blink
+from dawn_train.inference.pose_blink import PoseBlinkSampler, sample_pose_blink
+from dawn_train.models.pbnet.units import PBNetUnits, prior_latent
 
 SIZE = 64  # synthetic crop size: tx/ty in pixels of a 64-px crop
 AUDIO_MEAN, AUDIO_STD = -8.6, 3.8  # the demo configs' log-mel scaling

@@ -2,6 +2,7 @@
 hook and clear errors for bad inputs."""
 from __future__ import annotations
 
+import logging
 import wave
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import torch
 from dawn_train import checkpoints
 from dawn_train.cli import main
 from dawn_train.data.audio import AudioError, write_wav
-from dawn_train.generate import (GenerationRequest, ImageError, PoseBlink, audio_features, generate, load_audio,
-                                 load_image)
+from dawn_train.inference.generate import ImageError, audio_features, generate, load_audio, load_image
+from dawn_train.inference.pose_blink import GenerationRequest, PoseBlink
 from dawn_train.models.a2v import build_a2v
 from tests.stages.test_a2v import TINY_A2V, make_tiny_lfg
 
@@ -139,16 +140,17 @@ def test_pose_and_blink_files(models, photo, tmp_path):
         generate(photo, speech, tmp_path / "x.mp4", blink_from=str(tmp_path / "wide.npy"), **common)
 
 
-def test_image_checks(photo, tmp_path, capsys):
+def test_image_checks(photo, tmp_path, caplog):
     from PIL import Image
 
+    caplog.set_level(logging.INFO, logger="dawn_train")
     assert load_image(photo, 64).shape == (64, 64, 3)
     rgb = np.asarray(Image.open(photo).convert("RGB"))
     Image.fromarray(rgb).convert("L").save(tmp_path / "gray.png")
     Image.fromarray(rgb).convert("RGBA").save(tmp_path / "rgba.png")
     assert load_image(tmp_path / "gray.png", 64).shape == (64, 64, 3)
     assert load_image(tmp_path / "rgba.png", 64).shape == (64, 64, 3)
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "converting L image to RGB" in err and "converting RGBA image to RGB (alpha dropped)" in err
     Image.fromarray(np.ones((40, 40), np.float32)).save(tmp_path / "float.tif")
     (tmp_path / "text.jpg").write_text("not an image")
@@ -226,3 +228,45 @@ def test_pbnet_drives_pose_and_blink_with_seeded_variety(models, photo, tmp_path
     assert np.abs(seen[0] - seen[2]).max() > 0  # another seed, another head motion
     with pytest.raises(ValueError, match="both --pbnet-pose and --pbnet-blink"):
         generate(photo, speech, tmp_path / "y.mp4", lfg=str(lfg), a2v=str(a2v), pbnet_pose=str(pose_ckpt), **init)
+
+
+def test_options_from_yaml_flags_and_python_are_one(models, photo, tmp_path):
+    """GenerateOptions is the one spelling: the same options as YAML, as flags and as keywords give the same
+    options and the same video."""
+    import yaml
+
+    from dawn_train.cli import build_parser
+    from dawn_train.inference.generate import GenerateOptions
+
+    lfg, a2v = models
+    speech = stereo_wav(tmp_path / "speech.wav", 0.3)
+    values = dict(lfg=str(lfg), a2v=str(a2v), seed=7, steps=1, size=64, window_size=80, decode_chunk=8,
+                  face_box=[10.0, 8.0, 54.0, 60.0], use_ema=False)
+    config = tmp_path / "generate.yaml"
+    config.write_text(yaml.safe_dump(values))
+    flags = ["--lfg", str(lfg), "--a2v", str(a2v), "--seed", "7", "--steps", "1", "--size", "64", "--window-size", "80",
+             "--decode-chunk", "8", "--face-box", "10", "8", "54", "60", "--no-use-ema"]
+    io = ["generate", "--image", str(photo), "--audio", str(speech), "--quiet"]
+    parser = build_parser()
+    from_yaml = GenerateOptions.from_namespace(parser.parse_args([*io, "--out", "a.mp4", "--config", str(config)]),
+                                               config)
+    from_flags = GenerateOptions.from_namespace(parser.parse_args([*io, "--out", "b.mp4", *flags]))
+    assert from_yaml == from_flags == GenerateOptions(**values)
+    assert main([*io, "--out", str(tmp_path / "a.mp4"), "--config", str(config)]) == 0
+    assert main([*io, "--out", str(tmp_path / "b.mp4"), *flags]) == 0
+    generate(photo, speech, tmp_path / "c.mp4", progress=False, **values)
+    a, b, c = (read_mp4(tmp_path / f"{name}.mp4")[0] for name in "abc")
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+    # a flag overrides the YAML; an unknown YAML key is named with its file
+    assert GenerateOptions.resolve(config, seed=9).seed == 9
+    (tmp_path / "bad.yaml").write_text("lfg: x\nsteps_typo: 3\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown key\(s\) \['steps_typo'\]"):
+        GenerateOptions.resolve(tmp_path / "bad.yaml")
+
+
+def test_output_is_checked_before_any_work(models, photo, tmp_path):
+    lfg, a2v = models
+    speech = stereo_wav(tmp_path / "speech.wav", 0.3)
+    for out, message in ((tmp_path, "is a directory"), (tmp_path / "x.avi", "name it with .mp4")):
+        with pytest.raises(ValueError, match=message):
+            generate(photo, speech, out, lfg=str(lfg), a2v=str(a2v), progress=False)

@@ -6,7 +6,7 @@ import torch
 
 from dawn_train import checkpoints
 from dawn_train.cli import main
-from dawn_train.evaluate import evaluate
+from dawn_train.inference.evaluate import evaluate
 from dawn_train.metrics.networks.syncnet import SyncNet
 from dawn_train.tracking import read_offline_run
 from tests.stages.test_a2v import TINY_A2V, make_tiny_lfg
@@ -48,7 +48,7 @@ def test_eval_reports_table_and_names_unavailable_metrics(models, synth_shards, 
 
 
 def test_eval_with_pbnet_drives_pose_from_audio(models, synth_shards, tmp_path):
-    from tests.test_generate import tiny_pbnet
+    from tests.inference.test_generate import tiny_pbnet
 
     lfg, a2v, _ = models
     pose = tiny_pbnet(tmp_path / "pose.pt", 6, 0, "pbnet-pose")

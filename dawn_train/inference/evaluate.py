@@ -19,8 +19,13 @@ import torch
 from dawn_train.data import schema
 from dawn_train.data.sample import decode_frames, parse_sample
 from dawn_train.data.shards import iter_tar, load_manifest
+from dawn_train.inference.pipeline import load_pipeline
+from dawn_train.inference.pose_blink import PoseBlink
+from dawn_train.log import get_logger
 from dawn_train.metrics.suite import TABLE, MetricSuite
+from dawn_train.tracking import log_eval_table
 
+log = get_logger(__name__)
 # Published numbers for orientation (paper Table 1, HDTF); not computed here.
 PAPER_HDTF = {"FID": 9.60, "FVD16": 60.34, "FVD32": 95.64, "LSE-C": 6.71, "LSE-D": 7.94, "CSIM": 0.790, "BAS": 0.281,
               "Blink/s": 0.86}
@@ -40,9 +45,9 @@ def split_samples(shards: str | Path, split: str):
             except ValueError as exc:
                 bad.append(str(exc))
             while bad:
-                print(f"[eval] skipped bad sample: {bad.pop(0)}")
+                log.warning("skipped bad sample: %s", bad.pop(0))
         for problem in bad:  # an unreadable tar is reported after its last readable sample
-            print(f"[eval] skipped bad sample: {problem}")
+            log.warning("skipped bad sample: %s", problem)
 
 
 def default_output(a2v: str | Path) -> Path:
@@ -59,30 +64,15 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
              log_wandb: bool = True, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
-    from dawn_train import checkpoints
-    from dawn_train.generate import PoseBlink, animate, load_a2v
-    from dawn_train.tracking import log_eval_table
-
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    lfg_model = checkpoints.load_model(lfg, "lfg").eval().to(dev)
-    a2v_model, info = load_a2v(a2v)
-    a2v_model = a2v_model.to(dev)
-    if window_size is not None:
-        a2v_model.unet.window_size = window_size
-    sampler = None
-    if pbnet_pose or pbnet_blink:
-        from dawn_train.stages.pose_blink import PoseBlinkSampler
-
-        if not (pbnet_pose and pbnet_blink):
-            raise ValueError("eval with PBNet needs both pbnet_pose and pbnet_blink checkpoints")
-        sampler = PoseBlinkSampler.from_checkpoints(pbnet_pose, pbnet_blink, device=dev)
+    pipe = load_pipeline(lfg, a2v, pbnet_pose=pbnet_pose, pbnet_blink=pbnet_blink, device=device)
+    pipe.set_window(window_size)
+    dev = pipe.device
     suite = MetricSuite(weights).to(dev)
-    for name, reason in suite.unavailable.items():
-        print(f"[eval] {reason}")
+    for reason in suite.unavailable.values():
+        log.warning("%s", reason)
 
     videos = 0
-    samples = split_samples(shards, split)
-    for parsed in tqdm(samples, desc=f"eval ({split})", total=max_videos, disable=not progress):
+    for parsed in tqdm(split_samples(shards, split), desc=f"eval ({split})", total=max_videos, disable=not progress):
         if max_videos is not None and videos >= max_videos:
             break
         n = min(int(parsed["meta"]["n_frames"]), max_frames)
@@ -90,15 +80,17 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         pose, blink = parsed[schema.POSE][:n], parsed[schema.BLINK][:n]
         motion = PoseBlink(pose, blink, pose[0], blink[0])
         feat = parsed[schema.AUDIO_FEAT][:n].astype(np.float32)
-        if sampler is not None:
-            sampled_pose, sampled_blink = sampler(feat, pose[0], blink[0], seed=seed + videos)
+        if pipe.pose_blink is not None:
+            sampled_pose, sampled_blink = pipe.pose_blink(feat, pose[0], blink[0], seed=seed + videos)
             motion = PoseBlink(sampled_pose.cpu().numpy(), sampled_blink.cpu().numpy(), pose[0], blink[0])
-        generated = animate(lfg_model, a2v_model, real[:1], parsed[schema.FACE_BOX][0], feat, motion,
-                            seed=seed + videos, steps=steps)
+        generated = pipe.animate(real[:1], parsed[schema.FACE_BOX][0], feat, motion, seed=seed + videos, steps=steps)
         audio = np.zeros(n * schema.SAMPLES_PER_FRAME, np.float32)
         wav = parsed[schema.AUDIO][: len(audio)]
         audio[: len(wav)] = wav
-        as_batch = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=dev)[None]  # noqa: E731
+
+        def as_batch(a):
+            return torch.as_tensor(np.asarray(a, np.float32), device=dev)[None]
+
         suite.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(audio), as_batch(motion.pose),
                      as_batch(motion.blink), as_batch(pose), as_batch(blink))
         videos += 1
@@ -108,9 +100,9 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
     result = {
         "metrics": rows["generated"], "ground_truth": rows["ground truth"], "unavailable": suite.unavailable,
         "settings": {"a2v": str(a2v), "lfg": str(lfg), "shards": str(shards), "split": split, "videos": videos,
-                     "max_frames": max_frames, "steps": steps or a2v_model.diffusion.sampling_timesteps,
-                     "window_size": a2v_model.unet.window_size, "seed": seed,
-                     "pose_blink": "pbnet" if sampler is not None else "ground truth"},
+                     "max_frames": max_frames, "steps": pipe.sampling_steps(steps),
+                     "window_size": pipe.a2v.unet.window_size, "seed": seed, "ema": pipe.info.ema,
+                     "pose_blink": "pbnet" if pipe.pose_blink is not None else "ground truth"},
     }
     out_path = Path(out) if out else default_output(a2v)
     out_path.parent.mkdir(parents=True, exist_ok=True)

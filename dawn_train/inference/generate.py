@@ -1,0 +1,291 @@
+"""`dawn-train generate`: one portrait + speech -> talking-head mp4 (the official
+`unified_video_generator.py` pipeline, spec section 6, without its hard-coded paths).
+
+    image --(RGB, resized to R x R without cropping)--> reference frame
+    audio --(any format PyAV reads -> 16 kHz mono)--> per-frame audio features (the feature the A2V
+          checkpoint was trained with; N = floor(seconds * 25) frames)
+    pose/blink: PBNet samples (`pbnet_pose`/`pbnet_blink`), .npy files, or held at the reference state
+    A2V-FDM: all N frames in one DDIM run (banded temporal attention keeps memory linear in N)
+          -> latent flow + occlusion -> LFG decode (chunked over time)
+    -> mp4, 25 fps, H.264 + AAC with the audio muxed in (PyAV).
+
+Every option is a field of :class:`GenerateOptions`, the one spelling shared by the command line
+(flags made from the fields), the `--config` YAML (keys = field names) and the Python API.
+
+What is checked about the image: that it decodes, its mode (RGB is used as is; grayscale, palette, RGBA
+and CMYK are converted with a message; other modes are refused), its size (at least 32 px) and that it is
+not blank.  There is no face detector here: the image is used as the face crop, and the face box that
+conditions the model is the mean training box recorded in the A2V checkpoint (or `face_box`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from dawn_train.data.audio import AudioError, LogMelSpec, log_mel, n_video_frames
+from dawn_train.data.schema import BLINK_DIM, FPS, POSE_DIM, SAMPLE_RATE
+from dawn_train.data.video import encode_mp4
+from dawn_train.inference.pipeline import load_pipeline
+from dawn_train.inference.pose_blink import (GenerationRequest, PoseBlinkSource, pose_blink_from_files,
+                                             pose_blink_from_pbnet)
+from dawn_train.log import get_logger
+from dawn_train.tracking.media import to_uint8_video
+
+log = get_logger(__name__)
+CONVERTIBLE_MODES = {"L", "LA", "P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "I;16"}
+
+
+class ImageError(ValueError):
+    """Unusable input image; the message names the file."""
+
+
+def _opt(default=None, help: str = "", nargs: Optional[int] = None, **extra):
+    return field(default=default, metadata={"help": help, "nargs": nargs, **extra})
+
+
+@dataclass
+class GenerateOptions:
+    """Everything `generate` can be told besides the image, the audio and the output path."""
+
+    lfg: Optional[str] = _opt(help="LFG checkpoint (.ckpt, DeepSpeed dir, exported/converted or official .pth)")
+    a2v: Optional[str] = _opt(help="A2V-FDM checkpoint (EMA weights used when present)")
+    pbnet_pose: Optional[str] = _opt(help="PBNet pose checkpoint: samples head motion from the audio (--seed varies it)")
+    pbnet_blink: Optional[str] = _opt(help="PBNet blink checkpoint: samples blinks from the audio")
+    pose_from: Optional[str] = _opt(help="(frames, 6) .npy pose sequence (e.g. another video's: cross-identity "
+                                    "reenactment); default: PBNet if given, else held at the reference pose")
+    blink_from: Optional[str] = _opt(help="(frames, 2) .npy blink sequence; default: PBNet if given, else held")
+    init_pose: Optional[list[float]] = _opt(help="reference image's pose (yaw pitch roll scale tx ty); default: "
+                                            "the mean reference pose of the A2V training data", nargs=6)
+    init_blink: Optional[list[float]] = _opt(help="reference image's eye openness (left right)", nargs=2)
+    audio_feat_from: Optional[str] = _opt(help="precomputed (frames, D) audio features .npy (e.g. HuBERT)")
+    seed: int = _opt(0, help="seeds the diffusion noise and the PBNet latents")
+    window_size: Optional[int] = _opt(help="temporal window (model convention, paper: 80; default: the checkpoint's)")
+    steps: Optional[int] = _opt(help="DDIM steps (default: the checkpoint's, 20)")
+    eta: Optional[float] = _opt(help="DDIM eta (default: the checkpoint's)")
+    size: Optional[int] = _opt(help="frame size R (default: the checkpoint's)")
+    face_box: Optional[list[float]] = _opt(help="face box x0 y0 x1 y1 in pixels of the R x R image (default: the "
+                                           "training data's mean box)", nargs=4)
+    device: Optional[str] = _opt(help="cpu, cuda, ... (default: cuda if available)")
+    decode_chunk: int = _opt(32, help="frames per LFG decode call (memory bound)")
+    max_seconds: Optional[float] = _opt(help="use only the first seconds of the audio")
+    use_ema: bool = _opt(True, help="sample with the EMA weights when the checkpoint has them")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> dict:
+        """The options a YAML file sets (unknown keys are an error naming the file)."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such generate config file")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a generate config is a mapping of option: value")
+        unknown = sorted(set(data) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; valid: {list(cls.names())}")
+        return data
+
+    @classmethod
+    def resolve(cls, config: Optional[str | Path] = None, **given) -> "GenerateOptions":
+        """Defaults, then the YAML `config`, then `given` (None values mean "not given")."""
+        unknown = sorted(set(given) - set(cls.names()))
+        if unknown:
+            raise TypeError(f"unknown generate option(s) {unknown}; valid: {list(cls.names())}")
+        values = {**(cls.from_yaml(config) if config else {}), **{k: v for k, v in given.items() if v is not None}}
+        return cls(**values)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per field (`--pbnet-pose`, ...); flags not given stay out of the namespace."""
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            kind = _scalar_type(f.type)
+            if kind is bool:
+                parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                    help=f.metadata["help"])
+            else:
+                parser.add_argument(flag, dest=f.name, type=kind, nargs=f.metadata["nargs"], default=argparse.SUPPRESS,
+                                    help=f.metadata["help"])
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace, config: Optional[str | Path] = None) -> "GenerateOptions":
+        return cls.resolve(config, **{name: getattr(args, name) for name in cls.names() if hasattr(args, name)})
+
+
+def _scalar_type(annotation) -> type:
+    text = str(annotation)
+    for name, kind in (("bool", bool), ("float", float), ("int", int)):
+        if name in text:
+            return kind
+    return str
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """Image file -> uint8 (size, size, 3) RGB, resized without cropping (as the official pipeline)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            image = handle.copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageError(f"{path}: cannot be read as an image ({exc})") from exc
+    if image.mode != "RGB":
+        if image.mode not in CONVERTIBLE_MODES:
+            raise ImageError(f"{path}: image mode {image.mode!r} is not supported; save it as 8-bit RGB")
+        log.info("%s: converting %s image to RGB%s", path, image.mode, " (alpha dropped)" if "A" in image.mode else "")
+        image = image.convert("RGB")
+    width, height = image.size
+    if min(width, height) < 32:
+        raise ImageError(f"{path}: image is {width}x{height}, too small for a face (need at least 32 px)")
+    if max(width, height) > 1.05 * min(width, height):
+        log.warning("%s: %dx%d is not square; it is resized to %dx%d without cropping (crop it to the face to "
+                    "avoid distortion)", path, width, height, size, size)
+    array = np.array(image.resize((size, size), Image.BICUBIC), dtype=np.uint8)
+    if array.std() < 1.0:
+        raise ImageError(f"{path}: image is blank (constant colour)")
+    return array
+
+
+def load_audio(path: str | Path, max_seconds: Optional[float] = None) -> np.ndarray:
+    """Any audio (or video) file PyAV can decode -> mono float32 (L,) at 16 kHz (channels averaged).
+    Raises AudioError for unreadable, empty, too short (< 1 video frame) or silent audio."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    chunks = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: has no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            for frame in container.decode(container.streams.audio[0]):
+                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    except AudioError:
+        raise
+    except Exception as exc:  # PyAV raises av.error.* (InvalidDataError, ...) for broken files
+        raise AudioError(f"{path}: cannot decode audio ({exc})") from exc
+    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if max_seconds is not None:
+        audio = audio[: int(max_seconds * SAMPLE_RATE)]
+    if n_video_frames(len(audio)) < 1:
+        raise AudioError(f"{path}: {len(audio) / SAMPLE_RATE:.3f} s of audio, shorter than one video frame (40 ms)")
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: audio contains NaN or inf")
+    if np.abs(audio).max() < 1e-4:
+        raise AudioError(f"{path}: audio is silent (peak {np.abs(audio).max():.1e})")
+    return audio
+
+
+def audio_features(audio: np.ndarray, n_frames: int, feature: Optional[dict], dim: int) -> np.ndarray:
+    """The per-frame feature the A2V model was trained with: (n_frames, dim) float32.
+
+    `feature` is the shard manifest's spec recorded in the checkpoint; without one, a `dim` of 80 means
+    the built-in log-mel and 1024 the official HuBERT feature."""
+    kind = (feature or {}).get("type") or ("logmel" if dim == LogMelSpec().dim else "hubert" if dim == 1024 else None)
+    if kind == "logmel":
+        fields = {k: v for k, v in (feature or {}).items() if k in LogMelSpec.__dataclass_fields__}
+        spec = LogMelSpec(**fields)
+        if spec.dim != dim:
+            raise ValueError(f"the checkpoint's log-mel feature is {spec.dim}-d but the model expects {dim}")
+        # shards store features as float16: round the same way
+        return log_mel(audio, n_frames, spec).astype(np.float16).astype(np.float32)
+    if kind == "hubert":
+        raise NotImplementedError(
+            "this A2V checkpoint was trained on HuBERT features (hubert-large-ls960-ft, 1024-d, last layer resampled "
+            "to 25 fps), which dawn_train does not compute yet; pass precomputed features with "
+            "--audio-feat-from FEATS.npy (shape (frames, 1024))")
+    raise ValueError(f"unknown audio feature {feature!r} for a {dim}-d model; pass --audio-feat-from FEATS.npy")
+
+
+def check_output(out: str | Path) -> Path:
+    """The output path must be a new or existing .mp4 file in a writable place (checked before any work)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out}: is a directory; give the output file, e.g. {out / 'talking.mp4'}")
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"{out}: the output is an MP4 video (H.264 + AAC); name it with .mp4")
+    return out
+
+
+# ---- the pipeline -------------------------------------------------------------------------------
+@torch.no_grad()
+def generate(image: str | Path, audio: str | Path, out: str | Path, options: Optional[GenerateOptions] = None, *,
+             config: Optional[str | Path] = None, pose_blink_source: Optional[PoseBlinkSource] = None,
+             progress: bool = True, **given) -> dict:
+    """Write a talking-head mp4 to `out`; returns a summary dict.  Options: a :class:`GenerateOptions`,
+    or the YAML `config` overridden by keyword arguments named as its fields.
+    `pose_blink_source`: any callable(GenerationRequest) -> PoseBlink; default: PBNet / files / held state."""
+    from tqdm.auto import tqdm
+
+    opts = options if options is not None else GenerateOptions.resolve(config, **given)
+    if options is not None and (config or given):
+        raise TypeError("generate: give either a GenerateOptions or config/keyword options, not both")
+    for key in ("lfg", "a2v"):
+        if not getattr(opts, key):
+            raise ValueError(f"generate needs --{key} CHECKPOINT (or `{key}:` in the --config YAML)")
+    out = check_output(out)
+
+    # checkpoints first (fail before decoding anything expensive)
+    pipe = load_pipeline(opts.lfg, opts.a2v, pbnet_pose=opts.pbnet_pose, pbnet_blink=opts.pbnet_blink,
+                         device=opts.device, use_ema=opts.use_ema)
+    pipe.set_window(opts.window_size)
+    size = int(opts.size or pipe.image_size or 128)
+
+    # inputs
+    frame = load_image(image, size)
+    wav = load_audio(audio, opts.max_seconds)
+    n_frames = n_video_frames(len(wav))
+    dim = pipe.audio_dim
+    if opts.audio_feat_from:
+        feat = np.load(opts.audio_feat_from, allow_pickle=False).astype(np.float32)
+        if feat.ndim != 2 or feat.shape[1] != dim or len(feat) < n_frames:
+            raise ValueError(f"{opts.audio_feat_from}: audio features must be (>= {n_frames}, {dim}), got {feat.shape}")
+        feat = feat[:n_frames]
+    else:
+        feat = audio_features(wav, n_frames, pipe.info.audio_feature, dim)
+    request = GenerationRequest(frame, wav, feat, n_frames, int(opts.seed))
+    if pose_blink_source is None and pipe.pose_blink is not None:
+        init_pose = opts.init_pose or pipe.info.ref_pose_mean
+        init_blink = opts.init_blink or pipe.info.ref_blink_mean
+        if init_pose is None or init_blink is None:
+            raise ValueError(f"{opts.a2v}: records no mean reference pose/blink; give --init-pose and --init-blink")
+        pose_blink_source = pose_blink_from_pbnet(pipe.pose_blink, init_pose, init_blink, opts.pose_from,
+                                                  opts.blink_from)
+    source = pose_blink_source or pose_blink_from_files(opts.pose_from, opts.blink_from)
+    motion = source(request)
+    if motion.pose.shape != (n_frames, POSE_DIM) or motion.blink.shape != (n_frames, BLINK_DIM):
+        raise ValueError(f"pose/blink source returned pose {motion.pose.shape} and blink {motion.blink.shape}, "
+                         f"expected ({n_frames}, {POSE_DIM}) and ({n_frames}, {BLINK_DIM})")
+
+    box = pipe.face_box(size, opts.face_box)
+    ref = torch.as_tensor(frame, device=pipe.device).permute(2, 0, 1)[None].float() / 255
+
+    def bar(steps):
+        return tqdm(steps, desc=f"DDIM ({n_frames} frames)", disable=not progress)
+
+    video = pipe.animate(ref, box, feat, motion, seed=int(opts.seed), steps=opts.steps, eta=opts.eta,
+                         decode_chunk=int(opts.decode_chunk), progress=bar)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(encode_mp4(to_uint8_video(video), audio=wav))
+    return {"out": str(out), "frames": n_frames, "seconds": n_frames / FPS, "size": size, "seed": int(opts.seed),
+            "steps": pipe.sampling_steps(opts.steps), "window_size": pipe.a2v.unet.window_size, "ema": pipe.info.ema,
+            "device": str(pipe.device), "face_box": box}

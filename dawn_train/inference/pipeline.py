@@ -1,0 +1,129 @@
+"""One way to load the trained models for inference: `load_pipeline(lfg=..., a2v=..., pbnet_pose=...,
+pbnet_blink=...)` reads each from any of our formats (Lightning .ckpt, DeepSpeed checkpoint directory,
+converted/exported file, official release file; `checkpoints.open_checkpoint`) and returns a
+:class:`Pipeline`, used by `dawn-train generate` and `dawn-train eval`.
+
+The A2V-FDM comes with its EMA weights when the checkpoint has them (what validation sampled with)
+and with what its training recorded (`A2VInfo`: frame size, audio feature, mean reference face box,
+pose and blink: the defaults when an input does not say).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dawn_train import checkpoints
+from dawn_train.inference.pose_blink import PoseBlink, PoseBlinkSampler, units_of
+from dawn_train.models.a2v.conditioning import animate, audio_dim, condition, face_box_vector
+
+DEFAULT_FACE_BOX = (0.2, 0.15, 0.8, 0.9)  # (x0, y0, x1, y1) / size when the checkpoint records none
+
+
+@dataclass
+class A2VInfo:
+    """What an A2V checkpoint records besides weights (None where it does not)."""
+
+    image_size: Optional[int] = None
+    audio_feature: Optional[dict] = None
+    face_box_mean: Optional[list] = None  # (x0, y0, x1, y1) / frame size
+    ref_pose_mean: Optional[list] = None
+    ref_blink_mean: Optional[list] = None
+    curriculum_stage: Optional[int] = None
+    lfg_checkpoint: Optional[str] = None
+    ema: bool = False  # EMA weights loaded
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, checkpoint: checkpoints.Checkpoint, ema: bool) -> "A2VInfo":
+        record = dict(checkpoint.metadata.get("dawn_a2v") or {})
+        known = {k: record.pop(k) for k in list(record) if k in cls.__dataclass_fields__ and k not in ("ema", "extra")}
+        return cls(**known, ema=ema, extra=record)
+
+
+def load_a2v(path: str | Path, use_ema: bool = True) -> tuple[nn.Module, A2VInfo]:
+    """The A2V-FDM of a checkpoint (EMA weights when asked for and present) and its record."""
+    checkpoint = checkpoints.open_checkpoint(path, "a2v")
+    ema = use_ema and checkpoint.ema_state_dict is not None
+    return checkpoint.build(use_ema=ema).eval(), A2VInfo.of(checkpoint, ema)
+
+
+def resolve_device(device: Optional[str | torch.device]) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@dataclass
+class Pipeline:
+    """LFG + A2V-FDM (+ PBNet sampler), on one device."""
+
+    lfg: nn.Module
+    a2v: nn.Module
+    info: A2VInfo
+    pose_blink: Optional[PoseBlinkSampler] = None
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def audio_dim(self) -> int:
+        return audio_dim(self.a2v.unet.cond_dim)
+
+    @property
+    def image_size(self) -> Optional[int]:
+        return self.info.image_size
+
+    def set_window(self, window_size: Optional[int]) -> None:
+        """Sampling window (model convention; None = the checkpoint's)."""
+        if window_size is not None:
+            self.a2v.unet.window_size = window_size
+
+    def face_box(self, size: int, face_box: Optional[Sequence[float]] = None) -> list[float]:
+        """The face box (pixels of a size x size frame): given, else the training data's mean."""
+        box = list(face_box) if face_box is not None else [v * size for v in (self.info.face_box_mean or DEFAULT_FACE_BOX)]
+        if len(box) != 4:
+            raise ValueError(f"face_box must be x0,y0,x1,y1 pixels, got {box}")
+        return [float(v) for v in box]
+
+    @torch.no_grad()
+    def animate(self, ref: Tensor, box: Sequence[float], audio_feat: np.ndarray, motion: PoseBlink, *, seed: int = 0,
+                steps: Optional[int] = None, eta: Optional[float] = None, decode_chunk: int = 32,
+                progress=None) -> Tensor:
+        """ref (1, 3, R, R) in [0, 1], box (x0, y0, x1, y1) pixels, audio_feat (N, D), driving motion ->
+        video (N, 3, R, R) in [0, 1]: every frame in one DDIM run, then LFG decoding."""
+        dev, size = ref.device, ref.shape[-1]
+
+        def batch(a) -> Tensor:
+            return torch.as_tensor(np.asarray(a, dtype=np.float32), device=dev)[None]
+
+        cond = condition(batch(audio_feat), batch(motion.pose), batch(motion.blink), batch(motion.ref_pose),
+                         batch(motion.ref_blink))
+        generator = torch.Generator(device=dev).manual_seed(int(seed))
+        out = animate(self.lfg, self.a2v, ref, face_box_vector(batch(box), size, size), cond, generator=generator,
+                      steps=steps, eta=eta, decode_chunk=decode_chunk, progress=progress)
+        return out["video"][0]
+
+    def sampling_steps(self, steps: Optional[int]) -> int:
+        return int(steps or self.a2v.diffusion.sampling_timesteps)
+
+
+def load_pipeline(lfg: str | Path, a2v: str | Path, *, pbnet_pose: Optional[str | Path] = None,
+                  pbnet_blink: Optional[str | Path] = None, device: Optional[str | torch.device] = None,
+                  use_ema: bool = True) -> Pipeline:
+    """Load the LFG, the A2V-FDM (EMA weights and record) and, when both PBNet checkpoints are given,
+    the pose/blink sampler, on `device` (default: CUDA when available).  Fails before any expensive work
+    on a missing, unreadable or wrong-kind checkpoint."""
+    if bool(pbnet_pose) != bool(pbnet_blink):
+        raise ValueError("PBNet sampling needs both --pbnet-pose and --pbnet-blink checkpoints (pbnet_pose, pbnet_blink)")
+    dev = resolve_device(device)
+    lfg_model = checkpoints.load_model(lfg, "lfg").eval().to(dev)
+    a2v_model, info = load_a2v(a2v, use_ema=use_ema)
+    sampler = None
+    if pbnet_pose:
+        pose = checkpoints.open_checkpoint(pbnet_pose, "pbnet-pose")
+        blink = checkpoints.open_checkpoint(pbnet_blink, "pbnet-blink")
+        sampler = PoseBlinkSampler(pose.build().to(dev), blink.build().to(dev), pose_units=units_of(pose),
+                                   blink_units=units_of(blink))
+    return Pipeline(lfg_model, a2v_model.to(dev), info, sampler, dev)
+

@@ -1,0 +1,102 @@
+"""What A2V-FDM sees and produces, as pure tensor maths shared by training and inference.
+
+    LFG motion (flow (B, T, h, w, 2), occlusion (B, T, 1, h, w))  <->  x (B, 3, T, h, w)
+    face box (B, 4) pixels  ->  the official 6-vector read by `bbox_mask`
+    mouth landmarks (B, T, K, 2)  ->  mouth mask (B, T, h, w) for the lip loss
+    audio (B, T, D), pose (B, T, 6), blink (B, T, 2), reference state  ->  condition (B, T, D + 8)
+
+Pose/blink units: deltas against the reference frame's state, in the shards' raw units (degrees for
+the three angles, scale and tx/ty as `data/schema.py` documents; blink = lid distance / eye width),
+exactly as the official code feeds its raw 3DDFA values.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+POSE_DIM, BLINK_DIM = 6, 2
+MOTION_DIM = POSE_DIM + BLINK_DIM  # condition features after the audio ones
+
+
+def latent_target(flow: Tensor, occlusion: Tensor) -> Tensor:
+    """LFG motion -> diffusion state.  flow (B, T, h, w, 2), occlusion (B, T, 1, h, w) in [0, 1]
+    -> x_start (B, 3, T, h, w) = [flow x, flow y, 2 * occlusion - 1]."""
+    return torch.cat((rearrange(flow, "b t h w c -> b c t h w"),
+                      rearrange(occlusion, "b t c h w -> b c t h w") * 2 - 1), dim=1)
+
+
+def latent_motion(x0: Tensor) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`latent_target`: x0 (B, 3, T, h, w) -> flow (B, T, h, w, 2), occlusion (B, T, 1, h, w)."""
+    flow = rearrange(x0[:, :2], "b c t h w -> b t h w c")
+    occlusion = rearrange((x0[:, 2:3] + 1) / 2, "b c t h w -> b t c h w").clamp(0, 1)
+    return flow, occlusion
+
+
+def face_box_vector(box: Tensor, height: int, width: int) -> Tensor:
+    """Reference face box (B, 4) = (x0, y0, x1, y1) pixels -> the official (B, 6) vector
+    [x_min, x_max, y_min, y_max, D4, D5] read by `bbox_mask`, which divides x by D4 and y by D5.
+    We pass D4 = frame width and D5 = frame height, so non-square frames are normalised correctly
+    (the official record holds H, W in that order; identical for the square crops used everywhere)."""
+    box = box.float()
+    size = box.new_tensor([width, height]).expand(box.shape[0], 2)
+    return torch.stack((box[:, 0], box[:, 2], box[:, 1], box[:, 3], size[:, 0], size[:, 1]), dim=1)
+
+
+def mouth_mask(mouth_lmk: Tensor, height: int, width: int, size: int) -> Tensor:
+    """Mouth landmarks (B, T, K, 2) in frame pixels -> (B, T, size, size) float mask of each frame's
+    axis-aligned landmark box at latent resolution (official `generate_mouth_mask`: coordinates scaled by
+    size / frame size, box from int(min) to int(max + 1) inclusive)."""
+    scale = mouth_lmk.new_tensor([size / width, size / height])
+    pts = mouth_lmk.float() * scale
+    lo = pts.amin(dim=2).floor().long()  # (B, T, 2)
+    hi = (pts.amax(dim=2) + 1).floor().long()
+    idx = torch.arange(size, device=mouth_lmk.device)
+    cols = (idx >= lo[..., 0:1]) & (idx <= hi[..., 0:1])  # (B, T, size)
+    rows = (idx >= lo[..., 1:2]) & (idx <= hi[..., 1:2])
+    return (rows[..., :, None] & cols[..., None, :]).float()
+
+
+def condition(audio_feat: Tensor, pose: Tensor, blink: Tensor, ref_pose: Tensor, ref_blink: Tensor,
+              pose_scale: Optional[Tensor] = None) -> Tensor:
+    """Per-frame condition (B, T, D + 6 + 2) = [audio (B, T, D) | pose - ref_pose | blink - ref_blink]
+    (pose (B, T, 6), blink (B, T, 2), ref_pose (B, 6), ref_blink (B, 2), raw units).  `pose_scale` (6,)
+    optionally multiplies the pose deltas (a stage setting for datasets whose units differ wildly)."""
+    dpose = pose.float() - ref_pose.float()[:, None]
+    if pose_scale is not None:
+        dpose = dpose * pose_scale
+    return torch.cat((audio_feat.float(), dpose, blink.float() - ref_blink.float()[:, None]), dim=-1)
+
+
+def audio_dim(cond_dim: int) -> int:
+    """Audio features per frame of a UNet whose condition has `cond_dim` features."""
+    return cond_dim - MOTION_DIM
+
+
+@torch.no_grad()
+def animate(lfg, a2v, ref: Tensor, box: Tensor, cond: Tensor, *, generator: Optional[torch.Generator] = None,
+            steps: Optional[int] = None, eta: Optional[float] = None, decode_chunk: Optional[int] = 32,
+            progress=None) -> dict[str, Tensor]:
+    """The core of generation, used by `dawn-train generate`, `eval` and the validation sample videos:
+    every frame's latent motion in one non-autoregressive DDIM run, then LFG decoding.
+
+    lfg: a `LatentFlowGenerator`; a2v: an `A2VFDM`; ref: (B, 3, R, R) reference frames in [0, 1];
+    box: (B, 6) face-box vectors (:func:`face_box_vector`); cond: (B, N, D + 8) (:func:`condition`).
+    Returns x0 (B, 3, N, h, w), flow (B, N, h, w, 2), occlusion (B, N, 1, h, w) and video (B, N, 3, R, R)
+    in [0, 1].  The frozen LFG runs in float32 (outside any autocast)."""
+    with torch.autocast(ref.device.type, enabled=False):
+        ref_fea = lfg.reference_feature(ref.float())
+    kwargs = {"eta": eta} if eta is not None else {}
+    x0 = a2v.sample(ref_fea.to(_dtype_of(a2v)), box, cond, generator=generator, sampling_timesteps=steps,
+                    progress=progress, **kwargs)
+    flow, occlusion = latent_motion(x0.float())
+    with torch.autocast(ref.device.type, enabled=False):
+        video = lfg.decode(ref.float(), flow, occlusion, chunk_size=decode_chunk)
+    return {"x0": x0, "flow": flow, "occlusion": occlusion, "video": video.clamp(0, 1)}
+
+
+def _dtype_of(module) -> torch.dtype:
+    parameter = next(module.parameters(), None)
+    return parameter.dtype if parameter is not None else torch.float32
