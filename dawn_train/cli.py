@@ -44,21 +44,24 @@ def cmd_data_synth(args) -> int:
 
 
 def cmd_data_shards(args) -> int:
-    from dawn_train.data.shards import write_shards
+    from dawn_train.data.shards import FAILURES, write_shards
     from dawn_train.data.video import Encoding
 
-    manifest = write_shards(args.src, args.out, val_fraction=args.val_fraction, samples_per_shard=args.samples_per_shard,
-                            chunk_frames=args.chunk_frames, dataset=args.dataset, seed=args.seed,
+    manifest = write_shards(args.src, args.out, val_fraction=args.val_fraction,
+                            samples_per_shard=args.samples_per_shard, chunk_frames=args.chunk_frames,
+                            dataset=args.dataset, seed=args.seed,
                             encoding=Encoding(gop=args.gop, crf=args.crf))
     for split, info in manifest["splits"].items():
         print(f"{split}: {len(info['shards'])} shards, {info['videos']} videos, {info['samples']} samples, "
               f"{info['frames']} frames")
+    if manifest["failed_videos"]:
+        print(f"{manifest['failed_videos']} videos failed and were skipped (reasons in {args.out}/{FAILURES})")
     print(f"manifest: {args.out}/manifest.json")
     return 0
 
 
 def cmd_data_inspect(args) -> int:
-    from dawn_train.data.shards import inspect_shards
+    from dawn_train.data.shards import FAILURES, inspect_shards
 
     report = inspect_shards(args.shards)
     if args.json:
@@ -71,6 +74,9 @@ def cmd_data_inspect(args) -> int:
                   f"{counts['manifest_frames']} frames)")
         for problem in report["bad"]:
             print(f"BAD {problem}")
+        if report["failed_videos"]:
+            print(f"{report['failed_videos']} input videos could not be read when sharding "
+                  f"(see {args.shards}/{FAILURES})")
         print(f"{len(report['bad'])} bad samples" if report["bad"] else "all samples valid")
     mismatch = any(c.get("samples", 0) != c["manifest_samples"] for c in report["splits"].values())
     return 1 if report["bad"] or mismatch else 0
@@ -214,9 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=128, choices=(64, 128, 256), help="frame size in pixels")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=2, help="rendering processes")
-    shards = data_commands.add_parser("shards", help="write WebDataset tar shards + manifest.json from prepared videos")
+    shards = data_commands.add_parser("shards", help="write WebDataset tar shards + manifest.json from prepared videos "
+                                      "(unreadable videos are skipped and listed in failures.jsonl)")
     shards.add_argument("--src", required=True, help="directory of prepared videos (<id>.mp4/.wav/.npz/.json)")
-    shards.add_argument("--out", required=True, help="shard directory, e.g. datasets/synth/shards")
+    shards.add_argument("--out", required=True, help="shard directory, e.g. datasets/synth/shards (a rerun with the "
+                        "same videos and options resumes; with others, its old shards are removed and rebuilt)")
     shards.add_argument("--val-fraction", type=float, default=0.1, help="fraction of videos held out for validation")
     shards.add_argument("--samples-per-shard", type=int, default=4)
     shards.add_argument("--chunk-frames", type=int, default=500, help="split longer videos into chunks (0: never)")

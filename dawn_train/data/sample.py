@@ -2,7 +2,9 @@
 
 Used by the streaming loader (only the keys a stage needs) and by `dawn-train data inspect`
 (every key, video fully decoded).  Every problem raises `SchemaError` naming the shard,
-the sample key and what is wrong."""
+the sample key and what is wrong.  The bytes of every member read are checked against the
+crc32 the json records (schema version 2; version 1 samples have none), so a member corrupted
+inside an intact tar is a bad sample, not training data."""
 from __future__ import annotations
 
 import io
@@ -27,6 +29,24 @@ def load_npy(name: str, key: str, data: bytes) -> np.ndarray:
         raise SchemaError(f"{name}: {key} is not a readable .npy ({exc})") from exc
 
 
+def verify_checksums(name: str, meta: dict, raw: dict, keys) -> None:
+    """Check the bytes of members `keys` of raw sample `name` against the crc32 its json records."""
+    version = meta.get("schema_version", 1)
+    recorded = meta.get(schema.CHECKSUMS)
+    if recorded is None:
+        if version == 1:
+            return  # written before checksums existed
+        raise SchemaError(f"{name}: json lacks '{schema.CHECKSUMS}' (schema version {version})")
+    for key in keys:
+        if key == schema.META:
+            continue
+        if key not in recorded:
+            raise SchemaError(f"{name}: json records no checksum of {key}")
+        actual = schema.checksum(raw[key])
+        if actual != recorded[key]:
+            raise SchemaError(f"{name}: {key} is corrupted (crc32 {actual}, the json records {recorded[key]})")
+
+
 def parse_sample(raw: dict, keys=schema.ALL_KEYS, feature_dim: int | None = None) -> dict:
     """Parse `keys` of raw sample `raw` -> {"meta": dict, key: array or VideoBytes or audio}.
 
@@ -41,13 +61,17 @@ def parse_sample(raw: dict, keys=schema.ALL_KEYS, feature_dim: int | None = None
         meta = json.loads(raw[schema.META])
     except (ValueError, UnicodeDecodeError) as exc:
         raise SchemaError(f"{name}: json is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise SchemaError(f"{name}: json is a {type(meta).__name__}, not an object")
     n_frames = int(schema.check_meta(name, meta)["n_frames"])
+    verify_checksums(name, meta, raw, keys)
     parsed: dict = {"meta": meta, "name": name}
     for key in keys:
         if key in schema.ARRAYS:
             parsed[key] = schema.check_array(name, key, load_npy(name, key, raw[key]), n_frames)
-    if feature_dim is not None and schema.AUDIO_FEAT in parsed and parsed[schema.AUDIO_FEAT].shape[1] != feature_dim:
-        raise SchemaError(f"{name}: audio_feat has dim {parsed[schema.AUDIO_FEAT].shape[1]}, the manifest says {feature_dim}")
+    dim = parsed[schema.AUDIO_FEAT].shape[1] if schema.AUDIO_FEAT in parsed else None
+    if feature_dim is not None and dim is not None and dim != feature_dim:
+        raise SchemaError(f"{name}: audio_feat has dim {dim}, the manifest says {feature_dim}")
     if schema.FRAMES in keys:
         try:
             video = VideoBytes(raw[schema.FRAMES], f"{name}/{schema.FRAMES}")

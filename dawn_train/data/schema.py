@@ -13,6 +13,13 @@ One WebDataset sample is one talking-head chunk of one video (see README, "Shard
 | `mouth_lmk.npy`  | (T, K, 2) float32: mouth landmarks in the crop (x, y), pixels             |
 | `json`           | metadata: fps, n_frames, size, video id, speaker, split, prep version ... |
 
+The sample key is `<dataset>/<video_id>/<chunk>` with every part made safe by `key_part` (ASCII
+letters, digits, `_` and `-` only): webdataset splits a tar member name at the first dot of its
+last path component, and spaces, unicode or slashes make keys that other tools mangle.  The
+original names stay in the json (`dataset`, `video_id`, `source_file`).  Since schema version 2
+the json also holds `checksums` (member -> crc32 of its bytes), verified whenever a member is
+read; version 1 shards (no checksums) still read.
+
 Pose units follow the official release where it matters for its normalisation
 (angles in degrees); `scale` is the face height over the crop size and `tx, ty` the face
 centre in crop pixels (the official 3DDFA values live in a 120-px crop space instead:
@@ -20,11 +27,15 @@ real-data prep converts them, see `datasets/hdtf/README.md`).
 """
 from __future__ import annotations
 
+import re
+import unicodedata
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sanitised sample keys, per-member checksums in the json
+READABLE_VERSIONS = (1, 2)
 FPS = 25
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 audio samples per video frame
@@ -37,6 +48,7 @@ BLINK = "blink.npy"
 FACE_BOX = "face_box.npy"
 MOUTH_LMK = "mouth_lmk.npy"
 META = "json"
+CHECKSUMS = "checksums"  # json field: member name -> crc32 of its bytes (8 hex digits)
 
 POSE_DIM = 6
 BLINK_DIM = 2
@@ -69,6 +81,39 @@ STAGE_KEYS = {
     "pbnet": (AUDIO_FEAT, POSE, BLINK, META),
     "a2v": (FRAMES, AUDIO, AUDIO_FEAT, POSE, BLINK, FACE_BOX, MOUTH_LMK, META),
 }
+
+
+KEY_PART_MAX = 64  # characters kept of a name before its hash
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def key_part(name: str) -> str:
+    """`name` as one safe part of a sample key.  Safe names are kept; any other name becomes an
+    ASCII transliteration with every other character run replaced by `_`, plus the crc32 of the
+    original name, so that distinct names stay distinct ("HDTF.v1" -> "HDTF_v1-17c57750")."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    safe = _UNSAFE.sub("_", ascii_name).strip("_-")[:KEY_PART_MAX]
+    if safe == name:
+        return name
+    return f"{safe or 'x'}-{zlib.crc32(name.encode('utf-8', 'surrogateescape')):08x}"
+
+
+def sample_key(dataset: str, video_id: str, chunk: int) -> str:
+    """The `__key__` of chunk `chunk` of video `video_id` of `dataset`: `<dataset>/<video_id>/<chunk>`."""
+    return f"{key_part(dataset)}/{key_part(video_id)}/{chunk:04d}"
+
+
+def split_member(name: str) -> tuple[str, str]:
+    """Tar member name -> (sample key, member), split as webdataset splits it: at the first dot of
+    the last path component ("ds/v0/0001.audio_feat.npy" -> ("ds/v0/0001", "audio_feat.npy"))."""
+    folder, _, base = name.rpartition("/")
+    stem, _, member = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), member
+
+
+def checksum(data: bytes) -> str:
+    """crc32 of a member's bytes as 8 hex digits (about 1 GB/s: cheap enough to check on every read)."""
+    return f"{zlib.crc32(data):08x}"
 
 
 class SchemaError(ValueError):

@@ -2,16 +2,34 @@
 
 A prepared-video directory holds, per video, `<id>.mp4` (face crop, 25 fps), `<id>.wav`
 (16 kHz), `<id>.npz` (pose, blink, face_box, mouth_lmk) and `<id>.json` (metadata); `dawn-train
-data synth` writes this layout and real-data prep does too.  Splits are by video.  Every shard
-is written to a temporary file and renamed when complete, so an interrupted run leaves no half
-shard that looks complete, and a rerun keeps the finished shards and writes the rest.
+data synth` writes this layout and real-data prep does too.  Splits are by video.
+
+Resuming and rebuilding: every shard is written to a temporary file and renamed when complete,
+so an interrupted run leaves no half shard that looks complete.  Before the first shard,
+`build.json` records the fingerprint of the build: a hash of the inputs (video ids with the size
+and modification time of each of their files: no file is read, and an edited or replaced file
+changes its size or mtime, as make and rsync assume) and the options (split, seed, chunking,
+feature, encoding, schema version).  A rerun with the same fingerprint keeps the finished shards
+and writes the rest; a rerun with another one (another seed or split, videos added, removed or
+re-prepared) removes the old shards of that directory and rebuilds from scratch, saying so in a
+warning.  Rebuilding rather than stopping: the shards are a pure function of the prepared videos
+and the options, so old shards are never worth more than a rebuild, while keeping them by name is
+what put validation videos into training shards.  Only this command's own files are removed
+(`train-*.tar`, `val-*.tar`, their `.tmp`, the manifest and the failures file).
+
+A video that cannot be read (no video stream, truncated mp4, broken npz, labels of the wrong
+length ...) is skipped: `failures.jsonl` lists it (id, path, reason), the manifest counts it,
+and the other videos are written.  Sample keys and checksums follow `schema.py`.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import re
 import tarfile
+import zipfile
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -23,9 +41,19 @@ from dawn_train.data.audio import LogMelSpec, log_mel, read_wav, wav_bytes
 from dawn_train.data.sample import parse_sample
 from dawn_train.data.schema import SchemaError
 from dawn_train.data.video import Encoding, VideoBytes, encode_mp4
+from dawn_train.log import get_logger
 
+log = get_logger(__name__)
 MANIFEST = "manifest.json"
+BUILD = "build.json"
+FAILURES = "failures.jsonl"
 SHARD_PATTERN = "{split}-{index:06d}.tar"
+SHARD_FILE = re.compile(r"(train|val)-\d{6}\.tar(\.tmp)?")
+INPUT_SUFFIXES = (".json", ".mp4", ".wav", ".npz")
+# What reading one prepared video can raise (VideoError, AudioError, SchemaError are ValueErrors).
+VIDEO_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zipfile.BadZipFile)
+LABELS = ("pose", "blink", "face_box", "mouth_lmk")  # arrays of `<id>.npz`
+DECODE_CHECK_FRAMES = 250  # frames decoded at a time when checking that a whole video decodes
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -54,6 +82,18 @@ def split_videos(ids: list[str], val_fraction: float, seed: int) -> dict[str, li
     return {"train": [i for i in ids if i not in val], "val": [i for i in ids if i in val]}
 
 
+def frame_size(video: VideoBytes, name: str, decode_all: bool) -> int:
+    """The side of the square frames of `video`; with `decode_all`, every frame is decoded once
+    (in blocks) so that a video that opens but breaks later fails here, not in training."""
+    height, width = video.frames([0]).shape[1:3]
+    if height != width:
+        raise SchemaError(f"{name}.mp4: frames are {width}x{height}, shards hold square face crops")
+    if decode_all:
+        for start in range(0, len(video), DECODE_CHECK_FRAMES):
+            video.frames(range(start, min(len(video), start + DECODE_CHECK_FRAMES)))
+    return int(height)
+
+
 def video_samples(src: Path, video_id: str, split: str, dataset: str, feature: LogMelSpec, chunk_frames: int,
                   encoding: Encoding):
     """Yield the shard samples (key -> bytes) of one prepared video, one per chunk."""
@@ -64,29 +104,40 @@ def video_samples(src: Path, video_id: str, split: str, dataset: str, feature: L
     n_frames = len(video)
     if n_frames != int(meta["n_frames"]):
         raise SchemaError(f"{name}.mp4 has {n_frames} frames, {name}.json says {meta['n_frames']}")
+    chunk = chunk_frames if chunk_frames > 0 else n_frames
+    size = frame_size(video, name, decode_all=chunk >= n_frames)  # chunks are decoded below anyway
     audio = read_wav(src / f"{video_id}.wav")
-    labels = dict(np.load(src / f"{video_id}.npz"))
+    try:
+        labels = dict(np.load(src / f"{video_id}.npz", allow_pickle=False))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise SchemaError(f"{name}.npz: unreadable labels ({exc})") from exc
+    missing = [label for label in LABELS if label not in labels]
+    if missing:
+        raise SchemaError(f"{name}.npz lacks {', '.join(missing)}")
     arrays = {
         schema.AUDIO_FEAT: log_mel(audio, n_frames, feature).astype(np.float16),
         schema.POSE: labels["pose"].astype(np.float32), schema.BLINK: labels["blink"].astype(np.float32),
-        schema.FACE_BOX: labels["face_box"].astype(np.float32), schema.MOUTH_LMK: labels["mouth_lmk"].astype(np.float32),
+        schema.FACE_BOX: labels["face_box"].astype(np.float32),
+        schema.MOUTH_LMK: labels["mouth_lmk"].astype(np.float32),
     }
     for key, array in arrays.items():
         schema.check_array(name, key, array, n_frames)
-    chunk = chunk_frames if chunk_frames > 0 else n_frames
     for index, start in enumerate(range(0, n_frames, chunk)):
         stop = min(n_frames, start + chunk)
-        frames = mp4 if (start, stop) == (0, n_frames) else encode_mp4(video.frames(range(start, stop)), encoding=encoding)
+        whole = (start, stop) == (0, n_frames)
+        frames = mp4 if whole else encode_mp4(video.frames(range(start, stop)), encoding=encoding)
         clip_audio = audio[start * schema.SAMPLES_PER_FRAME: stop * schema.SAMPLES_PER_FRAME]
-        clip_meta = {**meta, "n_frames": stop - start, "chunk": index, "chunk_start": start, "split": split,
-                     "dataset": dataset, "schema_version": schema.SCHEMA_VERSION, "feature": feature.describe()}
+        members = {schema.FRAMES: frames, schema.AUDIO: wav_bytes(clip_audio)}
+        members.update({key: npy_bytes(array[start:stop]) for key, array in arrays.items()})
+        clip_meta = {**meta, "video_id": meta.get("video_id", video_id), "source_file": f"{video_id}.mp4",
+                     "size": size, "n_frames": stop - start, "chunk": index, "chunk_start": start, "split": split,
+                     "dataset": dataset, "schema_version": schema.SCHEMA_VERSION, "feature": feature.describe(),
+                     schema.CHECKSUMS: {key: schema.checksum(data) for key, data in members.items()}}
         clip_meta.pop("blinks", None)
         if "blinks" in meta:  # keep ground-truth blink onsets that fall inside the chunk, re-based
             clip_meta["blinks"] = [[s - start, n] for s, n in meta["blinks"] if start <= s and s + n <= stop]
-        sample = {"__key__": f"{dataset}/{video_id}/{index:04d}", schema.FRAMES: frames,
-                  schema.AUDIO: wav_bytes(clip_audio), schema.META: json.dumps(clip_meta).encode()}
-        sample.update({key: npy_bytes(array[start:stop]) for key, array in arrays.items()})
-        yield sample
+        yield {"__key__": schema.sample_key(dataset, video_id, index), **members,
+               schema.META: json.dumps(clip_meta).encode()}
 
 
 def write_tar(path: Path, samples: list[dict]) -> None:
@@ -101,49 +152,206 @@ def write_tar(path: Path, samples: list[dict]) -> None:
 
 
 def tar_stats(path: Path) -> dict:
-    """Sample and frame counts of a finished shard, read from its json members."""
+    """Sample and frame counts, frame sizes and the video parts of the keys of a finished shard,
+    read from its json members."""
     samples = frames = 0
+    sizes, video_keys = set(), set()
     with tarfile.open(path) as tar:
         for member in tar:
-            if member.name.endswith("." + schema.META):
+            key, suffix = schema.split_member(member.name)
+            if suffix == schema.META:
+                meta = json.loads(tar.extractfile(member).read())
                 samples += 1
-                frames += int(json.loads(tar.extractfile(member).read())["n_frames"])
-    return {"name": path.name, "samples": samples, "frames": frames, "bytes": path.stat().st_size}
+                frames += int(meta["n_frames"])
+                if meta.get("size") is not None:
+                    sizes.add(meta["size"])
+                video_keys.add(key.split("/")[1])
+    return {"name": path.name, "samples": samples, "frames": frames, "bytes": path.stat().st_size,
+            "sizes": sorted(sizes), "video_keys": video_keys}
+
+
+def sha1_of(value) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def input_fingerprint(src: Path, ids: list[str]) -> str:
+    """sha1 over (id, file, size, mtime) of every input file of the videos `ids` (no file is read)."""
+    entries = []
+    for video_id in ids:
+        for suffix in INPUT_SUFFIXES:
+            path = src / f"{video_id}{suffix}"
+            stat = path.stat() if path.exists() else None
+            entries.append([video_id, suffix, stat and stat.st_size, stat and stat.st_mtime_ns])
+    return sha1_of(entries)
+
+
+def build_record(src: Path, ids: list[str], options: dict) -> dict:
+    """What a shard directory is built from (kept in `build.json` and in the manifest)."""
+    return {"videos": len(ids), "inputs_sha1": input_fingerprint(src, ids), "options": options,
+            "options_sha1": sha1_of(options)}
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def build_changes(old: dict | None, new: dict) -> list[str]:
+    """How build record `new` differs from `old`, in words (empty when they are the same build)."""
+    if not isinstance(old, dict) or "inputs_sha1" not in old:
+        return ["no record of what they were built from"]
+    changes = []
+    if old["inputs_sha1"] != new["inputs_sha1"]:
+        changes.append(f"input videos changed ({old.get('videos')} -> {new['videos']} videos, or files changed)")
+    old_options = old.get("options") or {}
+    for option in sorted(set(old_options) | set(new["options"])):
+        if old_options.get(option) != new["options"].get(option):
+            changes.append(f"{option} {old_options.get(option)!r} -> {new['options'].get(option)!r}")
+    return changes
+
+
+def start_build(out: Path, record: dict) -> dict:
+    """Make `out` ready for the build `record`: keep what an earlier run of the same build wrote,
+    else remove its old shards.  Returns the earlier run's failures ({id: failure}) when kept."""
+    old_files = [path for path in out.iterdir() if SHARD_FILE.fullmatch(path.name)]
+    changes = build_changes(read_json(out / BUILD), record)
+    if not changes:
+        return {f["id"]: f for f in read_failures(out) if isinstance(f, dict) and "id" in f}
+    if old_files or (out / MANIFEST).exists():
+        log.warning("%s: the shards there were built from other inputs or options (%s): removing %d old shard "
+                    "files and rebuilding from scratch", out, "; ".join(changes), len(old_files))
+    for path in [*old_files, out / MANIFEST, out / FAILURES, out / BUILD]:
+        path.unlink(missing_ok=True)
+    write_atomic(out / BUILD, json.dumps(record, indent=1))
+    return {}
+
+
+def read_failures(out: Path) -> list[dict]:
+    """The videos `data shards` could not read into `out` (the lines of `failures.jsonl`)."""
+    path = out / FAILURES
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def finished_shard(path: Path, group: list[str], src: Path, earlier_failures: dict):
+    """(stats, videos written, failures) of a shard an earlier run of the same build finished, or
+    None when there is none (an unreadable one is removed, to be written again)."""
+    if not path.exists():
+        return None
+    try:
+        stats = tar_stats(path)
+    except (tarfile.TarError, OSError, EOFError, ValueError, KeyError) as exc:
+        log.warning("%s: unreadable (%s); writing it again", path, exc)
+        path.unlink()
+        return None
+    written = [v for v in group if schema.key_part(v) in stats["video_keys"]]
+    lost = "not in the shard an earlier run finished (no reason recorded)"
+    failures = [earlier_failures.get(v) or {"id": v, "path": str(src / f"{v}.mp4"), "reason": lost}
+                for v in group if v not in written]
+    return stats, written, failures
+
+
+def failure(src: Path, video_id: str, exc: Exception) -> dict:
+    return {"id": video_id, "path": str(src / f"{video_id}.mp4"), "reason": f"{type(exc).__name__}: {exc}"}
 
 
 def write_shards(src: str | Path, out: str | Path, val_fraction: float = 0.1, samples_per_shard: int = 4,
                  chunk_frames: int = 500, dataset: str | None = None, seed: int = 0, feature: LogMelSpec = LogMelSpec(),
                  encoding: Encoding = Encoding(), progress: bool = True) -> dict:
-    """Write train/val shards of the prepared videos in `src` to `out`; returns the manifest."""
+    """Write train/val shards of the prepared videos in `src` to `out`; returns the manifest.
+
+    Unreadable videos are skipped and listed in `out/failures.jsonl`; raises ValueError only when
+    no video at all could be read."""
     from tqdm import tqdm
 
     src, out = Path(src), Path(out)
     if samples_per_shard < 1:
         raise ValueError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     dataset = dataset or out.parent.name or "dataset"
+    ids = list_videos(src)
+    splits = split_videos(ids, val_fraction, seed)
+    options = {"schema_version": schema.SCHEMA_VERSION, "dataset": dataset, "val_fraction": val_fraction,
+               "seed": seed, "samples_per_shard": samples_per_shard, "chunk_frames": chunk_frames,
+               "feature": feature.describe(), "encoding": asdict(encoding)}
+    record = build_record(src, ids, options)
     out.mkdir(parents=True, exist_ok=True)
-    splits = split_videos(list_videos(src), val_fraction, seed)
+    earlier_failures = start_build(out, record)
     manifest = {"schema_version": schema.SCHEMA_VERSION, "dataset": dataset, "fps": schema.FPS,
                 "sample_rate": schema.SAMPLE_RATE, "feature": feature.describe(), "chunk_frames": chunk_frames,
-                "encoding": asdict(encoding), "splits": {}}
-    bar = tqdm(total=sum(map(len, splits.values())), desc="shards (videos)", disable=not progress)
-    for split, ids in splits.items():
-        shards = []
-        for index, first in enumerate(range(0, len(ids), samples_per_shard)):
-            group = ids[first:first + samples_per_shard]
+                "encoding": asdict(encoding), "frame_size": None, "failed_videos": 0, "build": record, "splits": {}}
+    failures, sizes = [], set()
+    bar = tqdm(total=len(ids), desc="shards (videos)", disable=not progress)
+    for split, split_ids in splits.items():
+        shards, failed = [], 0
+        for index, first in enumerate(range(0, len(split_ids), samples_per_shard)):
+            group = split_ids[first:first + samples_per_shard]
             path = out / SHARD_PATTERN.format(split=split, index=index)
-            if not path.exists():  # finished shards of an interrupted run are kept
-                samples = [s for v in group for s in video_samples(src, v, split, dataset, feature, chunk_frames, encoding)]
-                write_tar(path, samples)
-            shards.append({**tar_stats(path), "videos": group})
+            kept = finished_shard(path, group, src, earlier_failures)
+            if kept is not None:
+                stats, written, new_failures = kept
+            else:
+                samples, written, new_failures = [], [], []
+                for video_id in group:
+                    try:
+                        samples += list(video_samples(src, video_id, split, dataset, feature, chunk_frames, encoding))
+                        written.append(video_id)
+                    except VIDEO_ERRORS as exc:
+                        new_failures.append(failure(src, video_id, exc))
+                        log.warning("skipped video %s: %s", video_id, new_failures[-1]["reason"])
+                write_tar(path, samples)  # even when empty: a rerun then knows this shard is done
+                stats = tar_stats(path)
+            failures += new_failures
+            failed += len(new_failures)
+            sizes.update(stats.pop("sizes"))
+            del stats["video_keys"]
+            if stats["samples"]:  # an empty shard would stall a reader that only gets empty shards
+                shards.append({**stats, "videos": written})
             bar.update(len(group))
-        manifest["splits"][split] = {"videos": len(ids), "samples": sum(s["samples"] for s in shards),
+        manifest["splits"][split] = {"videos": len(split_ids) - failed, "failed": failed,
+                                     "samples": sum(s["samples"] for s in shards),
                                      "frames": sum(s["frames"] for s in shards), "shards": shards}
     bar.close()
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)
+    manifest["failed_videos"] = len(failures)
+    write_atomic(out / FAILURES, "".join(json.dumps(f) + "\n" for f in failures))
+    if not any(info["samples"] for info in manifest["splits"].values()):
+        raise ValueError(f"{src}: none of the {len(ids)} videos could be read (reasons in {out / FAILURES})")
+    sizes = sorted(sizes)
+    manifest["frame_size"] = sizes[0] if len(sizes) == 1 else sizes
+    if len(sizes) > 1:
+        log.warning("%s: videos of several frame sizes (%s px) in one shard directory", out, sizes)
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
+
+
+def check_shards_match(manifest: dict, image_size: int | None, audio_feature: dict | None, audio_dim: int) -> None:
+    """Raise ValueError when shards hold other frames or audio features than a checkpoint was trained on.
+
+    `image_size` and `audio_feature` are what the checkpoint records (None: not recorded, not checked);
+    `audio_dim` is the size of the model's audio input.  Manifests written before frame sizes were
+    recorded (no `frame_size`) are not checked for size."""
+    problems = []
+    sizes = manifest.get("frame_size")
+    if image_size is not None and sizes is not None and sizes != image_size:
+        problems.append(f"the shards hold {sizes}-px frames, the checkpoint was trained on {image_size}-px frames")
+    feature = manifest.get("feature") or {}
+    if feature.get("dim") != audio_dim:
+        problems.append(f"the shards' audio feature is {feature.get('dim')}-d ({feature.get('type')}), "
+                        f"the model takes {audio_dim}-d")
+    if audio_feature is not None:
+        differ = sorted(k for k in set(feature) & set(audio_feature) if feature[k] != audio_feature[k])
+        if differ:
+            problems.append(f"the shards' audio feature {feature} differs from the checkpoint's {audio_feature} "
+                            f"in {', '.join(differ)}")
+    if problems:
+        raise ValueError(f"shards of '{manifest.get('dataset')}' do not match the checkpoint: " + "; ".join(problems))
 
 
 def load_manifest(shards: str | Path) -> dict:
@@ -153,8 +361,9 @@ def load_manifest(shards: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no shard manifest (write shards with `dawn-train data shards`)")
     manifest = json.loads(path.read_text())
-    if manifest.get("schema_version") != schema.SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {manifest.get('schema_version')}, this dawn_train reads {schema.SCHEMA_VERSION}")
+    if manifest.get("schema_version") not in schema.READABLE_VERSIONS:
+        raise ValueError(f"{path}: schema_version {manifest.get('schema_version')}, this dawn_train reads "
+                         f"{', '.join(map(str, schema.READABLE_VERSIONS))}")
     return manifest
 
 
@@ -166,11 +375,13 @@ def shard_urls(shards: str | Path, split: str) -> list[str]:
 
 
 def inspect_shards(shards: str | Path, progress: bool = True) -> dict:
-    """Validate every sample of every shard (videos fully decoded); returns counts and bad samples."""
+    """Validate every sample of every shard (checksums, schema, videos fully decoded); returns counts
+    and bad samples (each named by shard, key and member)."""
     from tqdm import tqdm
 
     root, manifest = Path(shards), load_manifest(shards)
-    report = {"splits": {}, "bad": [], "feature": manifest["feature"], "fps": manifest["fps"]}
+    report = {"splits": {}, "bad": [], "feature": manifest["feature"], "fps": manifest["fps"],
+              "failed_videos": manifest.get("failed_videos", 0)}
     for split, info in manifest["splits"].items():
         counts = defaultdict(int)
         for shard in tqdm(info["shards"], desc=f"inspect {split}", disable=not progress):
@@ -197,7 +408,7 @@ def iter_tar(path: Path, bad: list):
             for member in tar:
                 if not member.isfile():
                     continue
-                key, _, suffix = member.name.partition(".")
+                key, suffix = schema.split_member(member.name)
                 if current and current["__key__"] != key:
                     yield current
                     current = {}

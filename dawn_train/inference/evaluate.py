@@ -18,7 +18,7 @@ import torch
 
 from dawn_train.data import schema
 from dawn_train.data.sample import decode_frames, parse_sample
-from dawn_train.data.shards import iter_tar, load_manifest
+from dawn_train.data.shards import check_shards_match, iter_tar, load_manifest
 from dawn_train.inference.pipeline import load_pipeline
 from dawn_train.inference.pose_blink import PoseBlink
 from dawn_train.log import get_logger
@@ -65,6 +65,10 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
     from tqdm.auto import tqdm
 
     pipe = load_pipeline(lfg, a2v, pbnet_pose=pbnet_pose, pbnet_blink=pbnet_blink, device=device)
+    try:  # a checkpoint trained on other frames or audio features than these shards is an error, not a number
+        check_shards_match(load_manifest(shards), pipe.image_size, pipe.info.audio_feature, pipe.audio_dim)
+    except ValueError as exc:
+        raise ValueError(f"{shards} vs {a2v}: {exc}") from None
     pipe.set_window(window_size)
     dev = pipe.device
     suite = MetricSuite(weights).to(dev)

@@ -16,6 +16,7 @@ from dawn_train.data.schema import STAGE_KEYS
 from dawn_train.data.shards import shard_urls
 from dawn_train.data.stream import EpochDataLoader, TooManyBadSamples, make_pipeline
 from dawn_train.data.video import decode_all
+from tests.data.conftest import corrupt_member
 
 
 def video_id(key: str) -> str:
@@ -147,3 +148,29 @@ def test_epochs_reshuffle_but_are_reproducible(synth_shards):
     first, second = keys_of_two_epochs(), keys_of_two_epochs()
     assert first == second
     assert first[0] != first[1]
+
+
+def test_corrupted_member_is_skipped_counted_and_named(synth_shards, tmp_path):
+    """4 KB of random bytes inside an intact tar: the stream skips that sample through the skip
+    handler (its checksum no longer matches), naming shard, key and member; stages that do not
+    read the member are not affected."""
+    root = tmp_path / "corrupted"
+    shutil.copytree(synth_shards, root)
+    key = corrupt_member(root / "train-000003.tar", "audio.wav")
+    urls = shard_urls(root, "train")
+
+    def read(keys, draw, lengths):
+        pipeline = make_pipeline(urls, draw, keys, 1, train=False, batches_per_worker=10, workers=0, lengths=lengths,
+                                 max_skip_fraction=0.5)  # two passes over the 6 shards
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            batches = list(EpochDataLoader(pipeline, multiprocessing.Value("i", 0), advance=False, num_workers=0))
+        messages = [str(w.message) for w in caught if "skipped bad sample" in str(w.message)]
+        return {k for b in batches for k in b["key"]}, sum(int(b["skipped"]) for b in batches), messages
+
+    keys, skipped, messages = read(STAGE_KEYS["a2v"], A2VClip("first"), (8, 8))
+    assert skipped in (1, 2) and len(keys) == 5 and not any("train-000003.tar" in k for k in keys)
+    assert len(messages) == skipped
+    assert all(part in messages[0] for part in ("train-000003.tar", key, "audio.wav is corrupted"))
+    keys, skipped, _ = read(STAGE_KEYS["pbnet"], pbnet_window, (10, 10))
+    assert skipped == 0 and len(keys) == 6

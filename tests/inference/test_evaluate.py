@@ -65,3 +65,15 @@ def test_eval_bad_split_is_a_clear_error(models, synth_shards, capsys):
     assert main(["eval", "--ckpt", str(a2v), "--lfg", str(lfg), "--shards", str(synth_shards), "--split", "test",
                  "--quiet", "--no-wandb"]) == 2
     assert "no 'test' split" in capsys.readouterr().err
+
+
+def test_eval_refuses_shards_of_another_resolution(models, synth_shards, tmp_path, capsys):
+    """A checkpoint trained at 128 px evaluated on 64-px shards is an error naming both, not a number."""
+    lfg, _, _ = models
+    config = {"class_path": "dawn_train.models.a2v.build_a2v", "init_args": {**TINY_A2V, "dim_mults": [1, 2]}}
+    a2v = checkpoints.save_converted(checkpoints.build(config), config, "a2v", tmp_path / "a2v128.pt",
+                                     metadata={"dawn_a2v": {"image_size": 128}})
+    assert main(["eval", "--ckpt", str(a2v), "--lfg", str(lfg), "--shards", str(synth_shards), "--quiet",
+                 "--no-wandb"]) != 0
+    err = capsys.readouterr().err
+    assert "64-px frames" in err and "128-px frames" in err and "Traceback" not in err

@@ -15,7 +15,7 @@ from dawn_train.cli import main
 from dawn_train.tracking import read_offline_run
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = str(REPO / "experiments" / "demo" / "lfg.yaml")
+CONFIG = [w for name in ("base", "demo/base", "demo/lfg") for w in ("-c", str(REPO / "experiments" / f"{name}.yaml"))]
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -34,7 +34,7 @@ def trained_run(synth_shards, tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(work)
     try:
-        main(["fit", "-c", CONFIG, f"--data.init_args.shards={synth_shards}", "--trainer.max_steps=60",
+        main(["fit", *CONFIG, f"--data.init_args.shards={synth_shards}", "--trainer.max_steps=60",
               "--trainer.val_check_interval=30", "--trainer.enable_progress_bar=false"])
     finally:
         os.chdir(cwd)
@@ -70,18 +70,60 @@ def test_checkpoint_rebuilds_the_model(trained_run, synth_shards):
     assert flow.shape == (1, 16, 16, 2) and occlusion.shape == (1, 1, 16, 16)
 
 
+def wait_for_checkpoint(path: Path, deadline: float, poll: float = 0.25) -> dict:
+    """Poll until `path` is a complete checkpoint: the same size and mtime at two polls in a row and
+    loadable by torch.load (a file still being written is neither); fails the test at `deadline`."""
+    seen, error = None, "not written"
+    while time.time() < deadline:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            stat = None
+        if stat is not None and (stat.st_size, stat.st_mtime_ns) == seen:
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as exc:  # a partial zip/pickle raises RuntimeError, EOFError, UnpicklingError ...
+                error = f"not loadable yet ({type(exc).__name__}: {exc})"
+        seen = stat and (stat.st_size, stat.st_mtime_ns)
+        time.sleep(poll)
+    pytest.fail(f"{path}: no complete checkpoint before the deadline ({error})")
+
+
+def test_wait_for_checkpoint_returns_only_a_complete_file(tmp_path):
+    """A checkpoint written slowly in pieces is returned once complete; a torn one never is."""
+    import io
+    import threading
+
+    buffer = io.BytesIO()
+    torch.save({"global_step": 10, "weights": torch.arange(50_000)}, buffer)
+    data, path = buffer.getvalue(), tmp_path / "last.ckpt"
+
+    def write_slowly():
+        with open(path, "wb") as handle:
+            for start in range(0, len(data), len(data) // 4):
+                handle.write(data[start:start + len(data) // 4])
+                handle.flush()
+                time.sleep(0.4)  # longer than a poll: a pause that a plain size check would take for the end
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    try:
+        assert wait_for_checkpoint(path, deadline=time.time() + 30, poll=0.1)["global_step"] == 10
+    finally:
+        writer.join()
+    (tmp_path / "torn.ckpt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(pytest.fail.Exception, match="not loadable yet"):
+        wait_for_checkpoint(tmp_path / "torn.ckpt", deadline=time.time() + 1, poll=0.1)
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_at_the_same_step(synth_shards, tmp_path):
-    command = [sys.executable, "-m", "dawn_train.cli", "fit", "-c", CONFIG, f"--data.init_args.shards={synth_shards}",
+    command = [sys.executable, "-m", "dawn_train.cli", "fit", *CONFIG, f"--data.init_args.shards={synth_shards}",
                "--trainer.max_steps=1000", "--trainer.enable_progress_bar=false", "--trainer.val_check_interval=1000"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "runs" / "lfg-demo" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
     try:
-        while time.time() < deadline and not last.exists():
-            time.sleep(0.5)
-        assert last.exists(), "no last.ckpt within the deadline"
-        time.sleep(1.0)  # let the write finish (Lightning writes atomically)
+        wait_for_checkpoint(last, deadline=time.time() + 240)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(30)

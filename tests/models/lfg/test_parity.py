@@ -118,8 +118,11 @@ def test_sparse_motion_sign_correction_is_exercised(lfg_small):
 @torch.no_grad()
 def test_encode_decode_api_matches_official(lfg_small):
     """encode / decode / reference_feature, per frame and batched over time, reproduce the official outputs."""
-    t, _, model = lfg_small
+    t, meta, model = lfg_small
+    shapes = {key: tuple(out["shape"]) for key, out in meta["outputs"].items()}  # every size from the sidecar
+    batch, frame = shapes["prediction"][0], tuple(meta["frame_shape"])
     src, drv = t["in.source"], t["in.driving"]
+    assert src.shape == (batch, meta["config_model_params"]["num_channels"], *frame)
     flow, occ = model.encode(src, drv)
     assert (flow - t["out.optical_flow"]).abs().max() < TOL
     assert (occ - t["out.occlusion_map"]).abs().max() < TOL
@@ -128,12 +131,15 @@ def test_encode_decode_api_matches_official(lfg_small):
 
     # time axis: frames [driving, source]; frame 1 is the source itself -> flow close to a (bg-warped) identity
     video = torch.stack([drv, src], dim=1)  # (B, T=2, 3, H, W)
+    steps = video.shape[1]
     flow_t, occ_t = model.encode(src, video, chunk_size=3)
-    assert flow_t.shape == (2, 2, *t["out.optical_flow"].shape[1:]) and occ_t.shape == (2, 2, 1, 16, 16)
+    assert flow_t.shape == (batch, steps, *shapes["optical_flow"][1:])
+    assert occ_t.shape == (batch, steps, *shapes["occlusion_map"][1:])
     assert (flow_t[:, 0] - t["out.optical_flow"]).abs().max() < TOL
     assert (occ_t[:, 0] - t["out.occlusion_map"]).abs().max() < TOL
     frames = model.decode(src, flow_t, occ_t, chunk_size=3)
-    assert frames.shape == (2, 2, 3, 64, 64)
+    assert frames.shape == (batch, steps, *shapes["forward_with_flow.prediction"][1:])
+    assert frames.shape[-2:] == frame
     assert (frames[:, 0] - t["out.forward_with_flow.prediction"]).abs().max() < TOL
 
 
