@@ -63,6 +63,7 @@ class Checkpoint:
     ema_state_dict: Optional[dict] = None
     hparams: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    global_step: Optional[int] = None  # training checkpoints: the optimizer step it was written at
 
     def weights(self, use_ema: bool = False) -> dict:
         """The EMA weights when asked for and present, else the raw weights."""
@@ -170,7 +171,9 @@ def open_checkpoint(path: str | Path, kind: str) -> Checkpoint:
         if not (isinstance(config, dict) and "class_path" in config):
             config = default_config(kind)
         metadata = {name: raw[name] for name in STAGE_RECORDS if name in raw}
-        return Checkpoint(path, fmt, kind, weights, dict(config), _under(state, EMA_PREFIX) or None, hparams, metadata)
+        step = raw.get("global_step")
+        return Checkpoint(path, fmt, kind, weights, dict(config), _under(state, EMA_PREFIX) or None, hparams, metadata,
+                          int(step) if step is not None else None)
     return Checkpoint(path, fmt, kind, official_state_dict(raw, kind, path), default_config(kind))
 
 

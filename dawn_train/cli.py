@@ -3,6 +3,7 @@
     dawn-train data synth|shards|inspect ...   build and check datasets
     dawn-train bench loader ...                throughput figures
     dawn-train bench attention|sample ...      banded vs full temporal attention (time, peak memory)
+    dawn-train bench generate --seconds 10,60,600   long audio: peak memory, s per generated s (windows vs one pass)
     dawn-train generate --image --audio --out  portrait + speech -> talking-head mp4
     dawn-train fit|validate|test -c CONFIG     training (LightningCLI, once a stage is configured)
     dawn-train sweep FILE [--submit]           a grid of runs as a SLURM job array
@@ -106,13 +107,14 @@ def cmd_bench_sample(args) -> int:
 
     result = bench_sample(args.frames, args.window, preset=args.preset, latent=args.latent, steps=args.steps,
                           device=args.device, dtype=args.dtype, attn_backend=args.backend, repeats=args.repeats,
-                          warmup=args.warmup)
+                          warmup=args.warmup, progress=not args.quiet)
     _print_json_or_table(result, args.json, "A2V-FDM DDIM sampling: banded (ours) vs full temporal attention")
     return 0
 
 
 def cmd_generate(args) -> int:
     from dawn_train.inference.generate import GenerateOptions, generate
+    from dawn_train.inference.memory import InsufficientMemory
 
     try:
         summary = generate(args.image, args.audio, args.out, GenerateOptions.from_namespace(args, args.config),
@@ -120,8 +122,47 @@ def cmd_generate(args) -> int:
     except NotImplementedError as exc:  # e.g. HuBERT features for official weights
         print(f"dawn-train: error: {exc}", file=sys.stderr)
         return 2
+    except InsufficientMemory as exc:  # refused before any work: the estimate and what would fit
+        print(f"dawn-train: error: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"refused": str(exc), "frames": exc.estimate.frames, "estimate_bytes": exc.estimate.peak,
+                              "budget_bytes": exc.budget}))
+        return 2
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    how = f"{summary['windows']} windows of {summary['chunk_frames']} frames" if summary["chunk_frames"] else "one pass"
     print(f"wrote {summary['out']}: {summary['frames']} frames ({summary['seconds']:.2f} s) at {summary['size']} px, "
-          f"seed {summary['seed']}, DDIM {summary['steps']} steps, window {summary['window_size']}")
+          f"seed {summary['seed']}, DDIM {summary['steps']} steps ({how}), window {summary['window_size']}")
+    return 0
+
+
+def cmd_bench_generate(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dawn_train.bench.generate import TABLE_COLUMNS, Models, bench_generate, table_rows
+
+    if bool(args.lfg) != bool(args.a2v) or bool(args.pbnet_pose) != bool(args.pbnet_blink):
+        raise ValueError("give --lfg and --a2v together (and --pbnet-pose with --pbnet-blink), or none for tiny "
+                         "random demo-architecture models")
+    models = Models(args.lfg, args.a2v, args.pbnet_pose, args.pbnet_blink) if args.lfg else None
+    seconds = [float(s) for s in args.seconds.split(",") if s.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    result = bench_generate(seconds, modes, models=models, chunk_seconds=args.chunk_seconds,
+                            chunk_overlap=args.chunk_overlap, steps=args.steps, budget_gib=args.memory_budget,
+                            device=args.device, decode_chunk=args.decode_chunk, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    steps = f"DDIM steps: {args.steps}" if args.steps else "the checkpoint's DDIM steps"
+    table = Table(title=f"generate on long audio ({result['models']}, {steps}, windows of {args.chunk_seconds:g} s "
+                        f"+ {args.chunk_overlap:g} s overlap; memory above the RSS with models and inputs loaded)")
+    for column in TABLE_COLUMNS:
+        table.add_column(column)
+    for row in table_rows(result):
+        table.add_row(*row)
+    Console(width=max(Console().width, 140)).print(table)
     return 0
 
 
@@ -164,7 +205,7 @@ def cmd_sweep(args) -> int:
     if args.submit and args.dry_run:
         raise ValueError("--submit and --dry-run exclude each other")
     try:
-        summary = run_sweep(args.file, submit=args.submit, only_failed=args.only_failed)
+        summary = run_sweep(args.file, submit=args.submit, only_failed=args.only_failed, parser=build_parser())
     except SlurmError as exc:
         print(f"dawn-train: error: {exc}", file=sys.stderr)
         return 2
@@ -254,16 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     attention = bench_commands.add_parser("attention", help="banded vs full temporal attention: time and peak memory")
     attention.add_argument("--frames", type=int, default=200)
     attention.add_argument("--window", type=int, default=80, help="whole window in frames (paper count; 80 = +-40)")
-    attention.add_argument("--positions", type=int, default=None, help="sequences (batch x h x w); default 1024 on CUDA, 64 on CPU")
+    attention.add_argument("--positions", type=int, default=None,
+                           help="sequences (batch x h x w); default 1024 on CUDA, 64 on CPU")
     attention.add_argument("--heads", type=int, default=8)
     attention.add_argument("--dim-head", type=int, default=32)
     sample = bench_commands.add_parser("sample", help="A2V-FDM DDIM generation of T frames, banded vs full attention")
     sample.add_argument("--frames", type=int, default=200)
     sample.add_argument("--window", type=int, default=80, help="whole window in frames (paper count; 80 = +-40)")
-    sample.add_argument("--preset", default="demo", choices=("demo", "release"), help="UNet size (release = 49.9 M params)")
+    sample.add_argument("--preset", default="demo", choices=("demo", "release"),
+                        help="UNet size (release = 49.9 M params)")
     sample.add_argument("--latent", type=int, default=None, help="latent size h = R / 4 (default: preset's)")
     sample.add_argument("--steps", type=int, default=20, help="DDIM steps")
-    sample.add_argument("--warmup", type=int, default=None, help="untimed generations first (default: 1 on CUDA, 0 on CPU)")
+    sample.add_argument("--warmup", type=int, default=None,
+                        help="untimed generations first (default: 1 on CUDA, 0 on CPU)")
+    sample.add_argument("--quiet", action="store_true", help="no progress bars")
     for sub in (attention, sample):
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
         sub.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
@@ -277,12 +322,33 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image", required=True, help="portrait (face crop), any format PIL reads")
     gen.add_argument("--audio", required=True, help="speech, any format PyAV decodes (resampled to 16 kHz mono)")
     gen.add_argument("--out", required=True, help="output .mp4 (25 fps, H.264 + AAC)")
-    gen.add_argument("--config", help="generate YAML (keys: the options below, with _), e.g. experiments/demo/generate.yaml")
+    gen.add_argument("--config",
+                     help="generate YAML (keys: the options below, with _), e.g. experiments/demo/generate.yaml")
     GenerateOptions.add_arguments(gen)
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--quiet", action="store_true", help="no progress bars")
+    gen.add_argument("--json", action="store_true", help="print the summary (or the memory refusal) as JSON")
     gen.set_defaults(func=cmd_generate)
+    bgen = bench_commands.add_parser("generate", help="generate on long audio: peak memory and s per generated s, "
+                                     "windows vs one pass (fresh process per case)")
+    bgen.add_argument("--seconds", default="10,60,600", help="audio lengths, comma-separated")
+    bgen.add_argument("--modes", default="windows,whole,dense",
+                      help="windows (--chunk-seconds), whole (one pass), dense (one pass, official dense PBNet)")
+    bgen.add_argument("--chunk-seconds", type=float, default=10.0, help="window length of the windows mode")
+    bgen.add_argument("--chunk-overlap", type=float, default=2.0, help="cross-faded overlap of windows (seconds)")
+    bgen.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
+    bgen.add_argument("--memory-budget", type=float, default=None,
+                      help="GiB a case may use (default: available memory); cases estimated above are refused")
+    bgen.add_argument("--decode-chunk", type=int, default=32, help="frames per LFG decode call")
+    for name in ("lfg", "a2v", "pbnet-pose", "pbnet-blink"):
+        bgen.add_argument(f"--{name}", default=None, help="checkpoint (default: tiny random demo-architecture models)")
+    bgen.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    bgen.add_argument("--quiet", action="store_true", help="no progress bars")
+    bgen.add_argument("--json", action="store_true")
+    bgen.set_defaults(func=cmd_bench_generate)
     step = bench_commands.add_parser("step", help="training steps/s, samples/s and peak memory of a config")
-    step.add_argument("-c", "--config", required=True, help="stage config, e.g. experiments/demo/lfg.yaml")
+    step.add_argument("-c", "--config", required=True, action="append",
+                      help="config files in order, as for fit (repeat -c): e.g. -c experiments/base.yaml "
+                           "-c experiments/demo/base.yaml -c experiments/demo/lfg.yaml")
     step.add_argument("--steps", type=int, default=10, help="timed optimizer steps (after warm-up)")
     step.add_argument("--warmup", type=int, default=2)
     step.add_argument("--override", action="append", default=[], help="extra CLI override, e.g. --override=--data.init_args.batch_size=2")

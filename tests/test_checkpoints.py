@@ -1,19 +1,13 @@
 """dawn_train.checkpoints: every format through one reader; kinds told apart; export keeps EMA weights and
-the stage record; a DeepSpeed A2V checkpoint directory (2 CPU processes) feeds generate and eval."""
+the stage record (DeepSpeed directories: tests/stages/test_a2v_deepspeed.py)."""
 from __future__ import annotations
 
-import json
-import wave
-
-import numpy as np
 import pytest
 import torch
 
 from dawn_train import checkpoints
-from dawn_train.inference.pipeline import load_a2v, load_pipeline
-from tests.conftest import REPO
-from tests.launch.conftest import run_dawn
-from tests.stages.test_a2v import FAST_ARGS, STAGE1, TINY_A2V, TINY_ARGS, make_tiny_lfg
+from dawn_train.inference.pipeline import load_a2v
+from tests.stages.test_a2v import TINY_A2V
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,57 +71,3 @@ def test_wrong_kind_is_named(tmp_path):
     (tmp_path / "dir").mkdir()
     with pytest.raises(checkpoints.CheckpointError, match="not a DeepSpeed checkpoint"):
         checkpoints.open_checkpoint(tmp_path / "dir", "a2v")
-
-
-def _speech(path, seconds: float = 0.4) -> None:
-    t = np.arange(int(16000 * seconds)) / 16000
-    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(16000)
-        handle.writeframes((audio * 32767).astype(np.int16).tobytes())
-
-
-@pytest.mark.slow
-def test_deepspeed_a2v_directory_feeds_generate_eval_and_export(synth_raw, synth_shards, tmp_path):
-    """A2V stage 1 with EMA under ZeRO-2 on 2 CPU processes writes a checkpoint directory; generate and eval
-    read it directly with its EMA weights and record, and `export` keeps both."""
-    lfg = make_tiny_lfg(synth_raw, tmp_path / "lfg.pt")
-    work = tmp_path / "work dir.v1"  # a path with a space and a dot, as users have
-    work.mkdir()
-    run_dawn(["fit", "-c", STAGE1, "-c", str(REPO / "experiments" / "strategies" / "deepspeed_stage_2.yaml"),
-              "--trainer.accelerator=cpu", "--trainer.precision=32-true", "--trainer.devices=2",
-              f"--data.init_args.shards={synth_shards}", f"--model.init_args.lfg_checkpoint={lfg}",
-              "--trainer.max_steps=3", "--trainer.val_check_interval=3", "--data.init_args.clip_len=4",
-              "--model.init_args.sample_every_n_val=0", *TINY_ARGS, *FAST_ARGS], timeout=600, cwd=work)
-    (run,) = [p.parent.parent for p in work.glob("runs/*/checkpoints/last.ckpt")]
-    last = run / "checkpoints" / "last.ckpt"
-    assert (last / "latest").is_file(), "DeepSpeed writes a checkpoint directory"
-
-    ckpt = checkpoints.open_checkpoint(last, "a2v")
-    assert ckpt.format == "deepspeed" and ckpt.ema_state_dict is not None
-    assert ckpt.metadata["dawn_a2v"]["image_size"] == 64 and len(ckpt.metadata["dawn_a2v"]["face_box_mean"]) == 4
-    differ = [k for k in ckpt.state_dict if not torch.equal(ckpt.state_dict[k], ckpt.ema_state_dict[k])]
-    assert len(differ) > len(ckpt.state_dict) / 2  # EMA (decay 0.9) lags the trained weights
-    name = differ[0]
-    pipe = load_pipeline(lfg, last, device="cpu")
-    assert pipe.info.ema and pipe.info.face_box_mean == ckpt.metadata["dawn_a2v"]["face_box_mean"]
-    assert torch.equal(pipe.a2v.state_dict()[name], ckpt.ema_state_dict[name])
-
-    _speech(tmp_path / "speech.wav")
-    from PIL import Image
-
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "face.png")
-    proc = run_dawn(["generate", "--lfg", str(lfg), "--a2v", str(last), "--image", str(tmp_path / "face.png"),
-                     "--audio", str(tmp_path / "speech.wav"), "--out", str(tmp_path / "out.mp4"), "--steps", "1",
-                     "--quiet"], timeout=300)
-    assert (tmp_path / "out.mp4").stat().st_size > 0 and "wrote" in proc.stdout
-    run_dawn(["eval", "--ckpt", str(last), "--lfg", str(lfg), "--shards", str(synth_shards), "--max-videos", "1",
-              "--max-frames", "8", "--steps", "1", "--out", str(tmp_path / "eval.json"), "--no-wandb", "--quiet"],
-             timeout=300)
-    assert json.loads((tmp_path / "eval.json").read_text())["settings"]["ema"] is True
-
-    proc = run_dawn(["export", str(last), "--kind", "a2v", "--out", str(tmp_path / "a2v.pt")], timeout=300)
-    assert "kept EMA weights, dawn_a2v" in proc.stdout
-    exported = checkpoints.open_checkpoint(tmp_path / "a2v.pt", "a2v")
-    assert torch.equal(exported.ema_state_dict[name], ckpt.ema_state_dict[name])
-    assert exported.metadata == ckpt.metadata

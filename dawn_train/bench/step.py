@@ -34,9 +34,11 @@ class StepTimer(L.Callback):
         self.seconds = time.perf_counter() - self.start if self.start else float("nan")
 
 
-def bench_step(config: str, steps: int = 10, warmup: int = 2, overrides: list[str] | None = None) -> dict:
+def bench_step(config: str | list[str], steps: int = 10, warmup: int = 2, overrides: list[str] | None = None) -> dict:
+    """`config`: one file or the files to compose, in order (as `fit -c A -c B`)."""
+    files = [config] if isinstance(config, str) else list(config)
     cli = DawnCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                  run=False, args=["-c", config, *(overrides or [])], save_config_callback=None,
+                  run=False, args=[*(a for f in files for a in ("-c", f)), *(overrides or [])], save_config_callback=None,
                   auto_configure_optimizers=False)
     configured = cli.trainer
     timer = StepTimer(warmup)

@@ -38,10 +38,12 @@ def resolve_fit_config(argv: list[str]) -> dict:
 
 
 def checkpoint_dirs(config: dict) -> list[Path]:
-    """Where a resolved fit config keeps checkpoints: the run dir (SLURM's hpc_ckpt_*.ckpt) and
-    every ModelCheckpoint `dirpath`."""
+    """Where a resolved fit config keeps checkpoints: the run dir (SLURM's hpc_ckpt_*.ckpt), the run's
+    `checkpoint` (the ModelCheckpoint of dawn_train.stages.cli) and any other ModelCheckpoint's `dirpath`."""
     trainer = config.get("trainer") or {}
     dirs = [Path(trainer.get("default_root_dir") or ".")]
+    if (config.get("checkpoint") or {}).get("dirpath"):
+        dirs.append(Path(config["checkpoint"]["dirpath"]))
     for callback in trainer.get("callbacks") or []:
         if isinstance(callback, dict) and callback.get("class_path", "").endswith("ModelCheckpoint"):
             dirpath = (callback.get("init_args") or {}).get("dirpath")

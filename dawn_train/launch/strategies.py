@@ -13,8 +13,9 @@ Both strategies here also take `activation_checkpointing`: names of module class
 is recomputed in the backward pass (torch non-reentrant checkpointing, applied before the model is
 wrapped).  State-dict names do not change, so checkpoints load with or without it.
 
-The YAML presets in `experiments/strategies/` (`ddp`, `deepspeed_stage_2`, `deepspeed_stage_3`,
-`deepspeed_stage_3_offload`) compose after any stage config; `PRESETS` says which suits which stage.
+The YAML presets in `experiments/strategies/` (`ddp`, `deepspeed_stage_2`) compose after any stage config;
+`deepspeed_stage_3` and `deepspeed_stage_3_offload` are overlays given after `deepspeed_stage_2`.  `PRESETS`
+says which suits which stage.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ PRESETS = {
     "lfg": "ddp",                  # ~66 M parameters at 128 px: DDP fits; ZeRO-2 at 256 px with large batches
     "pbnet": "ddp",                # a few M parameters: DDP
     "a2v": "deepspeed_stage_2",    # ~50 M parameters but large activations (clips of 20-40 frames): ZeRO-2 + bf16
-    "a2v-256": "deepspeed_stage_3",  # 256 px latents: shard parameters too; `_offload` when GPU memory is short
+    "a2v-256": "deepspeed_stage_2",  # the memory is in activations, not the 50 M parameters; ZeRO-3 + EMA is refused
 }
 PRESET_FILES = ("ddp", "deepspeed_stage_2", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 

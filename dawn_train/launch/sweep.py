@@ -5,7 +5,8 @@ A sweep file (see `experiments/ablations/window.yaml`):
     name: a2v-window                 # W&B group and output folder runs/sweeps/<name> (out_dir: overrides)
     command: fit                     # fit: one training run per point; or another dawn-train command,
                                      #   e.g. [eval] to evaluate one checkpoint per point
-    configs: [experiments/a2v/hdtf128_stage2.yaml]   # fit: the -c files, in order
+    configs: [experiments/base.yaml, experiments/a2v/base.yaml, experiments/a2v/hdtf128.yaml,
+              experiments/a2v/stage2.yaml]                # fit: the -c files, in order
     args: []                         # extra arguments for every point
     fixed: {trainer.max_steps: 1000} # overrides shared by every point
     grid:                            # the cartesian product of these lists
@@ -16,12 +17,18 @@ A sweep file (see `experiments/ablations/window.yaml`):
 Fit keys are dotted config keys (`--key=value` of `dawn-train fit`); other commands take option
 names (`--window-size`).  Every point is validated before anything is written or submitted:
 fit points are resolved by the training CLI itself (unknown key or bad value -> error naming the
-sweep file, the point and the key), then written as one full config per point with its run
-directory moved to `<out_dir>/<point>` (the stage config's `trainer.default_root_dir` and every
-path under it) and its W&B logger put in the sweep's group with the point's tags.
+sweep file, the point and the key), then written as one full config per point.  A point is a run:
+the sweep sets `run.root` (the sweep's folder), `run.name` (the point), `run.group` (W&B group) and
+appends the point's tags to `run.tags`; the config derives every directory from the run
+(experiments/base.yaml), so point i lands in `<out_dir>/<point>`.  A config whose directories do not
+follow the run is refused (points would share files).  Non-fit points are validated with
+dawn-train's own parser when the caller passes it (`run_sweep(..., parser=build_parser())`).
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import itertools
 import json
 import re
@@ -35,6 +42,7 @@ from typing import Any, Optional
 import yaml
 
 from dawn_train.launch import slurm
+from dawn_train.launch.config import ConfigError, checkpoint_dirs, resolve_fit_config
 
 SWEEP_KEYS = {"name", "command", "configs", "args", "fixed", "grid", "out_dir", "out_arg", "group", "slurm"}
 SLURM_KEYS = {"nodes", "gpus_per_node", "ntasks_per_node", "cpus_per_task", "mem", "time", "partition", "account",
@@ -165,38 +173,27 @@ def expand(sweep: Sweep) -> list[Point]:
     return points
 
 
-def _relocate(node, old: str, new: str):
-    """Every string equal to `old` or under `old/` moves to `new`."""
-    if isinstance(node, dict):
-        return {k: _relocate(v, old, new) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_relocate(v, old, new) for v in node]
-    if isinstance(node, str) and (node == old or node.startswith(old.rstrip("/") + "/")):
-        return new + node[len(old.rstrip("/")):]
-    return node
-
-
-def _tag_wandb(config: dict, sweep: Sweep, point: Point) -> int:
-    loggers = config.get("trainer", {}).get("logger")
+def _outside(config: dict, run_dir: str) -> list[str]:
+    """The run folders of a resolved fit config (trainer, checkpoints, loggers) not inside `run_dir`."""
+    trainer = config.get("trainer") or {}
+    loggers = trainer.get("logger")
     loggers = loggers if isinstance(loggers, list) else [loggers]
-    count = 0
-    for logger in loggers:
-        if isinstance(logger, dict) and logger.get("class_path", "").endswith("DawnWandbLogger"):
-            init = logger.setdefault("init_args", {})
-            init["group"], init["name"] = sweep.group, point.name
-            init["tags"] = [*(init.get("tags") or []), *point.tags]
-            count += 1
-    return count
+    dirs = [str(d) for d in checkpoint_dirs(config)]
+    dirs += [(lg.get("init_args") or {}).get("save_dir") for lg in loggers if isinstance(lg, dict)]
+    root = Path(run_dir)
+    return [d for d in dirs if d and Path(d) != root and root not in Path(d).parents]
 
 
 def fit_point_config(sweep: Sweep, point: Point) -> dict:
-    """Resolve one fit point with the training CLI and move it into the sweep's folder."""
-    from dawn_train.launch.config import ConfigError, resolve_fit_config
-
+    """Resolve one fit point with the training CLI: the sweep's overrides, the point's values and the
+    point's run (`run.root` = the sweep's folder, `run.name` = the point, W&B group and tags).  Every
+    directory of the run follows from `run.root`/`run.name` in the config (experiments/base.yaml)."""
+    values = {**sweep.fixed, **point.values, "run.root": str(sweep.out_dir), "run.name": point.name,
+              "run.group": sweep.group, "run.tags+": point.tags}
     # Overrides go in as one more YAML file (not `--key=value`): YAML keeps null, lists and
     # types exactly, also inside nested class_path/init_args.
     overrides: dict = {}
-    for key, value in {**sweep.fixed, **point.values}.items():
+    for key, value in values.items():
         *parents, leaf = key.split(".")
         node = overrides
         for part in parents:
@@ -210,24 +207,16 @@ def fit_point_config(sweep: Sweep, point: Point) -> dict:
                                         + ["-c", str(override_file)])
     except ConfigError as exc:
         raise SweepError(f"{sweep.path}: point {point.index} ({point.name}) does not validate: {exc}") from exc
-    root = (config.get("trainer") or {}).get("default_root_dir")
-    if not root:
-        raise SweepError(f"{sweep.path}: the stage config sets no trainer.default_root_dir, so runs of different "
-                         f"points would share a folder; set it in {sweep.configs[-1]}")
-    config = _relocate(config, str(root), point.run_dir)
-    if not _tag_wandb(config, sweep, point):
-        print(f"[sweep] {point.name}: no DawnWandbLogger in the config; W&B group/tags come from WANDB_RUN_GROUP/WANDB_TAGS",
-              file=sys.stderr)
+    outside = _outside(config, point.run_dir)
+    if outside:
+        raise SweepError(f"{sweep.path}: point {point.name}: {outside} are not under {point.run_dir}, so the points "
+                         f"would share files; derive the run's directories from ${{run.root}}/${{run.name}} as "
+                         f"experiments/base.yaml does")
     config["ckpt_path"] = None  # set per start by the array script (resume)
     return config
 
 
-def _subcommand_exists(command: list[str]) -> bool:
-    import argparse
-
-    from dawn_train.cli import build_parser
-
-    parser = build_parser()
+def _subcommand_exists(parser: argparse.ArgumentParser, command: list[str]) -> bool:
     for word in command:
         subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if not subparsers or word not in subparsers[0].choices:
@@ -236,17 +225,12 @@ def _subcommand_exists(command: list[str]) -> bool:
     return True
 
 
-def validate_command_point(sweep: Sweep, point: Point) -> None:
+def validate_command_point(sweep: Sweep, point: Point, parser: argparse.ArgumentParser) -> None:
     """Parse a non-fit point's command line with dawn-train's own parser."""
-    import contextlib
-    import io
-
-    from dawn_train.cli import build_parser
-
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            build_parser().parse_args(point.argv)
+            parser.parse_args(point.argv)
         except SystemExit as exc:
             if exc.code:
                 message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else f"exit {exc.code}"
@@ -254,10 +238,13 @@ def validate_command_point(sweep: Sweep, point: Point) -> None:
                                  f"{message}") from None
 
 
-def plan(sweep: Sweep, strict: bool = True) -> tuple[list[Point], dict[int, dict], list[str]]:
-    """Expand and validate every point: (points with argv, fit configs by index, warnings)."""
+def plan(sweep: Sweep, strict: bool = True, parser: Optional[argparse.ArgumentParser] = None,
+         ) -> tuple[list[Point], dict[int, dict], list[str]]:
+    """Expand and validate every point: (points with argv, fit configs by index, warnings).  `parser` is
+    dawn-train's command-line parser (`dawn_train.cli.build_parser()`), which validates the points of a
+    non-fit sweep; without it they are rendered unvalidated, with a warning, and not submitted."""
     points, configs, warnings = expand(sweep), {}, []
-    exists = sweep.is_fit or _subcommand_exists(sweep.command)
+    exists = sweep.is_fit or (parser is not None and _subcommand_exists(parser, sweep.command))
     for point in points:
         if sweep.is_fit:
             configs[point.index] = fit_point_config(sweep, point)
@@ -267,12 +254,14 @@ def plan(sweep: Sweep, strict: bool = True) -> tuple[list[Point], dict[int, dict
             point.argv = [*sweep.command, *sweep.args, *out,
                           *(f"{k}={cli_value(v)}" for k, v in {**sweep.fixed, **point.values}.items())]
             if exists:
-                validate_command_point(sweep, point)
+                validate_command_point(sweep, point, parser)
         if any("\n" in word for word in point.argv):
             raise SweepError(f"{sweep.path}: point {point.name}: a value contains a newline")
     if not exists:
         message = (f"{sweep.path}: `dawn-train {' '.join(sweep.command)}` does not exist in this installation, "
-                   f"so the points' options could not be validated")
+                   f"so the points' options could not be validated" if parser is not None else
+                   f"{sweep.path}: no dawn-train parser given, so the points' options of "
+                   f"`dawn-train {' '.join(sweep.command)}` could not be validated")
         if strict:
             raise SweepError(message)
         warnings.append(message)
@@ -367,12 +356,13 @@ def failed_points(sweep: Sweep, points: list[Point]) -> list[int]:
     return [p.index for p in points if point_status(sweep.out_dir, p.index) != "done" and p.index not in queued]
 
 
-def run_sweep(path: str | Path, submit: bool = False, only_failed: bool = False) -> dict:
-    """Validate, render and (with `submit`) submit a sweep; returns a summary."""
+def run_sweep(path: str | Path, submit: bool = False, only_failed: bool = False,
+              parser: Optional[argparse.ArgumentParser] = None) -> dict:
+    """Validate, render and (with `submit`) submit a sweep; returns a summary.  `parser`: see `plan`."""
     sweep = load_sweep(path)
     if submit:
         slurm.require("sbatch")  # before minutes of validation
-    points, configs, warnings = plan(sweep, strict=submit)
+    points, configs, warnings = plan(sweep, strict=submit, parser=parser)
     indices = failed_points(sweep, points) if only_failed else [p.index for p in points]
     summary = {"sweep": sweep.name, "out_dir": str(sweep.out_dir), "group": sweep.group, "points": len(points),
                "to_run": indices, "warnings": warnings, "job": None}

@@ -27,10 +27,12 @@ one draw per batch, LR schedule expressed in optimizer steps (cosine to `min_lr`
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from dawn_train.checkpoints import load_model, load_strict, open_checkpoint
@@ -40,7 +42,7 @@ from dawn_train.models.a2v.conditioning import (MOTION_DIM, animate, condition, 
                                                 mouth_mask)
 from dawn_train.stages.augment import clip_color_jitter
 from dawn_train.stages.callbacks import SampleVideo
-from dawn_train.stages.common import save_hyperparameters
+from dawn_train.stages.common import DawnStage, save_hyperparameters
 from dawn_train.stages.ema import EMA
 from dawn_train.stages.optim import cosine_schedule
 
@@ -61,7 +63,7 @@ def freeze_unused(model: nn.Module) -> int:
     return frozen
 
 
-class A2VStage(L.LightningModule):
+class A2VStage(DawnStage):
     """Args:
         model: the A2VFDM (YAML `class_path: dawn_train.models.a2v.build_a2v`).
         lfg_checkpoint: trained LFG (Lightning .ckpt, converted file or official .pth); frozen, eval mode,
@@ -69,7 +71,9 @@ class A2VStage(L.LightningModule):
         curriculum_stage: 1 (short clips, reference = first frame) or 2 (long clips, random reference).
         init_from: weights to start from (stage-1 .ckpt for stage 2, or an official DAWN .pth); not a resume.
         init_from_ema: start from the EMA weights of `init_from` when it has them (default: raw weights).
-        lr, betas, min_lr, warmup_steps: Adam (official 2e-4, (0.9, 0.99)), cosine to `min_lr` over the run.
+        lr, min_lr, warmup_steps: peak learning rate (official 2e-4), warm-up, cosine to `min_lr` over the run.
+        optimizer: builds the optimizer as `optimizer(params, lr=lr)` (YAML `class_path`/`init_args`);
+            None = the official Adam, betas (0.9, 0.99).
         flow_loss_weight, flow_loss_type: auxiliary x0 loss on flow + occlusion (official 0.15, "l2").
         mouth_loss_weight: eps loss inside the mouth box (official 0.15).
         pose_scale: optional per-dimension factors for the six pose deltas (None = raw units, official).
@@ -84,7 +88,7 @@ class A2VStage(L.LightningModule):
     """
 
     def __init__(self, model: nn.Module, lfg_checkpoint: str, curriculum_stage: int = 1, init_from: Optional[str] = None,
-                 init_from_ema: bool = False, lr: float = 2e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 init_from_ema: bool = False, lr: float = 2e-4, optimizer: Optional[OptimizerCallable] = None,
                  min_lr: float = 1e-6, warmup_steps: int = 0, flow_loss_weight: float = 0.15,
                  flow_loss_type: Literal["l1", "l2"] = "l2", mouth_loss_weight: float = 0.15,
                  pose_scale: Optional[tuple[float, ...]] = None,
@@ -96,6 +100,7 @@ class A2VStage(L.LightningModule):
                  val_metric_batches: int = 1):
         super().__init__()
         save_hyperparameters(self)
+        self.optimizer = optimizer
         if curriculum_stage not in (1, 2):
             raise ValueError(f"A2VStage: curriculum_stage must be 1 or 2, got {curriculum_stage}")
         if flow_loss_type not in ("l1", "l2"):
@@ -103,7 +108,10 @@ class A2VStage(L.LightningModule):
         if pose_scale is not None and len(pose_scale) != 6:
             raise ValueError(f"A2VStage: pose_scale needs 6 values (yaw, pitch, roll, scale, tx, ty), got {pose_scale}")
         self.model = model
-        self.lfg = load_model(lfg_checkpoint, "lfg").eval().requires_grad_(False)
+        # The frozen LFG is held outside the module tree: it is not trained, not saved in this stage's checkpoints
+        # (the file stays small and the LFG swappable), and a strategy that casts the module (DeepSpeed bf16) does
+        # not cast it: it always runs in float32 on the stage's device (see the `lfg` property).
+        self._frozen_lfg = [load_model(lfg_checkpoint, "lfg").eval().requires_grad_(False)]
         # Table 1 metrics on DDIM samples of the first `val_metric_batches` validation batches
         # (networks from `metric_weights`: fid, i3d, syncnet, arcface; missing -> logged as unavailable)
         self.metric_suite = MetricSuite(metric_weights, tuple(val_metrics)) if val_metrics else None
@@ -139,12 +147,26 @@ class A2VStage(L.LightningModule):
         """The weights used for validation and sampling: the EMA copy when there is one."""
         return self.ema.model if self.ema is not None else self.model
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.lfg.eval()  # frozen: BatchNorm statistics stay those of the trained LFG
-        return self
+    @property
+    def lfg(self) -> nn.Module:
+        """The frozen LFG, float32, eval mode (BatchNorm statistics stay those of the trained LFG), on this
+        stage's device."""
+        lfg = self._frozen_lfg[0]
+        weight = next(lfg.parameters())
+        if weight.device != self.device or weight.dtype != torch.float32:
+            lfg.to(device=self.device, dtype=torch.float32)
+        return lfg
+
+    def _check_strategy(self) -> None:
+        strategy = self.trainer.strategy
+        if self.ema is not None and getattr(strategy, "zero_stage_3", False):
+            raise ValueError("A2VStage: the EMA copy cannot be kept under DeepSpeed ZeRO-3 (its parameters are "
+                             "sharded across ranks): use experiments/strategies/deepspeed_stage_2.yaml, or turn the "
+                             "EMA off with --model.init_args.ema_decay=null")
 
     def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            self._check_strategy()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         manifest = getattr(datamodule, "manifest", None)
         if manifest:
@@ -161,6 +183,16 @@ class A2VStage(L.LightningModule):
                         self.hparams.curriculum_stage, expected, reference)
 
     def on_fit_start(self) -> None:
+        # DeepSpeed bf16 casts the whole module (after the stage was built, before this hook).  Precision stated
+        # in README "Strategies": the UNet computes in bf16; the noise schedule and the EMA copy stay float32 (a
+        # bf16 EMA with decay 0.9999 would barely move; it averages the weights the model computes with); the
+        # frozen LFG runs in float32 outside any autocast.
+        diffusion = self.model.diffusion
+        for name, buffer in list(diffusion.named_buffers(recurse=False)):
+            if buffer is not None and buffer.is_floating_point() and buffer.dtype != torch.float32:
+                diffusion._buffers[name] = buffer.float()
+        if self.ema is not None:
+            self.ema.float()
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         info = {"curriculum_stage": self.hparams.curriculum_stage, "trainable_params": trainable,
                 "audio_feature": (self.audio_feature or {}).get("type", "unknown")}
@@ -179,9 +211,10 @@ class A2VStage(L.LightningModule):
         if self.training and self.hparams.color_jitter:
             ref, frames = clip_color_jitter(ref, frames, self.hparams.color_jitter)
         height, width = frames.shape[-2:]
+        lfg = self.lfg
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            flow, occlusion = self.lfg.encode(ref, frames, chunk_size=self.hparams.lfg_chunk_size)
-            ref_fea = self.lfg.reference_feature(ref)
+            flow, occlusion = lfg.encode(ref, frames, chunk_size=self.hparams.lfg_chunk_size)
+            ref_fea = lfg.reference_feature(ref)
         want = self.model.unet.channels - 3 - self.model.face_loc_emb.conv2.out_channels
         if ref_fea.shape[1] != want:
             raise ValueError(f"A2VStage: the LFG reference feature has {ref_fea.shape[1]} channels, the UNet "
@@ -294,27 +327,25 @@ class A2VStage(L.LightningModule):
         self._ref_count += box.shape[0]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # The frozen LFG is not part of this stage's weights: keep the file small and the LFG swappable.
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("lfg.")}
         means = {k: (v / self._ref_count).tolist() if self._ref_count else None for k, v in self._ref_sum.items()}
         checkpoint["dawn_a2v"] = {"lfg_checkpoint": self.hparams.lfg_checkpoint, "image_size": self.image_size,
                                   "audio_feature": self.audio_feature, "curriculum_stage": self.hparams.curriculum_stage,
-                                  **means}
+                                  "ref_count": self._ref_count, **means}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["state_dict"]
-        for key, value in self.lfg.state_dict().items():
-            state.setdefault(f"lfg.{key}", value)
+        # only the stage record: weights come from `state_dict` (Lightning) or the DeepSpeed engine
         info = checkpoint.get("dawn_a2v", {})
         self.image_size = info.get("image_size") or self.image_size
         self.audio_feature = info.get("audio_feature") or self.audio_feature
-        if all(info.get(k) for k in self._ref_sum):
-            self._ref_sum = {k: torch.tensor(info[k], dtype=torch.float64) for k in self._ref_sum}
-            self._ref_count = 1
+        count = int(info.get("ref_count") or 0)
+        if count and all(info.get(k) for k in self._ref_sum):  # the running means go on with their true weight
+            self._ref_sum = {k: torch.tensor(info[k], dtype=torch.float64) * count for k in self._ref_sum}
+            self._ref_count = count
 
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas))
+        make = self.optimizer or partial(torch.optim.Adam, betas=(0.9, 0.99))  # official A2V-FDM optimizer
+        optimizer = make(params, lr=hp.lr)
         return {"optimizer": optimizer,
                 "lr_scheduler": cosine_schedule(optimizer, self.trainer, hp.lr, hp.min_lr, hp.warmup_steps)}

@@ -8,10 +8,12 @@ the run logs that choice.  Adam betas (0.5, 0.999) with cosine decay over optimi
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.cli import OptimizerCallable
 
 from dawn_train.checkpoints import load_model_weights
 from dawn_train.log import get_logger
@@ -19,17 +21,19 @@ from dawn_train.models.lfg import LatentFlowGenerator
 from dawn_train.models.lfg.losses import lfg_losses
 from dawn_train.models.lfg.vgg import ImagePyramid, Vgg19Features
 from dawn_train.stages.augment import PairAugment
-from dawn_train.stages.common import save_hyperparameters
+from dawn_train.stages.common import DawnStage, save_hyperparameters
 from dawn_train.stages.optim import cosine_schedule
 from dawn_train.tracking.media import flow_to_rgb, image_grid, log_images
 
 log = get_logger(__name__)
 
 
-class LFGStage(L.LightningModule):
+class LFGStage(DawnStage):
     """Args:
         model: the LatentFlowGenerator to train (class_path/init_args in YAML).
-        lr, betas, min_lr: Adam and the cosine decay to `min_lr` over the run's optimizer steps.
+        lr, min_lr: peak learning rate and its cosine decay to `min_lr` over the run's optimizer steps.
+        optimizer: builds the optimizer as `optimizer(params, lr=lr)` (YAML `class_path`/`init_args`, e.g.
+            torch.optim.AdamW with its weight_decay); None = the official Adam, betas (0.5, 0.999).
         perceptual: "vgg19" (official; needs `vgg19_weights`) or "l1" (multi-scale L1 fallback).
         vgg19_weights: path to torchvision's `vgg19` ImageNet state dict (e.g. vgg19-dcbb9e9d.pth).
         perceptual_weights: weight per VGG layer; scales: pyramid scales.
@@ -39,7 +43,7 @@ class LFGStage(L.LightningModule):
         image_every_n_steps: log an image grid every N training steps (rank zero).
     """
 
-    def __init__(self, model: LatentFlowGenerator, lr: float = 4e-4, betas: tuple[float, float] = (0.5, 0.999),
+    def __init__(self, model: LatentFlowGenerator, lr: float = 4e-4, optimizer: OptimizerCallable | None = None,
                  min_lr: float = 2e-6, perceptual: Literal["vgg19", "l1"] = "vgg19", vgg19_weights: str | None = None,
                  perceptual_weights: tuple[float, ...] = (10.0, 10.0, 10.0, 10.0, 10.0),
                  scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125), equivariance_shift_weight: float = 10.0,
@@ -48,6 +52,7 @@ class LFGStage(L.LightningModule):
                  image_every_n_steps: int = 500):
         super().__init__()
         save_hyperparameters(self)
+        self.optimizer = optimizer
         self.model = model
         if init_from:
             load_model_weights(self.model, init_from, kind="lfg")
@@ -115,5 +120,6 @@ class LFGStage(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.lr, betas=tuple(hp.betas))
+        make = self.optimizer or partial(torch.optim.Adam, betas=(0.5, 0.999))  # official LFG optimizer
+        optimizer = make(self.model.parameters(), lr=hp.lr)
         return {"optimizer": optimizer, "lr_scheduler": cosine_schedule(optimizer, self.trainer, hp.lr, hp.min_lr)}

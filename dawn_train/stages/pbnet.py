@@ -59,6 +59,7 @@ vs `val/blink_rate_data` in blinks/s, counted by `metrics.blink`), and a plot of
 """
 from __future__ import annotations
 
+from functools import partial
 from types import SimpleNamespace
 from typing import Literal
 
@@ -67,6 +68,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from dawn_train.checkpoints import load_model_weights
@@ -75,7 +77,7 @@ from dawn_train.data.schema import BLINK_NAMES, POSE_NAMES
 from dawn_train.models.pbnet import PBNet, lengths_to_mask
 from dawn_train.models.pbnet.losses import kl_loss, official_reg_loss, reconstruction_loss, smoothness_loss
 from dawn_train.models.pbnet.units import PBNetUnits, pose_range, prior_latent
-from dawn_train.stages.common import save_hyperparameters
+from dawn_train.stages.common import DawnStage, save_hyperparameters
 from dawn_train.stages.optim import cosine_schedule, total_optimizer_steps
 from dawn_train.tracking.media import log_images
 
@@ -150,11 +152,13 @@ class SequenceDiscriminator(nn.Module):
         return rearrange(self.net(rearrange(x, "b t d -> b d t")), "b 1 t -> b t")
 
 
-class PBNetStage(L.LightningModule):
+class PBNetStage(DawnStage):
     """Args:
         model: the PBNet to train (class_path/init_args in YAML); dims must match `target`.
         target: "pose" (batch["pose"], min-max normalised) or "blink" (batch["blink"], raw ratios).
-        lr, min_lr, weight_decay, warmup_steps: AdamW, linear warm-up, cosine decay over optimizer steps.
+        lr, min_lr, warmup_steps: peak learning rate, linear warm-up and cosine decay over optimizer steps.
+        optimizer: builds the optimizers as `optimizer(params, lr=lr)` (YAML `class_path`/`init_args`);
+            None = the official AdamW, weight decay 0.01.  The discriminator's gets `lr=d_lr`.
         grad_clip: grad-norm clip of the CVAE (official 2.0; None = off).
         kl_weight, kl_delay_steps, kl_warmup_steps: KL weight and its warm-up (module docstring).
         smooth_weight, smoothness: smoothness term on the prediction ("match" or "velocity").
@@ -164,7 +168,7 @@ class PBNetStage(L.LightningModule):
             are what lets a frame attend to its own latent; short CPU runs need them to learn faster.
         pose_norm, crop_size, pose_min, pose_max: pose normalisation (module docstring).
         audio_mean, audio_std: audio features are fed as (audio_feat - audio_mean) / audio_std.
-        gan_weight: adversarial weight for the CVAE (0 = no discriminator, the default); d_lr: its AdamW lr.
+        gan_weight: adversarial weight for the CVAE (0 = no discriminator, the default); d_lr: its lr.
             With a discriminator, Lightning counts both optimizers' steps in `global_step` and
             `trainer.max_steps` (set max_steps = 2 x the batches you want); schedules use batches.
         blink_relative_threshold, blink_min_frames: blink counter of the validation Blink/s.
@@ -173,7 +177,7 @@ class PBNetStage(L.LightningModule):
     """
 
     def __init__(self, model: PBNet, target: Literal["pose", "blink"] = "pose", lr: float = 4e-4,
-                 min_lr: float = 2e-5, weight_decay: float = 0.01, warmup_steps: int = 0,
+                 min_lr: float = 2e-5, optimizer: OptimizerCallable | None = None, warmup_steps: int = 0,
                  grad_clip: float | None = 2.0, kl_weight: float = 0.004, kl_delay_steps: int = 0,
                  kl_warmup_steps: int = 2000, smooth_weight: float = 5e-4,
                  smoothness: Literal["match", "velocity"] = "match", prior_rho: float = 0.0,
@@ -186,6 +190,7 @@ class PBNetStage(L.LightningModule):
                  init_from: str | None = None):
         super().__init__()
         save_hyperparameters(self)
+        self.optimizer = optimizer
         if target not in TARGET_DIMS:
             raise ValueError(f"PBNetStage: target must be 'pose' or 'blink', got {target!r}")
         want = TARGET_DIMS[target]
@@ -359,14 +364,15 @@ class PBNetStage(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.AdamW(self.param_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
+        make = self.optimizer or partial(torch.optim.AdamW, weight_decay=0.01)  # official PBNet optimizer
+        opt = make(self.param_groups(), lr=hp.lr)
         if self.discriminator is None:
             return {"optimizer": opt, "lr_scheduler": cosine_schedule(opt, self.trainer, hp.lr, hp.min_lr, hp.warmup_steps)}
         # manual optimisation: max_steps counts both optimizers' steps; the schedules run over batches
         steps = self.trainer.max_steps // 2 if self.trainer.max_steps and self.trainer.max_steps > 0 else \
             total_optimizer_steps(self.trainer)
         batches = SimpleNamespace(max_steps=max(1, steps))
-        opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=hp.d_lr, weight_decay=hp.weight_decay)
+        opt_d = make(self.discriminator.parameters(), lr=hp.d_lr)
         sched = cosine_schedule(opt, batches, hp.lr, hp.min_lr, hp.warmup_steps)
         sched_d = cosine_schedule(opt_d, batches, hp.d_lr, hp.min_lr * hp.d_lr / hp.lr, hp.warmup_steps)
         return [opt, opt_d], [sched, sched_d]

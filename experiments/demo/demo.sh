@@ -8,6 +8,7 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 mkdir -p "$OUT"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 QUIET=(--trainer.enable_model_summary=false)
+DEMO=(-c experiments/base.yaml -c experiments/demo/base.yaml)   # every demo run: base + tiny CPU settings
 
 step "1/10 synthetic talking heads -> $OUT/raw"
 dawn-train data synth --out "$OUT/raw" --videos 16 --seconds 4 --size 64 --seed 0
@@ -22,15 +23,16 @@ step "4/10 loader benchmark (A2V clips of 40 frames, 1 worker)"
 dawn-train bench loader --shards "$OUT/shards" --stage a2v --clip-len 40 --workers 1 --batches 20
 
 step "5/10 stage 1: LFG (latent flow autoencoder)"
-dawn-train fit -c experiments/demo/lfg.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
+dawn-train fit "${DEMO[@]}" -c experiments/demo/lfg.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
 
 step "6/10 stage 2: PBNet pose and blink"
-dawn-train fit -c experiments/demo/pbnet_pose.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
-dawn-train fit -c experiments/demo/pbnet_blink.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
+dawn-train fit "${DEMO[@]}" -c experiments/demo/pbnet.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
+dawn-train fit "${DEMO[@]}" -c experiments/demo/pbnet.yaml --model.init_args.target=blink \
+    --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
 
 step "7/10 stage 3: A2V-FDM, curriculum stage 1 (short clips) then stage 2 (random lengths, random reference)"
-dawn-train fit -c experiments/demo/a2v_stage1.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
-dawn-train fit -c experiments/demo/a2v_stage1.yaml -c experiments/demo/a2v_stage2.yaml \
+dawn-train fit "${DEMO[@]}" -c experiments/demo/a2v_stage1.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
+dawn-train fit "${DEMO[@]}" -c experiments/demo/a2v_stage1.yaml -c experiments/demo/a2v_stage2.yaml \
     --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
 
 step "8/10 generate: portrait + speech -> $OUT/generated.mp4 (pose and blinks from PBNet)"

@@ -12,18 +12,33 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_LFG = REPO / "experiments" / "demo" / "lfg.yaml"
+DEMO_LFG = [REPO / "experiments" / name for name in ("base.yaml", "demo/base.yaml", "demo/lfg.yaml")]
+
+
+def compose(paths: list[Path]) -> dict:
+    """The YAML files merged as `-c a -c b ...` merges them (mappings key by key, a later list or value
+    replaces); `${...}` interpolations are kept, so the file can still be moved by `run.root`/`run.name`."""
+    def merge(old, new):
+        if isinstance(old, dict) and isinstance(new, dict):
+            return {**old, **{k: merge(old.get(k), v) for k, v in new.items()}}
+        return new
+
+    config: dict = {}
+    for path in paths:
+        config = merge(config, yaml.safe_load(Path(path).read_text()))
+    return config
 
 
 def tiny_lfg_config(path: Path, shards: Path, run_dir: Path, max_steps: int = 6, every_n: int = 3,
                     validate: bool = False) -> Path:
-    """experiments/demo/lfg.yaml with its run folder at `run_dir`, data from `shards`, a few steps."""
-    text = DEMO_LFG.read_text().replace("runs/lfg-demo", str(run_dir)).replace("demo_out/shards", str(shards))
-    config = yaml.safe_load(text)
-    trainer = config["trainer"]
-    trainer.update(max_steps=max_steps, log_every_n_steps=1, val_check_interval=max_steps,
-                   limit_val_batches=1 if validate else 0)
-    trainer["callbacks"][0]["init_args"]["every_n_train_steps"] = every_n
+    """The demo LFG (experiments/base.yaml + demo/base.yaml + demo/lfg.yaml) as one file, its run at
+    `run_dir`, data from `shards`, a few steps."""
+    config = compose(DEMO_LFG)
+    config["run"].update(root=str(run_dir.parent), name=run_dir.name)
+    config["data"]["init_args"]["shards"] = str(shards)
+    config["trainer"].update(max_steps=max_steps, log_every_n_steps=1, val_check_interval=max_steps,
+                             limit_val_batches=1 if validate else 0)
+    config["checkpoint"]["every_n_train_steps"] = every_n
     config["model"]["init_args"]["image_every_n_steps"] = 10_000
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

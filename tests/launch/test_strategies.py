@@ -15,15 +15,23 @@ from dawn_train.launch.strategies import PRESET_FILES, apply_activation_checkpoi
 from .conftest import csv_rows, run_dawn, tiny_lfg_config
 
 
+def preset_args(preset: str) -> list[str]:
+    """-c files of a preset: the ZeRO-3 ones are overlays of deepspeed_stage_2.yaml."""
+    files = (["deepspeed_stage_2"] if preset.startswith("deepspeed_stage_3") else []) + [preset]
+    return [w for f in files for w in ("-c", f"experiments/strategies/{f}.yaml")]
+
+
 @pytest.mark.parametrize("preset", PRESET_FILES)
 def test_preset_composes_after_a_stage_config(preset):
-    config = resolve_fit_config(["-c", "experiments/demo/lfg.yaml", "-c", f"experiments/strategies/{preset}.yaml"])
+    demo = ["experiments/base.yaml", "experiments/demo/base.yaml", "experiments/demo/lfg.yaml"]
+    config = resolve_fit_config([w for f in demo for w in ("-c", f)] + preset_args(preset))
     trainer = config["trainer"]
     assert trainer["strategy"]["class_path"].startswith("dawn_train.launch.strategies.")
-    assert trainer["precision"] == "bf16-mixed" and trainer["accumulate_grad_batches"] == 1
+    assert trainer["precision"] == "32-true" and trainer["accumulate_grad_batches"] == 1  # the stage's precision
     classes = [c["class_path"] for c in trainer["callbacks"]]
-    assert classes[0] == "lightning.pytorch.callbacks.ModelCheckpoint"  # the stage's callbacks are kept
-    assert classes[-1] == "dawn_train.launch.callbacks.ScaleReport"
+    assert classes[0] == "dawn_train.stages.callbacks.Throughput"  # the stage's callbacks are kept
+    assert classes[-1] == "dawn_train.launch.callbacks.ScaleReport" and classes.count(classes[-1]) == 1
+    assert config["checkpoint"]["dirpath"] == "runs/lfg-demo/checkpoints"
     if preset.startswith("deepspeed"):
         assert trainer["strategy"]["init_args"]["stage"] == int(preset.split("_")[2])
     if preset.endswith("offload"):
@@ -73,7 +81,7 @@ def test_ddp_two_cpu_processes_see_equal_batches(synth_shards, tmp_path):
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_on_cpu_trains_resumes_and_exports(stage, synth_shards, tmp_path):
     run = tmp_path / f"zero{stage}"
-    common = ["-c", "experiments/strategies/deepspeed_stage_%d.yaml" % stage, "--trainer.accelerator", "cpu",
+    common = [*preset_args("deepspeed_stage_%d" % stage), "--trainer.accelerator", "cpu",
               "--trainer.precision", "32-true", "--trainer.devices", "2"]
     config = tiny_lfg_config(tmp_path / "lfg.yaml", synth_shards, run, max_steps=4, every_n=4)
     start = time.perf_counter()

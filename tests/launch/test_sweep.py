@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from dawn_train import cli
+from dawn_train.cli import build_parser
 from dawn_train.launch import slurm
 from dawn_train.launch.sweep import SweepError, expand, failed_points, load_sweep, plan, run_sweep
 
@@ -78,9 +79,9 @@ def test_fit_sweep_renders_configs_and_array_script(tmp_path, lfg_config, capsys
         run_dir = str(out / point["name"])
         assert config["model"]["init_args"]["lr"] == lr and config["trainer"]["max_steps"] == 3
         assert config["data"]["init_args"]["batch_size"] == 2
-        # the run folder and every path under it moved into the sweep; the data path did not
-        assert config["trainer"]["default_root_dir"] == run_dir
-        assert config["trainer"]["callbacks"][0]["init_args"]["dirpath"] == run_dir + "/checkpoints"
+        # the point is a run (run.root, run.name): every directory follows it, the data path does not
+        assert config["run"]["name"] == point["name"] and config["trainer"]["default_root_dir"] == run_dir
+        assert config["checkpoint"]["dirpath"] == run_dir + "/checkpoints"
         assert config["data"]["init_args"]["shards"] == str(tmp_path / "shards")
         wandb, csv = config["trainer"]["logger"]
         assert wandb["init_args"]["save_dir"] == run_dir and csv["init_args"]["save_dir"] == run_dir
@@ -106,7 +107,8 @@ def test_window_grid_expands_and_validates(tmp_path):
     sweep = load_sweep_unchecked(REPO / "experiments" / "ablations" / "window.yaml")
     assert sweep["grid"] == {"model.init_args.model.init_args.window_size": [20, 40, 80, 200, None]}
     # validate the same grid against the A2V model through the demo A2V configs (same stage, same key)
-    demo = {**sweep, "configs": ["experiments/demo/a2v_stage1.yaml", "experiments/demo/a2v_stage2.yaml"],
+    demo = {**sweep, "configs": [f"experiments/{name}.yaml" for name in
+                                 ("base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2")],
             "out_dir": str(tmp_path / "window")}
     loaded = load_sweep(write(tmp_path / "window.yaml", demo))
     points, configs, _ = plan(loaded)
@@ -127,17 +129,30 @@ def test_command_sweep_validates_with_the_dawn_train_parser(tmp_path):
     base = {"name": "gen-window", "command": ["generate"], "args": ["--image", "face.png", "--audio", "speech.wav",
                                                                     "--config", "experiments/demo/generate.yaml"],
             "out_arg": "--out", "grid": {"--window-size": [20, 40]}, "out_dir": str(tmp_path / "gen")}
-    points, configs, warnings = plan(load_sweep(write(tmp_path / "ok.yaml", base)))
+    points, configs, warnings = plan(load_sweep(write(tmp_path / "ok.yaml", base)), parser=build_parser())
     assert not configs and not warnings
     assert points[1].argv[-2:] == [f"--out={tmp_path / 'gen' / points[1].name}", "--window-size=40"]
     with pytest.raises(SweepError, match="window-size"):
-        plan(load_sweep(write(tmp_path / "bad.yaml", {**base, "grid": {"--window-size": [20, "wide"]}})))
+        plan(load_sweep(write(tmp_path / "bad.yaml", {**base, "grid": {"--window-size": [20, "wide"]}})),
+             parser=build_parser())
     # a command this installation does not have yet: rendered with a warning, refused for submission
     later = write(tmp_path / "eval.yaml", {**base, "command": ["eval-not-yet"], "args": []})
-    summary = run_sweep(later)
+    summary = run_sweep(later, parser=build_parser())
     assert summary["warnings"] and Path(summary["script"]).is_file()
     with pytest.raises((SweepError, slurm.SlurmError)):
-        run_sweep(later, submit=True)
+        run_sweep(later, submit=True, parser=build_parser())
+    # without dawn-train's parser (launch does not import dawn_train.cli) the points are not validated
+    assert "could not be validated" in plan(load_sweep(write(tmp_path / "np.yaml", base)), strict=False)[2][0]
+
+
+def test_config_whose_directories_ignore_the_run_is_refused(tmp_path, lfg_config):
+    """A stage config that spells its run folder literally would put every point in the same folder."""
+    config = yaml.safe_load(lfg_config.read_text())
+    config["trainer"]["default_root_dir"] = str(tmp_path / "runs" / "fixed")
+    fixed = write(tmp_path / "fixed.yaml", config)
+    path = write(tmp_path / "sweep.yaml", lfg_sweep(tmp_path, fixed))
+    with pytest.raises(SweepError, match="are not under"):
+        run_sweep(path)
 
 
 def test_missing_sbatch_is_a_clear_error(tmp_path, lfg_config, monkeypatch, capsys):

@@ -21,8 +21,9 @@ from dawn_train.stages.ema import EMA
 from dawn_train.tracking import read_offline_run
 
 REPO = Path(__file__).resolve().parents[2]
-STAGE1 = str(REPO / "experiments" / "demo" / "a2v_stage1.yaml")
-STAGE2 = str(REPO / "experiments" / "demo" / "a2v_stage2.yaml")
+STAGE1 = [w for name in ("base", "demo/base", "demo/a2v_stage1")
+          for w in ("-c", str(REPO / "experiments" / f"{name}.yaml"))]
+STAGE2 = [*STAGE1, "-c", str(REPO / "experiments" / "demo" / "a2v_stage2.yaml")]
 TINY_A2V = dict(dim=8, dim_mults=(1, 2), ref_channels=32, cond_aud=80, attn_heads=2, attn_dim_head=8,
                 init_kernel_size=3, resnet_groups=4, sampling_timesteps=2)
 # CLI overrides giving the same tiny UNet and a loss that is not dominated by timestep noise
@@ -92,7 +93,7 @@ def fit(argv: list[str], cwd: Path) -> None:
 @pytest.fixture(scope="module")
 def stage1_run(synth_shards, lfg_ckpt, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("a2v")
-    fit(["fit", "-c", STAGE1, f"--data.init_args.shards={synth_shards}", f"--model.init_args.lfg_checkpoint={lfg_ckpt}",
+    fit(["fit", *STAGE1, f"--data.init_args.shards={synth_shards}", f"--model.init_args.lfg_checkpoint={lfg_ckpt}",
          "--trainer.max_steps=21", "--trainer.val_check_interval=21", "--data.init_args.clip_len=4", *TINY_ARGS,
          *FAST_ARGS], work)
     return work / "runs" / "a2v-demo-stage1"
@@ -101,7 +102,7 @@ def stage1_run(synth_shards, lfg_ckpt, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def stage2_run(stage1_run, synth_shards, lfg_ckpt) -> Path:
     work = stage1_run.parent.parent
-    fit(["fit", "-c", STAGE1, "-c", STAGE2, f"--data.init_args.shards={synth_shards}",
+    fit(["fit", *STAGE2, f"--data.init_args.shards={synth_shards}",
          f"--model.init_args.lfg_checkpoint={lfg_ckpt}", f"--model.init_args.init_from={stage1_run}/checkpoints/last.ckpt",
          "--trainer.max_steps=15", "--trainer.val_check_interval=15", "--data.init_args.clip_len=4",
          "--data.init_args.clip_len_max=8", "--data.init_args.val_clip_len=6", *TINY_ARGS, *FAST_ARGS], work)
@@ -142,7 +143,7 @@ def test_stage1_checkpoint_holds_ema_not_lfg(stage1_run):
     ema, raw_w = raw["state_dict"][f"ema.model.{name}"], raw["state_dict"][f"model.{name}"]
     assert not torch.equal(ema, raw_w)
     model, meta = load_a2v(path)
-    assert meta["ema"] and torch.equal(model.state_dict()[name], ema)
+    assert meta.ema and torch.equal(model.state_dict()[name], ema)
     assert torch.equal(checkpoints.load_model(path, "a2v").state_dict()[name], raw_w)
     # a resume restores every weight strictly although the frozen LFG is not in the file
     stage = A2VStage(checkpoints.build(raw["hyper_parameters"]["model"]),

@@ -171,19 +171,15 @@ def shards(tmp_path_factory) -> Path:
     return root / "shards"
 
 
+DEMO_PBNET = [str(REPO / "experiments" / name) for name in ("base.yaml", "demo/base.yaml", "demo/pbnet.yaml")]
+
+
 def demo_config(target: str, shards: Path, out: Path, **overrides) -> Path:
-    """experiments/demo/pbnet_<target>.yaml with its paths moved under `out`."""
-    config = yaml.safe_load((REPO / f"experiments/demo/pbnet_{target}.yaml").read_text())
-    run = str(out / f"pbnet-{target}")
-    trainer = config["trainer"]
-    trainer["default_root_dir"] = run
-    for logger in trainer["logger"]:
-        logger["init_args"]["save_dir"] = run
-    for callback in trainer["callbacks"]:
-        if callback["class_path"].endswith("ModelCheckpoint"):
-            callback["init_args"]["dirpath"] = f"{run}/checkpoints"
-    trainer["enable_progress_bar"] = False
-    config["data"]["init_args"].update(shards=str(shards), num_workers=0)
+    """An overlay of experiments/demo/pbnet.yaml (see `fit`): `target`, the run at `out/pbnet-<target>`."""
+    config: dict = {"run": {"root": str(out), "name": f"pbnet-{target}"},
+                    "trainer": {"enable_progress_bar": False},
+                    "model": {"init_args": {"target": target}},
+                    "data": {"init_args": {"shards": str(shards), "num_workers": 0}}}
     for key, value in overrides.items():
         section, name = key.split(".", 1)
         (config[section] if section == "trainer" else config[section]["init_args"])[name] = value
@@ -193,13 +189,14 @@ def demo_config(target: str, shards: Path, out: Path, **overrides) -> Path:
 
 
 def fit(config: Path):
-    """`dawn-train fit -c config` in-process; closes the W&B run so the next fit starts its own."""
+    """`dawn-train fit -c experiments/base.yaml -c demo/base.yaml -c demo/pbnet.yaml -c config` in-process;
+    closes the W&B run so the next fit starts its own."""
     import wandb
 
     from dawn_train.stages.cli import run_lightning_cli
 
     try:
-        return run_lightning_cli(["fit", "-c", str(config)])
+        return run_lightning_cli(["fit", *(w for f in [*DEMO_PBNET, str(config)] for w in ("-c", f))])
     finally:
         wandb.finish()
 
@@ -216,8 +213,8 @@ def column(rows: list[dict], key: str) -> list[float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["pose", "blink"])
 def test_demo_config_trains_logs_and_round_trips(target, shards, tmp_path):
-    """`dawn-train fit -c experiments/demo/pbnet_<target>.yaml`: the loss falls, validation logs the
-    sample statistics and a curve plot to W&B, and last.ckpt rebuilds the same model."""
+    """`dawn-train fit -c experiments/base.yaml -c demo/base.yaml -c demo/pbnet.yaml`: the loss falls, validation
+    logs the sample statistics and a curve plot to W&B, and last.ckpt rebuilds the same model."""
     from dawn_train.tracking import read_offline_run
 
     torch.set_num_threads(1)

@@ -174,8 +174,14 @@ class Unet3D(nn.Module):
     ) -> Tensor:
         """x: (B, C, T, H, W); time: (B,); cond: (B, T, D) or None (= null condition for every frame);
         null_cond_mask: (B, T) bool, True = frame gets the null condition (drawn with
-        ``null_cond_prob`` when not given).  Returns (B, out_grid_dim + out_conf_dim, T, H, W)."""
+        ``null_cond_prob`` when not given).  Returns (B, out_grid_dim + out_conf_dim, T, H, W).
+
+        Computes in the dtype of its weights (a strategy may have cast them, e.g. DeepSpeed bf16): inputs are
+        cast to it, and the step embedding is taken from the exact float32 step numbers first."""
         b, _, t, _, _ = x.shape
+        dtype = self.init_conv.weight.dtype
+        x = x.to(dtype)
+        cond = cond.to(dtype) if cond is not None else None
         if cond is None:
             cond = x.new_zeros(b, t, self.cond_dim)
             null_cond_mask = torch.ones(b, t, dtype=torch.bool, device=x.device)
@@ -190,7 +196,7 @@ class Unet3D(nn.Module):
         x = self.init_conv(x)
         r = x.clone()
         x = self._run(self.init_temporal_attn, x, **tkw)
-        temb = self.time_mlp(time.to(x.dtype))  # step embedding in the input's float dtype
+        temb = self.time_mlp[1:](self.time_mlp[0](time.float()).to(dtype))  # sinusoids of exact steps
 
         skips = []
         for block1, block2, spatial_attn, temporal_attn, downsample in self.downs:

@@ -1,0 +1,165 @@
+"""experiments/: configs compose from a base and overlays without copied lines, every documented
+composition resolves (`dawn-train fit ... --print_config`, no data or checkpoint needed), one run name
+places every directory of a run, and the values shared by data and model are set once."""
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dawn_train.launch.config import resolve_fit_config
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+
+# Every documented composition: the -c files in order (relative to experiments/), then extra arguments.
+COMPOSITIONS = {
+    "lfg-hdtf128": ["base", "lfg/base", "lfg/hdtf128"],
+    "lfg-hdtf256": ["base", "lfg/base", "lfg/hdtf256"],
+    "pbnet-pose-hdtf": ["base", "pbnet/base", "pbnet/hdtf_pose"],
+    "pbnet-blink-hdtf": ["base", "pbnet/base", "pbnet/hdtf_blink"],
+    "a2v-hdtf128-stage1": ["base", "a2v/base", "a2v/hdtf128"],
+    "a2v-hdtf128-stage2": ["base", "a2v/base", "a2v/hdtf128", "a2v/stage2"],
+    "a2v-hdtf256-stage1": ["base", "a2v/base", "a2v/hdtf256"],
+    "a2v-hdtf256-stage2": ["base", "a2v/base", "a2v/hdtf256", "a2v/stage2"],
+    "lfg-demo": ["base", "demo/base", "demo/lfg"],
+    "pbnet-pose-demo": ["base", "demo/base", "demo/pbnet"],
+    "pbnet-blink-demo": ["base", "demo/base", "demo/pbnet", "--model.init_args.target=blink"],
+    "a2v-demo-stage1": ["base", "demo/base", "demo/a2v_stage1"],
+    "a2v-demo-stage2": ["base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2"],
+}
+# Strategy presets compose after a stage (the ZeRO-3 ones are overlays of deepspeed_stage_2).
+STRATEGIES = {
+    "ddp": ["strategies/ddp"],
+    "deepspeed_stage_2": ["strategies/deepspeed_stage_2"],
+    "deepspeed_stage_3": ["strategies/deepspeed_stage_2", "strategies/deepspeed_stage_3"],
+    "deepspeed_stage_3_offload": ["strategies/deepspeed_stage_2", "strategies/deepspeed_stage_3_offload"],
+}
+NOT_FIT_CONFIGS = {"ablations/window.yaml", "demo/generate.yaml"}  # a sweep file, a `generate --config` file
+
+
+def argv(parts: list[str]) -> list[str]:
+    return [w for part in parts for w in ([part] if part.startswith("--") else ["-c", f"experiments/{part}.yaml"])]
+
+
+def setting_lines(path: Path) -> set[str]:
+    """The `key: value` lines of a YAML file, normalised: no comment, no indent, no list dash; lines
+    that only open a mapping (`trainer:`, `init_args:`) and bare list items are left out."""
+    lines = set()
+    for line in path.read_text().splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        line = line[2:].strip() if line.startswith("- ") else line
+        if ": " in line:
+            lines.add(line)
+    return lines
+
+
+def test_no_setting_is_repeated_in_more_than_two_files():
+    files = defaultdict(list)
+    for path in sorted(EXPERIMENTS.rglob("*.yaml")):
+        for line in setting_lines(path):
+            files[line].append(str(path.relative_to(EXPERIMENTS)))
+    repeated = {line: where for line, where in files.items() if len(where) > 2}
+    assert not repeated, f"put these in a base or an overlay that the configs compose: {repeated}"
+
+
+def test_every_fit_config_is_in_a_documented_composition():
+    used = {f"{part}.yaml" for parts in [*COMPOSITIONS.values(), *STRATEGIES.values()] for part in parts
+            if not part.startswith("--")}
+    found = {str(p.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.rglob("*.yaml")}
+    assert found - NOT_FIT_CONFIGS == used, "add the new config to COMPOSITIONS (and document it) or delete it"
+
+
+def run_dirs(config: dict) -> list[str]:
+    loggers = config["trainer"]["logger"]
+    return [config["trainer"]["default_root_dir"], config["checkpoint"]["dirpath"],
+            *(logger["init_args"]["save_dir"] for logger in loggers)]
+
+
+@pytest.mark.parametrize("name", COMPOSITIONS)
+def test_composition_resolves_and_its_directories_follow_the_run_name(name):
+    config = resolve_fit_config(argv(COMPOSITIONS[name]))
+    assert config["run"]["name"] == name
+    run_dir = f"runs/{name}"
+    assert run_dirs(config) == [run_dir, f"{run_dir}/checkpoints", run_dir, run_dir]
+    wandb = config["trainer"]["logger"][0]["init_args"]
+    assert wandb["name"] == name and wandb["job_type"] == config["run"]["job_type"]
+    assert "${" not in json.dumps(config)  # every interpolation resolved
+
+
+def test_run_name_and_root_on_the_command_line_move_every_directory():
+    config = resolve_fit_config(argv([*COMPOSITIONS["a2v-hdtf128-stage2"], "--run.name=foo", "--run.root=/scratch"]))
+    assert run_dirs(config) == ["/scratch/foo", "/scratch/foo/checkpoints", "/scratch/foo", "/scratch/foo"]
+    # the stage-1 checkpoint it starts from belongs to the experiment, not to this run
+    assert config["model"]["init_args"]["init_from"] == "runs/a2v-hdtf128-stage1/checkpoints/last.ckpt"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_presets_compose_after_a_stage(strategy):
+    config = resolve_fit_config(argv([*COMPOSITIONS["a2v-hdtf128-stage1"], *STRATEGIES[strategy]]))
+    trainer = config["trainer"]
+    assert trainer["strategy"]["class_path"].startswith("dawn_train.launch.strategies.")
+    assert trainer["precision"] == "bf16-mixed"  # from the stage config
+    assert [c["class_path"].rsplit(".", 1)[1] for c in trainer["callbacks"]] == [
+        "LearningRateMonitor", "Throughput", "DataHealth", "ScaleReport"]
+    if strategy.startswith("deepspeed_stage_3"):
+        assert trainer["strategy"]["init_args"]["stage"] == 3 and trainer["strategy"]["init_args"]["overlap_comm"]
+
+
+def test_optimizer_is_injected_from_yaml():
+    config = resolve_fit_config(argv([*COMPOSITIONS["pbnet-pose-demo"], "--model.init_args.optimizer=torch.optim.SGD",
+                                      "--model.init_args.optimizer.init_args.momentum=0.9"]))
+    optimizer = config["model"]["init_args"]["optimizer"]
+    assert optimizer["class_path"] == "torch.optim.SGD" and optimizer["init_args"]["momentum"] == 0.9
+    assert resolve_fit_config(argv(COMPOSITIONS["lfg-demo"]))["model"]["init_args"]["optimizer"] is None  # official
+
+
+@pytest.fixture
+def fake_shards(tmp_path) -> Path:
+    """A shard directory with only a manifest: an 80-d audio feature."""
+    from dawn_train.data import schema
+    from dawn_train.data.shards import MANIFEST
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / MANIFEST).write_text(json.dumps({"schema_version": schema.SCHEMA_VERSION,
+                                               "feature": {"type": "logmel", "dim": 80}, "splits": {}}))
+    return shards
+
+
+def test_values_shared_by_data_and_model_are_set_once(fake_shards, tmp_path, monkeypatch):
+    """The PBNet's dims follow its target and the shards (also in the hyper-parameters a checkpoint
+    rebuilds the model from), the A2V reference frame rule its curriculum stage, the A2V-FDM's audio
+    size the shards; the stage's injected optimizer gets the stage's lr."""
+    import lightning as L
+    import torch
+
+    from dawn_train.stages.cli import DawnCLI, derive_model_args
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    common = [f"--data.init_args.shards={fake_shards}", f"--run.root={tmp_path / 'runs'}"]
+    cli = DawnCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                  run=False, args=argv(COMPOSITIONS["pbnet-blink-demo"]) + common
+                  + ["--model.init_args.optimizer=torch.optim.AdamW"], save_config_callback=None)
+    assert (cli.model.model.pos_dim, cli.model.model.eye_dim) == (0, 2)
+    dims = {k: cli.model.hparams["model"]["init_args"][k] for k in ("pos_dim", "eye_dim", "audio_dim")}
+    assert dims == {"pos_dim": 0, "eye_dim": 2, "audio_dim": 80}
+    optimizer = cli.model.optimizer(cli.model.model.parameters(), lr=cli.model.hparams.lr)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 1e-2
+
+    for name, reference in (("a2v-demo-stage1", "first"), ("a2v-demo-stage2", "random"),
+                            ("a2v-hdtf256-stage2", "random")):
+        config = cli.parser.parse_args(argv(COMPOSITIONS[name]) + common)
+        assert config.data.init_args.reference == reference
+        assert derive_model_args(config) == ["model.init_args.model.init_args.cond_aud: 1024 -> 80"]
+        assert config.model.init_args.model.init_args.cond_aud == 80
+    assert derive_model_args(cli.parser.parse_args(argv(COMPOSITIONS["lfg-demo"]) + common)) == []
+
+
+def test_config_files_parse_as_yaml():
+    for path in EXPERIMENTS.rglob("*.yaml"):
+        assert isinstance(yaml.safe_load(path.read_text()), dict), path
