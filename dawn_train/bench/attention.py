@@ -8,8 +8,9 @@ over an unfolded window, so its memory grows as O(T * window) instead of O(T^2).
 
 Peak memory: on CUDA `torch.cuda.max_memory_allocated` above what was allocated before the call; on CPU
 the process's peak resident set size above its current size (Linux `VmHWM`, reset through
-`/proc/self/clear_refs` after glibc `malloc_trim` before each measurement; where that is not possible, `ru_maxrss`, which only grows,
-so later measurements may read 0).  Times are the median of `repeats` runs after one warm-up.
+`/proc/self/clear_refs` after glibc `malloc_trim` before each measurement; where that is not possible,
+`ru_maxrss`, which only grows, so later measurements may read 0).  Times are the median of `repeats` runs after
+one warm-up.
 """
 from __future__ import annotations
 
@@ -23,8 +24,13 @@ from typing import Callable
 import torch
 
 from dawn_train.models.a2v.attention import RelativePositionBias
-from dawn_train.models.a2v.local_attention import (band_mask, dense_attention, half_width, relative_positions,
-                                                   windowed_attention)
+from dawn_train.models.a2v.local_attention import (
+    band_mask,
+    dense_attention,
+    half_width,
+    relative_positions,
+    windowed_attention,
+)
 
 
 def _status_kb(field: str) -> int | None:

@@ -27,9 +27,11 @@ PRESETS = {
 @torch.no_grad()
 def bench_sample(frames: int = 200, window: int | None = 80, preset: str = "demo", latent: int | None = None,
                  steps: int = 20, device: str = "auto", dtype: str = "float32", attn_backend: str = "math",
-                 repeats: int = 1, warmup: int | None = None, seed: int = 0) -> dict:
+                 repeats: int = 1, warmup: int | None = None, seed: int = 0, progress: bool = False) -> dict:
     """Time and peak memory of `steps` DDIM steps over `frames` frames (batch 1), after `warmup` untimed
-    generations (default: 1 on CUDA, 0 on CPU)."""
+    generations (default: 1 on CUDA, 0 on CPU).  `progress`: a tqdm bar (stderr) per generation."""
+    from tqdm.auto import tqdm
+
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     dev = resolve_device(device)
@@ -48,12 +50,18 @@ def bench_sample(frames: int = 200, window: int | None = 80, preset: str = "demo
     box = torch.tensor([[0.25 * frame, 0.75 * frame, 0.2 * frame, 0.9 * frame, frame, frame]], device=dev)
     cond = torch.randn(1, frames, ours.unet.cond_dim, generator=generator, device=dev, dtype=dt)
 
-    def run(model):
-        return lambda: model.sample(ref_fea, box, cond, generator=torch.Generator(device=dev).manual_seed(seed))
+    def run(model, name: str):
+        def bar(pairs):
+            return tqdm(pairs, desc=f"{name} attention, {frames} frames", unit="step", disable=not progress,
+                        leave=False)
+
+        return lambda: model.sample(ref_fea, box, cond, generator=torch.Generator(device=dev).manual_seed(seed),
+                                    progress=bar)
 
     result = {"device": str(dev), "preset": preset, "latent": size, "frames": frames, "window": window, "steps": steps,
               "dtype": dtype, "params": sum(p.numel() for p in ours.parameters())}
     if warmup is None:
         warmup = 1 if dev.type == "cuda" else 0
-    result.update(side_by_side(measure(run(ours), dev, repeats, warmup), measure(run(full), dev, repeats, warmup)))
+    result.update(side_by_side(measure(run(ours, "banded"), dev, repeats, warmup),
+                               measure(run(full, "full"), dev, repeats, warmup)))
     return result

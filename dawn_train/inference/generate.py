@@ -5,9 +5,16 @@
     audio --(any format PyAV reads -> 16 kHz mono)--> per-frame audio features (the feature the A2V
           checkpoint was trained with; N = floor(seconds * 25) frames)
     pose/blink: PBNet samples (`pbnet_pose`/`pbnet_blink`), .npy files, or held at the reference state
-    A2V-FDM: all N frames in one DDIM run (banded temporal attention keeps memory linear in N)
-          -> latent flow + occlusion -> LFG decode (chunked over time)
+    A2V-FDM: all N frames in one DDIM run (banded temporal attention keeps memory linear in N), or with
+          `chunk_seconds` windows of S seconds cross-faded over `chunk_overlap` (memory of one window)
+          -> latent flow + occlusion -> LFG decode, `decode_chunk` frames at a time, straight into the encoder
     -> mp4, 25 fps, H.264 + AAC with the audio muxed in (PyAV).
+
+Long audio: the peak memory is estimated before the work (`inference/memory.py`) and a generation that does
+not fit the device is refused with the estimate and what fits (`max_seconds`, `chunk_seconds`).  One pass
+gives the most consistent motion (every frame planned with every other, within the attention windows);
+windows bound the memory whatever the length, at the price of motion planned per window and blended at the
+seams (`models/a2v/conditioning.sample_windows`).  Every phase shows progress on stderr.
 
 Every option is a field of :class:`GenerateOptions`, the one spelling shared by the command line
 (flags made from the fields), the `--config` YAML (keys = field names) and the Python API.
@@ -21,9 +28,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -31,11 +39,16 @@ import torch
 from dawn_train.data.audio import AudioError, LogMelSpec, log_mel, n_video_frames
 from dawn_train.data.schema import BLINK_DIM, FPS, POSE_DIM, SAMPLE_RATE
 from dawn_train.data.video import encode_mp4
-from dawn_train.inference.pipeline import load_pipeline
-from dawn_train.inference.pose_blink import (GenerationRequest, PoseBlinkSource, pose_blink_from_files,
-                                             pose_blink_from_pbnet)
+from dawn_train.inference.memory import FEATURE_CHUNK_FRAMES, check_fits, gib, memory_budget, process_rss
+from dawn_train.inference.pipeline import Pipeline, load_pipeline
+from dawn_train.inference.pose_blink import (
+    GenerationRequest,
+    PoseBlinkSource,
+    pose_blink_from_files,
+    pose_blink_from_pbnet,
+)
 from dawn_train.log import get_logger
-from dawn_train.tracking.media import to_uint8_video
+from dawn_train.models.a2v.conditioning import window_spans
 
 log = get_logger(__name__)
 CONVERTIBLE_MODES = {"L", "LA", "P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "I;16"}
@@ -55,7 +68,8 @@ class GenerateOptions:
 
     lfg: Optional[str] = _opt(help="LFG checkpoint (.ckpt, DeepSpeed dir, exported/converted or official .pth)")
     a2v: Optional[str] = _opt(help="A2V-FDM checkpoint (EMA weights used when present)")
-    pbnet_pose: Optional[str] = _opt(help="PBNet pose checkpoint: samples head motion from the audio (--seed varies it)")
+    pbnet_pose: Optional[str] = _opt(help="PBNet pose checkpoint: samples head motion from the audio (--seed "
+                                     "varies it)")
     pbnet_blink: Optional[str] = _opt(help="PBNet blink checkpoint: samples blinks from the audio")
     pose_from: Optional[str] = _opt(help="(frames, 6) .npy pose sequence (e.g. another video's: cross-identity "
                                     "reenactment); default: PBNet if given, else held at the reference pose")
@@ -74,6 +88,16 @@ class GenerateOptions:
     device: Optional[str] = _opt(help="cpu, cuda, ... (default: cuda if available)")
     decode_chunk: int = _opt(32, help="frames per LFG decode call (memory bound)")
     max_seconds: Optional[float] = _opt(help="use only the first seconds of the audio")
+    chunk_seconds: Optional[float] = _opt(help="generate the motion in windows of S seconds (each one "
+                                          "non-autoregressive DDIM run, same reference), cross-faded over "
+                                          "--chunk-overlap: memory of one window whatever the length, at the price of "
+                                          "seams and less global consistency than one pass (default: one pass)")
+    chunk_overlap: float = _opt(2.0, help="seconds shared by consecutive --chunk-seconds windows, cross-faded in "
+                                "latent-flow space (at most half a window)")
+    memory_budget: Optional[float] = _opt(help="GiB the generation may use (default: what the device has available); "
+                                          "a generation estimated above it is refused before any work")
+    pbnet_banded: bool = _opt(True, help="PBNet attends in bands beyond its +-200-frame window (O(T x window) "
+                              "memory); --no-pbnet-banded builds the official dense T x T bias (O(T^2), comparisons)")
     use_ema: bool = _opt(True, help="sample with the EMA weights when the checkpoint has them")
 
     @classmethod
@@ -195,11 +219,35 @@ def load_audio(path: str | Path, max_seconds: Optional[float] = None) -> np.ndar
     return audio
 
 
-def audio_features(audio: np.ndarray, n_frames: int, feature: Optional[dict], dim: int) -> np.ndarray:
+def log_mel_chunked(audio: np.ndarray, n_frames: int, spec: LogMelSpec = LogMelSpec(),
+                    chunk: int = FEATURE_CHUNK_FRAMES,
+                    progress: Optional[Callable[[int], object]] = None) -> np.ndarray:
+    """`data.audio.log_mel` computed `chunk` frames at a time (the STFT of ten minutes would hold ~140 MiB):
+    each call gets its frames' audio plus one frame of context on each side (zeros beyond the audio, as
+    `log_mel` pads) and drops the two edge rows, so the rows equal those of one call up to FFT rounding.
+    `progress(n)` is called after every chunk with its frame count."""
+    hop, rows = spec.hop, []
+    usable = min(len(audio), n_frames * hop)
+    for first in range(0, n_frames, max(1, int(chunk))):
+        last = min(n_frames, first + chunk)
+        begin, end = (first - 1) * hop, (last + 1) * hop
+        segment = np.zeros(end - begin, dtype=np.float32)
+        lo, hi = max(begin, 0), min(end, usable)
+        if hi > lo:
+            segment[lo - begin:hi - begin] = audio[lo:hi]
+        rows.append(log_mel(segment, last - first + 2, spec)[1:-1])
+        if progress is not None:
+            progress(last - first)
+    return np.concatenate(rows)
+
+
+def audio_features(audio: np.ndarray, n_frames: int, feature: Optional[dict], dim: int,
+                   progress: Optional[Callable[[int], object]] = None) -> np.ndarray:
     """The per-frame feature the A2V model was trained with: (n_frames, dim) float32.
 
     `feature` is the shard manifest's spec recorded in the checkpoint; without one, a `dim` of 80 means
-    the built-in log-mel and 1024 the official HuBERT feature."""
+    the built-in log-mel and 1024 the official HuBERT feature.  The log-mel is computed in chunks
+    (:func:`log_mel_chunked`; `progress(n)` after each)."""
     kind = (feature or {}).get("type") or ("logmel" if dim == LogMelSpec().dim else "hubert" if dim == 1024 else None)
     if kind == "logmel":
         fields = {k: v for k, v in (feature or {}).items() if k in LogMelSpec.__dataclass_fields__}
@@ -207,7 +255,7 @@ def audio_features(audio: np.ndarray, n_frames: int, feature: Optional[dict], di
         if spec.dim != dim:
             raise ValueError(f"the checkpoint's log-mel feature is {spec.dim}-d but the model expects {dim}")
         # shards store features as float16: round the same way
-        return log_mel(audio, n_frames, spec).astype(np.float16).astype(np.float32)
+        return log_mel_chunked(audio, n_frames, spec, progress=progress).astype(np.float16).astype(np.float32)
     if kind == "hubert":
         raise NotImplementedError(
             "this A2V checkpoint was trained on HuBERT features (hubert-large-ls960-ft, 1024-d, last layer resampled "
@@ -227,42 +275,86 @@ def check_output(out: str | Path) -> Path:
 
 
 # ---- the pipeline -------------------------------------------------------------------------------
+class LazyVideo:
+    """The uint8 frames (N, R, R, 3) of a generation as `encode_mp4` reads them (shape, dtype, iteration), decoded
+    from the latent motion `decode_chunk` frames at a time while the encoder pulls them: neither the float
+    video nor the uint8 one is ever whole in memory.  `bar` (tqdm) counts the frames, then shows the mux."""
+
+    ndim, dtype = 4, np.dtype(np.uint8)
+
+    def __init__(self, chunks: Iterator[np.ndarray], n_frames: int, size: int, bar=None) -> None:
+        self.chunks, self.shape, self.bar = chunks, (n_frames, size, size, 3), bar
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for chunk in self.chunks:
+            yield from chunk
+            if self.bar is not None:
+                self.bar.update(len(chunk))
+        if self.bar is not None:
+            self.bar.set_description("mux audio")
+
+
+def _phase(desc: str, total: int, progress: bool, unit: str = "it"):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
+
+
+def chunk_frames(opts: GenerateOptions, n_frames: int) -> tuple[Optional[int], int]:
+    """(frames per A2V window or None for one pass, overlap frames) from --chunk-seconds / --chunk-overlap."""
+    if opts.chunk_seconds is None:
+        return None, 0
+    window = int(round(opts.chunk_seconds * FPS))
+    overlap = int(round(opts.chunk_overlap * FPS))
+    if window < 2:
+        raise ValueError(f"--chunk-seconds {opts.chunk_seconds}: a window needs at least 2 frames (0.08 s)")
+    if not 0 <= overlap <= window // 2:
+        raise ValueError(f"--chunk-overlap {opts.chunk_overlap} s ({overlap} frames) must be between 0 and half a "
+                         f"window ({window // 2} frames of --chunk-seconds {opts.chunk_seconds})")
+    return (window if window < n_frames else None), overlap
+
+
 @torch.no_grad()
 def generate(image: str | Path, audio: str | Path, out: str | Path, options: Optional[GenerateOptions] = None, *,
              config: Optional[str | Path] = None, pose_blink_source: Optional[PoseBlinkSource] = None,
-             progress: bool = True, **given) -> dict:
+             pipeline: Optional[Pipeline] = None, progress: bool = True, **given) -> dict:
     """Write a talking-head mp4 to `out`; returns a summary dict.  Options: a :class:`GenerateOptions`,
     or the YAML `config` overridden by keyword arguments named as its fields.
-    `pose_blink_source`: any callable(GenerationRequest) -> PoseBlink; default: PBNet / files / held state."""
-    from tqdm.auto import tqdm
+    `pose_blink_source`: any callable(GenerationRequest) -> PoseBlink; default: PBNet / files / held state.
+    `pipeline`: models already loaded (`load_pipeline`); then `lfg`/`a2v`/`pbnet_*`/`device`/`use_ema` are unused.
 
+    Before any expensive work the peak memory is estimated (`inference/memory.py`) and compared with what the
+    device has (or `memory_budget`): a generation that does not fit is refused with the estimate, the longest
+    audio that fits and the largest `chunk_seconds` that fits.  Every phase shows a progress bar on stderr
+    (`progress=False` hides them): features, PBNet, DDIM, decode + encode (then the audio mux)."""
     opts = options if options is not None else GenerateOptions.resolve(config, **given)
     if options is not None and (config or given):
         raise TypeError("generate: give either a GenerateOptions or config/keyword options, not both")
-    for key in ("lfg", "a2v"):
-        if not getattr(opts, key):
-            raise ValueError(f"generate needs --{key} CHECKPOINT (or `{key}:` in the --config YAML)")
+    if pipeline is None:
+        for key in ("lfg", "a2v"):
+            if not getattr(opts, key):
+                raise ValueError(f"generate needs --{key} CHECKPOINT (or `{key}:` in the --config YAML)")
     out = check_output(out)
+    started = time.perf_counter()
 
     # checkpoints first (fail before decoding anything expensive)
-    pipe = load_pipeline(opts.lfg, opts.a2v, pbnet_pose=opts.pbnet_pose, pbnet_blink=opts.pbnet_blink,
-                         device=opts.device, use_ema=opts.use_ema)
+    pipe = pipeline or load_pipeline(opts.lfg, opts.a2v, pbnet_pose=opts.pbnet_pose, pbnet_blink=opts.pbnet_blink,
+                                     device=opts.device, use_ema=opts.use_ema)
     pipe.set_window(opts.window_size)
+    if pipe.pose_blink is not None:
+        for model in (pipe.pose_blink.pose_model, pipe.pose_blink.blink_model):
+            model.decoder.banded = bool(opts.pbnet_banded)
     size = int(opts.size or pipe.image_size or 128)
 
     # inputs
     frame = load_image(image, size)
     wav = load_audio(audio, opts.max_seconds)
     n_frames = n_video_frames(len(wav))
+    window, overlap = chunk_frames(opts, n_frames)
     dim = pipe.audio_dim
-    if opts.audio_feat_from:
-        feat = np.load(opts.audio_feat_from, allow_pickle=False).astype(np.float32)
-        if feat.ndim != 2 or feat.shape[1] != dim or len(feat) < n_frames:
-            raise ValueError(f"{opts.audio_feat_from}: audio features must be (>= {n_frames}, {dim}), got {feat.shape}")
-        feat = feat[:n_frames]
-    else:
-        feat = audio_features(wav, n_frames, pipe.info.audio_feature, dim)
-    request = GenerationRequest(frame, wav, feat, n_frames, int(opts.seed))
     if pose_blink_source is None and pipe.pose_blink is not None:
         init_pose = opts.init_pose or pipe.info.ref_pose_mean
         init_blink = opts.init_blink or pipe.info.ref_blink_mean
@@ -270,22 +362,66 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
             raise ValueError(f"{opts.a2v}: records no mean reference pose/blink; give --init-pose and --init-blink")
         pose_blink_source = pose_blink_from_pbnet(pipe.pose_blink, init_pose, init_blink, opts.pose_from,
                                                   opts.blink_from)
+        uses_pbnet = True
+    else:
+        uses_pbnet = False
+
+    # memory: estimated from the loaded models and the frame count, refused before the work if it cannot fit
+    decode_chunk = max(1, int(opts.decode_chunk))
+    memory = pipe.memory_model(size=size, decode_chunk=decode_chunk, steps=opts.steps, pbnet=uses_pbnet)
+    estimate = memory.estimate(n_frames, window, features=not opts.audio_feat_from)
+    budget = memory_budget(pipe.device, opts.memory_budget)
+    if pipe.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(pipe.device)
+    log.info("%d frames (%.1f s): estimated peak memory %s of %s %s", n_frames, n_frames / FPS, estimate.describe(),
+             gib(budget), "budget" if opts.memory_budget is not None else "available")
+    check_fits(estimate, budget, memory, FPS, "the --memory-budget" if opts.memory_budget is not None else "available")
+    rss_before, _ = process_rss()
+
+    if opts.audio_feat_from:
+        feat = np.load(opts.audio_feat_from, allow_pickle=False).astype(np.float32)
+        if feat.ndim != 2 or feat.shape[1] != dim or len(feat) < n_frames:
+            raise ValueError(f"{opts.audio_feat_from}: audio features must be (>= {n_frames}, {dim}), got {feat.shape}")
+        feat = feat[:n_frames]
+    else:
+        with _phase("audio features", n_frames, progress, "frame") as bar:
+            feat = audio_features(wav, n_frames, pipe.info.audio_feature, dim, progress=bar.update)
+    request = GenerationRequest(frame, wav, feat, n_frames, int(opts.seed))
     source = pose_blink_source or pose_blink_from_files(opts.pose_from, opts.blink_from)
-    motion = source(request)
+    with _phase("PBNet pose + blink" if uses_pbnet else "pose + blink", 1, progress) as bar:
+        motion = source(request)
+        bar.update()
     if motion.pose.shape != (n_frames, POSE_DIM) or motion.blink.shape != (n_frames, BLINK_DIM):
         raise ValueError(f"pose/blink source returned pose {motion.pose.shape} and blink {motion.blink.shape}, "
                          f"expected ({n_frames}, {POSE_DIM}) and ({n_frames}, {BLINK_DIM})")
 
     box = pipe.face_box(size, opts.face_box)
     ref = torch.as_tensor(frame, device=pipe.device).permute(2, 0, 1)[None].float() / 255
+    cond = pipe.condition(feat, motion)
+    steps = pipe.sampling_steps(opts.steps)
+    spans = window_spans(n_frames, window or n_frames, overlap)
+    how = f"{len(spans)} windows of {window} frames" if window else f"{n_frames} frames"
+    with _phase(f"DDIM ({how})", len(spans) * steps, progress, "step") as bar:
+        def ticking(pairs):
+            for pair in pairs:
+                yield pair
+                bar.update()
 
-    def bar(steps):
-        return tqdm(steps, desc=f"DDIM ({n_frames} frames)", disable=not progress)
-
-    video = pipe.animate(ref, box, feat, motion, seed=int(opts.seed), steps=opts.steps, eta=opts.eta,
-                         decode_chunk=int(opts.decode_chunk), progress=bar)
+        x0 = pipe.sample_motion(ref, box, cond, seed=int(opts.seed), steps=opts.steps, eta=opts.eta, window=window,
+                                overlap=overlap, progress=ticking)
+    del cond
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(encode_mp4(to_uint8_video(video), audio=wav))
-    return {"out": str(out), "frames": n_frames, "seconds": n_frames / FPS, "size": size, "seed": int(opts.seed),
-            "steps": pipe.sampling_steps(opts.steps), "window_size": pipe.a2v.unet.window_size, "ema": pipe.info.ema,
-            "device": str(pipe.device), "face_box": box}
+    with _phase("decode + encode", n_frames, progress, "frame") as bar:
+        video = LazyVideo(pipe.decode_frames(ref, x0, decode_chunk), n_frames, size, bar)
+        data = encode_mp4(video, audio=wav)
+    out.write_bytes(data)
+    summary = {"out": str(out), "frames": n_frames, "seconds": n_frames / FPS, "size": size, "seed": int(opts.seed),
+               "steps": steps, "window_size": pipe.a2v.unet.window_size, "ema": pipe.info.ema,
+               "device": str(pipe.device), "face_box": box, "chunk_frames": window, "chunk_overlap_frames": overlap,
+               "windows": len(spans), "wall_seconds": round(time.perf_counter() - started, 3),
+               "memory_estimate_bytes": estimate.peak, "memory_budget_bytes": budget,
+               "memory_phases_bytes": dict(estimate.phases)}
+    summary["rss_before_bytes"], summary["rss_peak_bytes"] = rss_before, process_rss()[1]  # process, bytes
+    if pipe.device.type == "cuda":
+        summary["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(pipe.device)
+    return summary

@@ -11,15 +11,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from dawn_train import checkpoints
+from dawn_train.inference.memory import MemoryModel
 from dawn_train.inference.pose_blink import PoseBlink, PoseBlinkSampler, units_of
-from dawn_train.models.a2v.conditioning import animate, audio_dim, condition, face_box_vector
+from dawn_train.models.a2v.conditioning import (
+    animate,
+    audio_dim,
+    condition,
+    face_box_vector,
+    latent_motion,
+    sample_windows,
+)
+from dawn_train.tracking.media import to_uint8_video
 
 DEFAULT_FACE_BOX = (0.2, 0.15, 0.8, 0.9)  # (x0, y0, x1, y1) / size when the checkpoint records none
 
@@ -81,7 +90,8 @@ class Pipeline:
 
     def face_box(self, size: int, face_box: Optional[Sequence[float]] = None) -> list[float]:
         """The face box (pixels of a size x size frame): given, else the training data's mean."""
-        box = list(face_box) if face_box is not None else [v * size for v in (self.info.face_box_mean or DEFAULT_FACE_BOX)]
+        mean = self.info.face_box_mean or DEFAULT_FACE_BOX
+        box = list(face_box) if face_box is not None else [v * size for v in mean]
         if len(box) != 4:
             raise ValueError(f"face_box must be x0,y0,x1,y1 pixels, got {box}")
         return [float(v) for v in box]
@@ -107,6 +117,53 @@ class Pipeline:
     def sampling_steps(self, steps: Optional[int]) -> int:
         return int(steps or self.a2v.diffusion.sampling_timesteps)
 
+    # ---- long audio: motion in windows, frames decoded chunk by chunk ----------------------------------
+    def condition(self, audio_feat: np.ndarray, motion: PoseBlink) -> Tensor:
+        """(1, N, D + 8) A2V condition of per-frame audio features (N, D) and the driving motion."""
+        def batch(a) -> Tensor:
+            return torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device)[None]
+
+        return condition(batch(audio_feat), batch(motion.pose), batch(motion.blink), batch(motion.ref_pose),
+                         batch(motion.ref_blink))
+
+    @torch.no_grad()
+    def sample_motion(self, ref: Tensor, box: Sequence[float], cond: Tensor, *, seed: int = 0,
+                      steps: Optional[int] = None, eta: Optional[float] = None, window: Optional[int] = None,
+                      overlap: int = 0, progress=None) -> Tensor:
+        """ref (1, 3, R, R) in [0, 1], box (x0, y0, x1, y1) pixels, cond (1, N, D + 8) -> latent motion x0
+        (1, 3, N, h, w), float32.  `window` None: every frame in one DDIM run (as :meth:`animate`, same noise
+        for a seed); else windows of `window` frames sharing `overlap`, cross-faded
+        (`models/a2v/conditioning.sample_windows`)."""
+        size = ref.shape[-1]
+        with torch.autocast(self.device.type, enabled=False):
+            ref_fea = self.lfg.reference_feature(ref.float())
+        vector = face_box_vector(torch.as_tensor([list(box)], dtype=torch.float32, device=self.device), size, size)
+        dtype = next(self.a2v.parameters()).dtype
+        if window is None or window >= cond.shape[1]:
+            kwargs = {"eta": eta} if eta is not None else {}
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            return self.a2v.sample(ref_fea.to(dtype), vector, cond, generator=generator, sampling_timesteps=steps,
+                                   progress=progress, **kwargs).float()
+        return sample_windows(self.a2v, ref_fea, vector, cond, window=window, overlap=overlap, seed=int(seed),
+                              steps=steps, eta=eta, progress=progress)
+
+    @torch.no_grad()
+    def decode_frames(self, ref: Tensor, x0: Tensor, chunk: int = 32) -> Iterator[np.ndarray]:
+        """Latent motion x0 (1, 3, N, h, w) -> uint8 frames (c, R, R, 3), `chunk` frames at a time (the LFG
+        decode of one chunk is all that is in memory)."""
+        for start in range(0, x0.shape[2], max(1, int(chunk))):
+            flow, occlusion = latent_motion(x0[:, :, start:start + chunk].float())
+            with torch.autocast(self.device.type, enabled=False):
+                video = self.lfg.decode(ref.float(), flow, occlusion)[0]  # (c, 3, R, R)
+            yield to_uint8_video(video)
+
+    def memory_model(self, *, size: int, decode_chunk: int = 32, steps: Optional[int] = None,
+                     pbnet: bool = True) -> MemoryModel:
+        """The working-memory model of this pipeline (`inference/memory.py`), with the PBNets when they run."""
+        pbnets = [self.pose_blink.pose_model, self.pose_blink.blink_model] if pbnet and self.pose_blink else []
+        return MemoryModel(self.lfg, self.a2v, pbnets, image_size=size, audio_dim=self.audio_dim,
+                           decode_chunk=decode_chunk, steps=self.sampling_steps(steps), device=self.device)
+
 
 def load_pipeline(lfg: str | Path, a2v: str | Path, *, pbnet_pose: Optional[str | Path] = None,
                   pbnet_blink: Optional[str | Path] = None, device: Optional[str | torch.device] = None,
@@ -115,7 +172,8 @@ def load_pipeline(lfg: str | Path, a2v: str | Path, *, pbnet_pose: Optional[str 
     the pose/blink sampler, on `device` (default: CUDA when available).  Fails before any expensive work
     on a missing, unreadable or wrong-kind checkpoint."""
     if bool(pbnet_pose) != bool(pbnet_blink):
-        raise ValueError("PBNet sampling needs both --pbnet-pose and --pbnet-blink checkpoints (pbnet_pose, pbnet_blink)")
+        raise ValueError("PBNet sampling needs both --pbnet-pose and --pbnet-blink checkpoints "
+                         "(pbnet_pose, pbnet_blink)")
     dev = resolve_device(device)
     lfg_model = checkpoints.load_model(lfg, "lfg").eval().to(dev)
     a2v_model, info = load_a2v(a2v, use_ema=use_ema)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
+from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
-from lightning.fabric.utilities.seed import reset_seed
 from torch import nn
 
 # Which preset suits which stage (parameters from the official release; see README "Scaling out").
@@ -42,8 +42,8 @@ def apply_activation_checkpointing(model: nn.Module, class_names: Optional[list[
     non-reentrant activation checkpointing.  Returns how many were wrapped; an unknown name is an error."""
     if not class_names:
         return 0
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-        CheckpointImpl, apply_activation_checkpointing as apply, checkpoint_wrapper)
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing as apply
 
     wanted = set(class_names)
 

@@ -295,15 +295,15 @@ def render_script(template: str, options: dict[str, str], variables: dict[str, s
     lines = template.splitlines()
     for option, value in options.items():
         line = f"#SBATCH {option}={value}" if value else f"#SBATCH {option}"
-        hit = [i for i, l in enumerate(lines) if re.match(rf"#SBATCH\s+{re.escape(option)}(=|\s|$)", l)]
+        hit = [i for i, text in enumerate(lines) if re.match(rf"#SBATCH\s+{re.escape(option)}(=|\s|$)", text)]
         if hit:
             lines[hit[0]] = line
         else:
-            last = max((i for i, l in enumerate(lines) if l.startswith("#SBATCH")), default=0)
+            last = max((i for i, text in enumerate(lines) if text.startswith("#SBATCH")), default=0)
             lines.insert(last + 1, line)
     for name, value in variables.items():
-        lines = [f"{name}=${{{name}:-{shlex.quote(value)}}}" if re.match(rf"{name}=\$\{{{name}:-", l) else l
-                 for l in lines]
+        lines = [f"{name}=${{{name}:-{shlex.quote(value)}}}" if re.match(rf"{name}=\$\{{{name}:-", text) else text
+                 for text in lines]
     return "\n".join(lines) + "\n"
 
 

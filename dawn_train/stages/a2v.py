@@ -38,8 +38,14 @@ from torch import Tensor, nn
 from dawn_train.checkpoints import load_model, load_strict, open_checkpoint
 from dawn_train.log import get_logger
 from dawn_train.metrics.suite import MetricSuite
-from dawn_train.models.a2v.conditioning import (MOTION_DIM, animate, condition, face_box_vector, latent_target,
-                                                mouth_mask)
+from dawn_train.models.a2v.conditioning import (
+    MOTION_DIM,
+    animate,
+    condition,
+    face_box_vector,
+    latent_target,
+    mouth_mask,
+)
 from dawn_train.stages.augment import clip_color_jitter
 from dawn_train.stages.callbacks import SampleVideo
 from dawn_train.stages.common import DawnStage, save_hyperparameters

@@ -6,9 +6,9 @@ import os
 import random
 
 import lightning as L
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 import numpy as np
 import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
 

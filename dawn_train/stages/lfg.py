@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Literal
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 

@@ -63,7 +63,6 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -72,8 +71,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from dawn_train.checkpoints import load_model_weights
-from dawn_train.metrics.blink import BlinkRate
 from dawn_train.data.schema import BLINK_NAMES, POSE_NAMES
+from dawn_train.metrics.blink import BlinkRate
 from dawn_train.models.pbnet import PBNet, lengths_to_mask
 from dawn_train.models.pbnet.losses import kl_loss, official_reg_loss, reconstruction_loss, smoothness_loss
 from dawn_train.models.pbnet.units import PBNetUnits, pose_range, prior_latent

@@ -18,7 +18,6 @@ from dawn_train.inference.pose_blink import GenerationRequest, PoseBlink
 from dawn_train.models.a2v import build_a2v
 from tests.stages.test_a2v import TINY_A2V, make_tiny_lfg
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is faster
 
 

@@ -33,11 +33,11 @@ import torch
 from dawn_train.data.audio import log_mel
 from dawn_train.data.schema import FPS
 from dawn_train.data.synth import blinks, head_pose, mouth_from_audio, random_identity, speech_audio
+from dawn_train.inference.pose_blink import PoseBlinkSampler, sample_pose_blink
 from dawn_train.metrics.blink import count_blinks
 from dawn_train.models.pbnet import PBNet
-from dawn_train.stages.pbnet import PBNetStage, max_step
-from dawn_train.inference.pose_blink import PoseBlinkSampler, sample_pose_blink
 from dawn_train.models.pbnet.units import PBNetUnits, prior_latent
+from dawn_train.stages.pbnet import PBNetStage, max_step
 
 SIZE = 64  # synthetic crop size: tx/ty in pixels of a 64-px crop
 AUDIO_MEAN, AUDIO_STD = -8.6, 3.8  # the demo configs' log-mel scaling

@@ -100,3 +100,83 @@ def animate(lfg, a2v, ref: Tensor, box: Tensor, cond: Tensor, *, generator: Opti
 def _dtype_of(module) -> torch.dtype:
     parameter = next(module.parameters(), None)
     return parameter.dtype if parameter is not None else torch.float32
+
+
+# ---- generation in windows (bounded memory for long audio) --------------------------------------------
+def window_spans(frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) of windows of `window` frames covering `frames` frames; consecutive windows share at least
+    `overlap` frames (the last window ends at the last frame, so it may share more).  One window when
+    `window >= frames`."""
+    if window >= frames:
+        return [(0, frames)]
+    if not 0 <= overlap < window:
+        raise ValueError(f"window overlap must be in [0, {window}) frames, got {overlap}")
+    spans, start = [], 0
+    while start + window < frames:
+        spans.append((start, start + window))
+        start += window - overlap
+    spans.append((frames - window, frames))
+    return spans
+
+
+def crossfade_weights(length: int, device=None, dtype=torch.float32) -> Tensor:
+    """(length,) weights of the incoming window over an overlap of `length` frames: a linear ramp strictly
+    between 0 and 1, (i + 1) / (length + 1), so neither window is dropped at either end."""
+    return torch.arange(1, length + 1, device=device, dtype=dtype) / (length + 1)
+
+
+def _mix64(*values: int) -> int:
+    """A 63-bit seed from integers (splitmix64 finaliser per value): the same on every platform and run."""
+    mask = (1 << 64) - 1
+    x = 0x9E3779B97F4A7C15
+    for value in values:
+        x = (x ^ (int(value) & mask)) * 0xBF58476D1CE4E5B9 & mask
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EB & mask
+        x ^= x >> 31
+    return x & ((1 << 63) - 1)
+
+
+def frame_noise(seed: int, draw: int, start: int, end: int, shape: tuple[int, ...], device=None,
+                dtype=torch.float32) -> Tensor:
+    """Standard-normal noise (B, C, end - start, h, w) for `shape` = (B, C, h, w), where frame f's values depend
+    only on (seed, draw, f): two windows that share frames draw the same noise for them, so their samples
+    agree closely there and the cross-fade between them is smooth."""
+    b, c, h, w = shape
+    frames = [torch.randn((b, c, h, w), generator=torch.Generator().manual_seed(_mix64(seed, draw, f)))
+              for f in range(start, end)]
+    return torch.stack(frames, dim=2).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def sample_windows(a2v, ref_fea: Tensor, box: Tensor, cond: Tensor, *, window: int, overlap: int, seed: int = 0,
+                   steps: Optional[int] = None, eta: Optional[float] = None, progress=None) -> Tensor:
+    """Latent motion x0 (B, 3, N, h, w) of N = cond.shape[1] frames, sampled in windows of `window` frames
+    (:func:`window_spans`) instead of one pass: memory is that of one window whatever N.
+
+    Each window is one non-autoregressive DDIM run with the same reference (`ref_fea`, `box`; the condition's
+    pose/blink deltas keep referring to the first frame's state), and draws per-frame noise
+    (:func:`frame_noise`, so shared frames get the same noise).  Consecutive windows are cross-faded in
+    latent-flow space over their shared frames (:func:`crossfade_weights`).  The price: frames only see
+    their own window (temporal attention, GroupNorm statistics), so motion is consistent within a window
+    and blended across seams rather than planned over the whole clip.  `progress` wraps each window's DDIM
+    step iterator."""
+    b, n = cond.shape[:2]
+    h, w = ref_fea.shape[-2:]
+    channels = a2v.diffusion.channels
+    steps = int(steps or a2v.diffusion.sampling_timesteps)
+    dtype = _dtype_of(a2v)
+    out = torch.zeros(b, channels, n, h, w, device=cond.device, dtype=torch.float32)
+    end_prev = 0
+    for start, end in window_spans(n, window, overlap):
+        noise = [frame_noise(seed, d, start, end, (b, channels, h, w), cond.device, dtype) for d in range(steps + 1)]
+        kwargs = {"eta": eta} if eta is not None else {}
+        x0 = a2v.sample(ref_fea.to(dtype), box, cond[:, start:end], noise=noise, sampling_timesteps=steps,
+                        progress=progress, **kwargs).float()
+        del noise
+        shared = max(0, end_prev - start)
+        if shared:
+            weight = crossfade_weights(shared, cond.device)[:, None, None]  # (shared, 1, 1) over (C, T, h, w)
+            out[:, :, start:end_prev] = torch.lerp(out[:, :, start:end_prev], x0[:, :, :shared], weight)
+        out[:, :, start + shared:end] = x0[:, :, shared:]
+        end_prev = end
+    return out

@@ -17,6 +17,9 @@ from .schedules import beta_schedule
 from .unet3d import prob_mask_like
 
 DDIMConvention = Literal["official", "standard"]
+# What the denoiser outputs: "pred_noise" (eps, official DAWN) or "pred_x0" (the clean flow/occlusion itself; the
+# loss is then the x0 error, and sampling converts the output to eps, so DDIM/DDPM code paths are unchanged).
+Objective = Literal["pred_noise", "pred_x0"]
 
 
 def extract(a: Tensor, t: Tensor, x_shape: Sequence[int]) -> Tensor:
@@ -53,7 +56,8 @@ class _NoiseSource:
 
 
 class GaussianDiffusion(nn.Module):
-    """DDPM training objective (eps-prediction) and DDIM / ancestral sampling.
+    """DDPM training objective (eps-prediction, or x0-prediction with ``objective="pred_x0"``) and DDIM /
+    ancestral sampling.
 
     ``ddim_convention="official"`` reproduces DAWN: grid ``reversed(int(linspace(0, T, S + 2)[:-1]))`` and
     ``a = alphas_cumprod_prev[t]``, ``a_next = alphas_cumprod_prev[t_next]`` (an off-by-one inherited
@@ -75,8 +79,11 @@ class GaussianDiffusion(nn.Module):
         use_dynamic_thres: bool = True,  # Imagen dynamic thresholding (arXiv 2205.11487)
         dynamic_thres_percentile: float = 0.9,
         null_cond_prob: float = 0.1,
+        objective: Objective = "pred_noise",
     ):
         super().__init__()
+        if objective not in ("pred_noise", "pred_x0"):
+            raise ValueError(f"objective must be 'pred_noise' or 'pred_x0', got {objective!r}")
         if loss_type not in ("l1", "l2"):
             raise ValueError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
         if ddim_convention not in ("official", "standard"):
@@ -90,6 +97,7 @@ class GaussianDiffusion(nn.Module):
         self.use_dynamic_thres = use_dynamic_thres
         self.dynamic_thres_percentile = dynamic_thres_percentile
         self.null_cond_prob = null_cond_prob
+        self.objective = objective
 
         betas = beta_schedule(beta_schedule_name, timesteps)  # float64; buffers are float32 casts
         self.num_timesteps = int(betas.shape[0])
@@ -125,6 +133,11 @@ class GaussianDiffusion(nn.Module):
         return (extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
                 - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * noise)
 
+    def predict_noise_from_start(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """eps = (sqrt(1/ab_t) x_t - x0) / sqrt(1/ab_t - 1), the inverse of :meth:`predict_start_from_noise`."""
+        return ((extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x0)
+                / extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape))
+
     def q_posterior(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(x_{t-1} | x_t, x0)."""
         mean = (extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
@@ -153,33 +166,40 @@ class GaussianDiffusion(nn.Module):
 
     def predict_noise(self, x: Tensor, t: Tensor, context: Optional[Tensor] = None, cond: Optional[Tensor] = None,
                       cond_scale: float = 1.0, null_cond_mask: Optional[Tensor] = None) -> Tensor:
-        """eps(x_t, t); with cond_scale != 1, classifier-free guidance null + (cond - null) * scale."""
+        """eps(x_t, t); with cond_scale != 1, classifier-free guidance null + (cond - null) * scale (applied to the
+        denoiser output, then converted to eps under ``objective="pred_x0"``)."""
         b, _, f = x.shape[:3]
         inp = self.model_input(x, context)
         if null_cond_mask is None:
             null_cond_mask = torch.zeros(b, f, dtype=torch.bool, device=x.device)
-        eps = self.denoise_fn(inp, t, cond=cond, null_cond_mask=null_cond_mask)
-        if cond_scale == 1 or cond is None:
-            return eps
-        null_eps = self.denoise_fn(inp, t, cond=cond, null_cond_mask=torch.ones_like(null_cond_mask))
-        return null_eps + (eps - null_eps) * cond_scale
+        out = self.denoise_fn(inp, t, cond=cond, null_cond_mask=null_cond_mask)
+        if cond_scale != 1 and cond is not None:
+            null_out = self.denoise_fn(inp, t, cond=cond, null_cond_mask=torch.ones_like(null_cond_mask))
+            out = null_out + (out - null_out) * cond_scale
+        return self.predict_noise_from_start(x, t, out) if self.objective == "pred_x0" else out
 
     # ---- training -----------------------------------------------------------------------------
     def p_losses(self, x_start: Tensor, t: Tensor, context: Optional[Tensor] = None, cond: Optional[Tensor] = None,
                  noise: Optional[Tensor] = None, null_cond_mask: Optional[Tensor] = None,
                  generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
         """One training evaluation.  x_start: (B, C, T, H, W), t: (B,).  Returns a dict with
-        ``loss`` (B, C, T, H, W) *unreduced* noise error, ``pred_noise``, ``x_noisy``, ``pred_x0``
-        (dynamic-thresholded x0 prediction, differentiable), ``null_cond_mask`` (B, T) and ``noise``."""
+        ``loss`` (B, C, T, H, W) *unreduced* error of the denoiser output (the noise, or x0 under
+        ``objective="pred_x0"``), ``pred_noise``, ``x_noisy``, ``pred_x0`` (dynamic-thresholded x0 prediction,
+        differentiable), ``null_cond_mask`` (B, T) and ``noise``."""
         b, _, f = x_start.shape[:3]
         if noise is None:
             noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
         if null_cond_mask is None:
             null_cond_mask = prob_mask_like((b, f), self.null_cond_prob, device=x_start.device, generator=generator)
         x_noisy = self.q_sample(x_start, t, noise)
-        pred_noise = self.denoise_fn(self.model_input(x_noisy, context), t, cond=cond, null_cond_mask=null_cond_mask)
-        loss = (noise - pred_noise) ** 2 if self.loss_type == "l2" else (noise - pred_noise).abs()
-        pred_x0, _ = self.threshold(self.predict_start_from_noise(x_noisy, t, pred_noise))
+        pred = self.denoise_fn(self.model_input(x_noisy, context), t, cond=cond, null_cond_mask=null_cond_mask)
+        target = x_start if self.objective == "pred_x0" else noise
+        loss = (target - pred) ** 2 if self.loss_type == "l2" else (target - pred).abs()
+        if self.objective == "pred_x0":
+            pred_noise, pred_x0 = self.predict_noise_from_start(x_noisy, t, pred), pred
+        else:
+            pred_noise, pred_x0 = pred, self.predict_start_from_noise(x_noisy, t, pred)
+        pred_x0, _ = self.threshold(pred_x0)
         return dict(loss=loss, pred_noise=pred_noise, x_noisy=x_noisy, pred_x0=pred_x0,
                     null_cond_mask=null_cond_mask, noise=noise)
 

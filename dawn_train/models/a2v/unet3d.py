@@ -19,8 +19,15 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from .attention import (PreNorm, RelativePositionBias, Residual, RotaryEmbedding, SpatialAttention,
-                        SpatialLinearAttention, TemporalAttention)
+from .attention import (
+    PreNorm,
+    RelativePositionBias,
+    Residual,
+    RotaryEmbedding,
+    SpatialAttention,
+    SpatialLinearAttention,
+    TemporalAttention,
+)
 from .blocks import Downsample, ResnetBlock, SinusoidalPosEmb, Upsample
 from .local_attention import AttnBackend, WindowConvention, half_width
 

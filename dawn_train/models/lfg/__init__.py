@@ -3,13 +3,29 @@
 Main entry point: ``LatentFlowGenerator`` (``encode`` / ``decode`` / ``reference_feature`` for later stages).
 """
 from .bg_motion_predictor import BGMotionPredictor
-from .blocks import (AntiAliasInterpolation2d, Decoder, DownBlock2d, Encoder, Hourglass, ResBlock2d, SameBlock2d,
-                     UpBlock2d, make_coordinate_grid, region_to_gaussian, warp)
+from .blocks import (
+                     AntiAliasInterpolation2d,
+                     Decoder,
+                     DownBlock2d,
+                     Encoder,
+                     Hourglass,
+                     ResBlock2d,
+                     SameBlock2d,
+                     UpBlock2d,
+                     make_coordinate_grid,
+                     region_to_gaussian,
+                     warp,
+)
 from .equivariance import RandomTransform
 from .flow_autoencoder import LatentFlowGenerator
 from .generator import Generator
-from .losses import (equivariance_affine_loss, equivariance_shift_loss, lfg_losses, perceptual_loss,
-                     pyramid_perceptual_loss)
+from .losses import (
+                     equivariance_affine_loss,
+                     equivariance_shift_loss,
+                     lfg_losses,
+                     perceptual_loss,
+                     pyramid_perceptual_loss,
+)
 from .pixelwise_flow_predictor import PixelwiseFlowPredictor
 from .region_predictor import RegionPredictor, symmetric_eig2x2
 from .vgg import ImagePyramid, Vgg19Features

@@ -11,8 +11,14 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .blocks import AntiAliasInterpolation2d, Hourglass, from_homogeneous, make_coordinate_grid, region_to_gaussian
-from .blocks import to_homogeneous
+from .blocks import (
+    AntiAliasInterpolation2d,
+    Hourglass,
+    from_homogeneous,
+    make_coordinate_grid,
+    region_to_gaussian,
+    to_homogeneous,
+)
 
 
 def compose_region_affines(source_affine: Tensor, driving_affine: Tensor, revert_axis_swap: bool) -> Tensor:

@@ -4,15 +4,37 @@ Attribute names (``to_qkv``, ``to_q``/``to_k``/``to_v``, ``to_out``, ``rotary_em
 ``norm.gamma``) follow the official state-dict keys. Heads have a fixed width ``dim_head`` (32)
 independent of the model width, projections have no bias, and queries are scaled by
 ``dim_head ** -0.5`` before RoPE, as in the official code.
+
+The relative-position bias is either a dense (H, N, M) tensor (the official computation: training, and
+sequences within the eval window) or a :class:`BandedBias`: the eval-mode +-window as banded attention
+(``models/a2v/local_attention.windowed_attention``), O(N x window) memory instead of O(N^2), equal to the
+dense masked attention up to float rounding (the official -1e8 weight is exactly 0 in float32).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from dawn_train.models.a2v.local_attention import windowed_attention
+
 from .rotary import RotaryEmbedding
+
+
+@dataclass(frozen=True)
+class BandedBias:
+    """Attention restricted to keys ``|j - i| <= half`` with the bias ``fn(j - i)``: ``fn`` maps (I, J) int64
+    offsets to (H, I, J) (e.g. ``RelativePositionBias.offset_bias``) and is evaluated per block, never (N, N)."""
+
+    fn: Callable[[Tensor], Tensor]
+    half: int
+
+
+PosBias = Union[Tensor, BandedBias, None]
 
 
 class LayerNorm(nn.Module):
@@ -53,14 +75,17 @@ class Residual(nn.Module):
         return self.fn(x, **kwargs) + x
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, rotary: RotaryEmbedding, pos_bias: Tensor | None) -> Tensor:
-    """q, k, v: (B, H, N, Dh), q already scaled; pos_bias: (H, N, M) or None. Returns (B, H, N, Dh).
+def attend(q: Tensor, k: Tensor, v: Tensor, rotary: RotaryEmbedding, pos_bias: PosBias) -> Tensor:
+    """q, k, v: (B, H, N, Dh), q already scaled; pos_bias: (H, N, M) / (B, H, N, M), a :class:`BandedBias`
+    (N = M) or None. Returns (B, H, N, Dh).
 
     RoPE is applied to q and k with positions 0..N-1 each (self- and cross-attention alike, memory and
     queries are frame-aligned). softmax(q k^T + bias) v via SDPA with ``scale=1`` because the official
-    code scales q before the rotation.
+    code scales q before the rotation; banded: block by block over an unfolded +-half window.
     """
     q, k = rotary(q), rotary(k)
+    if isinstance(pos_bias, BandedBias):
+        return windowed_attention(q, k, v, half=pos_bias.half, bias_fn=lambda rel: pos_bias.fn(rel).to(q.dtype))
     mask = None if pos_bias is None else pos_bias.to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
@@ -77,8 +102,8 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
         self.to_out = nn.Linear(inner, dim, bias=False)
 
-    def forward(self, x: Tensor, pos_bias: Tensor | None = None) -> Tensor:
-        """x: (B, N, C); pos_bias: (H, N, N). Returns (B, N, C)."""
+    def forward(self, x: Tensor, pos_bias: PosBias = None) -> Tensor:
+        """x: (B, N, C); pos_bias: (H, N, N), a :class:`BandedBias` or None. Returns (B, N, C)."""
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
         out = attend(q * self.scale, k, v, self.rotary_emb, pos_bias)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
@@ -99,8 +124,9 @@ class CrossAttention(nn.Module):
         self.to_v = nn.Linear(dim, inner, bias=False)
         self.to_out = nn.Linear(inner, dim, bias=False)
 
-    def forward(self, x: Tensor, memory: Tensor, pos_bias: Tensor | None = None) -> Tensor:
-        """x: (B, N, C) queries; memory: (B, M, C) keys = values; pos_bias: (H, N, M). Returns (B, N, C)."""
+    def forward(self, x: Tensor, memory: Tensor, pos_bias: PosBias = None) -> Tensor:
+        """x: (B, N, C) queries; memory: (B, M, C) keys = values; pos_bias: (H, N, M), a :class:`BandedBias`
+        (M = N) or None. Returns (B, N, C)."""
         def split(t: Tensor) -> Tensor:
             return rearrange(t, "b n (h d) -> b h n d", h=self.heads)
 

@@ -2,7 +2,9 @@
 
 Non-autoregressive: every frame is decoded in one pass from frame-aligned memory, so any length works
 without seams; frames interact only through relative-position attention (RoPE + T5 bias, and in eval
-mode a +-200-frame window), never through absolute positions.
+mode a +-200-frame window), never through absolute positions.  Beyond the window the eval-mode attention
+is banded (``attention.BandedBias``): memory O(T x window), so ten minutes of audio (15,000 frames) need
+megabytes where the official (H, T, T) bias needs gigabytes; ``banded = False`` restores the dense bias.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .attention import Attention, CrossAttention, PreNorm, Residual
+from .attention import Attention, BandedBias, CrossAttention, PosBias, PreNorm, Residual
 from .positional_encoding import PositionalEncoding
 from .relative_position import RelativePositionBias
 
@@ -55,8 +57,8 @@ class DecoderLayer(nn.Module):
         self.layer_norm3 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, memory: Tensor, tgt_bias: Tensor, mem_bias: Tensor) -> Tensor:
-        """x, memory: (B, T, C); biases: (H, T, T). Returns (B, T, C)."""
+    def forward(self, x: Tensor, memory: Tensor, tgt_bias: PosBias, mem_bias: PosBias) -> Tensor:
+        """x, memory: (B, T, C); biases: (H, T, T) or banded. Returns (B, T, C)."""
         x = self.layer_norm1(x + self.dropout(self.self_attn(x, tgt_bias)))
         x = self.layer_norm2(x + self.dropout(self.multihead_attn(x, memory, mem_bias)))
         return self.layer_norm3(x + self.dropout(self.ffn(x)))
@@ -69,7 +71,7 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         self.decoder_layers = nn.ModuleList(DecoderLayer(dim, **layer_kw) for _ in range(num_layers))
 
-    def forward(self, x: Tensor, memory: Tensor, tgt_bias: Tensor, mem_bias: Tensor) -> Tensor:
+    def forward(self, x: Tensor, memory: Tensor, tgt_bias: PosBias, mem_bias: PosBias) -> Tensor:
         for layer in self.decoder_layers:
             x = layer(x, memory, tgt_bias, mem_bias)
         return x
@@ -83,6 +85,9 @@ class PBNetDecoder(nn.Module):
     self-attention -> ``num_layers`` post-norm decoder layers -> ``finallayer``.
     ``mask_padded_keys=True`` (not official, no new weights) hides padded frames from attention so a
     padded sequence decodes like the same sequence alone.
+    ``banded=True`` (default): in eval mode, sequences longer than the window attend in bands (O(T x window)
+    memory, same result up to float rounding); False builds the official (H, T, T) biases.  A batch with
+    padded keys to hide (``mask_padded_keys``) always uses the dense biases.
     Note: the queries are identical for every frame until the first cross-attention, so the initial
     attention and the first self-attention act as a learned constant (their q/k and ``init_proj.weight``
     get no gradient); kept for weight parity.
@@ -92,10 +97,12 @@ class PBNetDecoder(nn.Module):
                  audio_latent_dim: int = 256, ff_size: int = 128, num_layers: int = 2, num_heads: int = 4,
                  dim_head: int = 32, rotary_dim: int | None = None, dropout: float = 0.1,
                  activation: str = "gelu", num_buckets: int = 128, max_distance: int = 128,
-                 eval_window: int | None = 200, max_len: int = 20000, mask_padded_keys: bool = False) -> None:
+                 eval_window: int | None = 200, max_len: int = 20000, mask_padded_keys: bool = False,
+                 banded: bool = True) -> None:
         super().__init__()
         d_in = pos_dim + eye_dim
         self.mask_padded_keys = mask_padded_keys
+        self.banded = banded
         # official RotaryEmbedding(min(32, num_heads)): tied to the head count, not the head width
         rotary_dim = min(dim_head, num_heads) if rotary_dim is None else rotary_dim
         self.pose_latent_dim = pose_latent_dim
@@ -124,14 +131,22 @@ class PBNetDecoder(nn.Module):
         ref = self.firstposeEmbedding(x0[:, :1].expand(b, t, -1))
         memory = self.ztimelinear(torch.cat([ref, z, self.audioEmbedding(audio)], dim=-1))  # (B, T, C)
 
-        tgt_bias = self.time_rel_pos_bias_tgt(t)  # (H, T, T), broadcast over the batch
-        mem_bias = self.time_rel_pos_bias_mem(t)
-        if self.mask_padded_keys:  # (B, H, T, T): padded frames stop being keys
-            pad = rearrange((~mask).to(tgt_bias.dtype) * -1e8, "b j -> b 1 1 j")
-            tgt_bias, mem_bias = tgt_bias + pad, mem_bias + pad
+        # padded frames stop being keys: (B, 1, 1, T) added to the (H, T, T) biases
+        hide = self.mask_padded_keys and not bool(mask.all())
+        pad = rearrange((~mask).float() * -1e8, "b j -> b 1 1 j") if hide else None
+        tgt_bias = self._bias(self.time_rel_pos_bias_tgt, t, pad)
+        mem_bias = self._bias(self.time_rel_pos_bias_mem, t, pad)
         queries = self.init_proj(memory.new_zeros(b, t, self.pose_latent_dim))
         queries = self.init_temporal_attn(queries, pos_bias=tgt_bias)
         h = self.seqTransDecoder(queries, memory, tgt_bias, mem_bias)
         # by default (official) the mask never enters attention: padded frames still act as keys and
         # only their outputs are zeroed, so valid outputs depend on what the padding contains
         return self.finallayer(h).masked_fill(~mask[..., None], 0.0)
+
+    def _bias(self, table: RelativePositionBias, t: int, pad: Tensor | None) -> PosBias:
+        """The attention bias of ``t`` frames: banded beyond the eval window, else (H, T, T) (+ ``pad``)."""
+        window = table.window
+        if self.banded and pad is None and window is not None and t > window + 1:
+            return BandedBias(table.offset_bias, window)
+        bias = table(t)  # (H, T, T), broadcast over the batch
+        return bias if pad is None else bias + pad.to(bias.dtype)

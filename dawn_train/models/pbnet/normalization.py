@@ -39,7 +39,7 @@ class PoseNormalizer(nn.Module):
 
     def __init__(self, pose_min: tuple[float, ...] = POSE_MIN, pose_max: tuple[float, ...] = POSE_MAX) -> None:
         super().__init__()
-        if len(pose_min) != len(pose_max) or any(h <= l for l, h in zip(pose_min, pose_max)):
+        if len(pose_min) != len(pose_max) or any(hi <= lo for lo, hi in zip(pose_min, pose_max)):
             raise ValueError(f"need pose_min < pose_max elementwise, got {pose_min} and {pose_max}")
         self.register_buffer("pose_min", torch.tensor(pose_min), persistent=False)
         self.register_buffer("pose_max", torch.tensor(pose_max), persistent=False)

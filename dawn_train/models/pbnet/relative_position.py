@@ -50,19 +50,34 @@ class RelativePositionBias(nn.Module):
         self.eval_window = eval_window
         self.relative_attention_bias = nn.Embedding(num_buckets, heads)  # official key name
 
+    @property
+    def window(self) -> int | None:
+        """Frames attended on each side in the current mode: ``eval_window`` in eval mode, None (all) in training."""
+        return None if self.training else self.eval_window
+
+    @staticmethod
+    def offsets(n: int, device: torch.device | None = None) -> Tensor:
+        """(n, n) int64 with ``[i, j] = j - i``."""
+        pos = torch.arange(n, dtype=torch.long, device=device)
+        return rearrange(pos, "j -> 1 j") - rearrange(pos, "i -> i 1")
+
     def bucket_index(self, n: int, device: torch.device | None = None) -> Tensor:
         """(n, n) int64 with ``[i, j] = bucket(j - i)``."""
-        pos = torch.arange(n, dtype=torch.long, device=device)
-        rel = rearrange(pos, "j -> 1 j") - rearrange(pos, "i -> i 1")
-        return relative_position_bucket(rel, self.num_buckets, self.max_distance)
+        return relative_position_bucket(self.offsets(n, device), self.num_buckets, self.max_distance)
+
+    def offset_bias(self, rel: Tensor) -> Tensor:
+        """Bias of offsets ``rel = j - i`` (I, J) int64: (H, I, J), without the window (the banded attention
+        of the decoder masks the window itself and calls this once per block shape)."""
+        bucket = relative_position_bucket(rel, self.num_buckets, self.max_distance)
+        return rearrange(self.relative_attention_bias(bucket), "i j h -> h i j")
 
     def forward(self, n: int) -> Tensor:
-        """Bias for ``n`` frames: (H, n, n), to be added to the attention logits."""
-        device = self.relative_attention_bias.weight.device
-        bias = rearrange(self.relative_attention_bias(self.bucket_index(n, device)), "i j h -> h i j")
-        if not self.training and self.eval_window is not None:
-            pos = torch.arange(n, device=device)
-            far = (rearrange(pos, "j -> 1 j") - rearrange(pos, "i -> i 1")).abs() > self.eval_window
+        """Bias for ``n`` frames: (H, n, n), to be added to the attention logits (O(n^2) memory: the decoder
+        uses it for sequences within the window and in training, :meth:`offset_bias` in bands beyond)."""
+        rel = self.offsets(n, self.relative_attention_bias.weight.device)
+        bias = self.offset_bias(rel)
+        if self.window is not None:
+            far = rel.abs() > self.window
             # additive -1e8 (not masked_fill) reproduces the official values bit for bit; the softmax
             # weight of those keys is exactly 0 in float32 either way
             bias = bias + far.to(bias.dtype) * -1e8

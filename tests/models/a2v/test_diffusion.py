@@ -7,7 +7,6 @@ from torch import nn
 
 from dawn_train.models.a2v import A2VFDM, GaussianDiffusion, Unet3D, batch_quantile, beta_schedule
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is faster
 
 
@@ -86,6 +85,25 @@ def test_p_losses_unreduced_and_mask():
     d1 = _diffusion(loss_type="l1")
     r = d1.p_losses(x0, torch.tensor([0, 999]), ctx, cond, noise=torch.zeros_like(x0))
     assert (r["loss"] >= 0).all() and r["pred_x0"].abs().max() <= 1 + 1e-6
+
+
+def test_pred_x0_objective():
+    """objective="pred_x0": the loss is the x0 error of the denoiser output, and the sampler's eps turns back
+    into exactly that output (so DDIM's x0 is the network's x0)."""
+    d = _diffusion(objective="pred_x0")
+    x0 = torch.randn(2, 3, 6, 4, 4).clamp(-1, 1)
+    ctx, cond = torch.randn(2, 2, 4, 4), torch.randn(2, 6, 2)
+    t = torch.tensor([10, 900])
+    out = d.p_losses(x0, t, ctx, cond, generator=torch.Generator().manual_seed(0))
+    pred = d.denoise_fn(d.model_input(out["x_noisy"], ctx), t, cond=cond, null_cond_mask=out["null_cond_mask"])
+    torch.testing.assert_close(out["loss"], (x0 - pred) ** 2)
+    torch.testing.assert_close(out["pred_x0"], d.threshold(pred)[0])
+    eps = d.predict_noise(out["x_noisy"], t, ctx, cond)
+    full = d.denoise_fn(d.model_input(out["x_noisy"], ctx), t, cond=cond, null_cond_mask=torch.zeros(2, 6).bool())
+    torch.testing.assert_close(d.predict_start_from_noise(out["x_noisy"], t, eps), full, rtol=1e-4, atol=1e-4)
+    assert d.sample(ctx, cond, generator=torch.Generator().manual_seed(1)).shape == (2, 3, 6, 4, 4)
+    with pytest.raises(ValueError, match="objective"):
+        _diffusion(objective="pred_v")
 
 
 @pytest.mark.parametrize("convention", ["official", "standard"])

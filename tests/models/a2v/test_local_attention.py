@@ -6,7 +6,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from dawn_train.models.a2v.attention import RelativePositionBias
-from dawn_train.models.a2v.local_attention import band_mask, dense_attention, half_width, relative_positions, windowed_attention
+from dawn_train.models.a2v.local_attention import (
+    band_mask,
+    dense_attention,
+    half_width,
+    relative_positions,
+    windowed_attention,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is faster
 

@@ -7,7 +7,13 @@ import json
 import pytest
 import torch
 
-from dawn_train.models.a2v import FaceLocationEncoder, GaussianDiffusion, Unet3D, bbox_mask, official_face_loc_state_dict
+from dawn_train.models.a2v import (
+    FaceLocationEncoder,
+    GaussianDiffusion,
+    Unet3D,
+    bbox_mask,
+    official_face_loc_state_dict,
+)
 
 UNET_TOL = 1e-5  # README: UNet outputs <= 1e-5
 DDIM_TOL = 1e-4  # README: 20-step DDIM sample <= 1e-4

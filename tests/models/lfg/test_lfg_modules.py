@@ -4,9 +4,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dawn_train.models.lfg import (BGMotionPredictor, ImagePyramid, LatentFlowGenerator, RandomTransform,
-                                   Vgg19Features, lfg_losses, make_coordinate_grid, pyramid_perceptual_loss,
-                                   symmetric_eig2x2)
+from dawn_train.models.lfg import (
+    BGMotionPredictor,
+    ImagePyramid,
+    LatentFlowGenerator,
+    RandomTransform,
+    Vgg19Features,
+    lfg_losses,
+    make_coordinate_grid,
+    pyramid_perceptual_loss,
+    symmetric_eig2x2,
+)
 from dawn_train.models.lfg.pixelwise_flow_predictor import compose_region_affines
 
 GROUPS = ("generator", "region_predictor", "bg_predictor")

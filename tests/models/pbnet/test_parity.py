@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import load_fixture
 from einops import rearrange
 
 from dawn_train.models.pbnet import PBNet, lengths_to_mask
+from tests.conftest import load_fixture
 
 TOL = 2e-5
 VARIANTS = ["pbnet_pose_small", "pbnet_blink_small"]

@@ -6,10 +6,24 @@ import math
 import pytest
 import torch
 
-from dawn_train.models.pbnet import (POSE_MAX, POSE_MIN, PBNet, PoseNormalizer, RotaryEmbedding, denormalize_pose,
-                                     lengths_to_mask, normalize_pose, relative_position_bucket)
-from dawn_train.models.pbnet.losses import (kl_loss, official_kl_weight, official_reg_loss, reconstruction_loss,
-                                            smoothness_loss)
+from dawn_train.models.pbnet import (
+    POSE_MAX,
+    POSE_MIN,
+    PBNet,
+    PoseNormalizer,
+    RotaryEmbedding,
+    denormalize_pose,
+    lengths_to_mask,
+    normalize_pose,
+    relative_position_bucket,
+)
+from dawn_train.models.pbnet.losses import (
+    kl_loss,
+    official_kl_weight,
+    official_reg_loss,
+    reconstruction_loss,
+    smoothness_loss,
+)
 
 A = 8  # audio feature size of the tiny models
 

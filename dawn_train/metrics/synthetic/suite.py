@@ -1,0 +1,135 @@
+"""`SyntheticSuite`: every synthetic-domain metric, beside its trivial baseline, as one object.
+
+Rows of `compute()`:
+- "generated": the generated frames;
+- "still frame": the source image held for the whole clip (computed from the source only), the
+  score any method must beat;
+- "ground truth": the real frames through the same probe: the floor of PoseErr / IdErr (probe
+  error when the driving pose is the ground truth), MouthCorr of the probe against the true
+  opening, and the real Blink/s (a sanity check of the probe and the blink detector).
+
+Without a probe file the probe metrics are reported as unavailable (None, with the message in
+`unavailable`); PSNR and SSIM need no network.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from dawn_train.metrics.blink import BlinkRate
+from dawn_train.metrics.synthetic.metrics import FrameFidelity, IdentityError, MouthSync, PoseError, frames_of
+from dawn_train.metrics.synthetic.probe import ProbeReading, SynthProbe
+from dawn_train.metrics.synthetic.train import load_probe
+from dawn_train.metrics.weights import MetricUnavailable
+
+TABLE = ("PSNR", "SSIM", "MouthCorr", "SyncOffset", "SyncConf", "Blink/s", "PoseErr", "IdErr")
+PROBE_METRICS = TABLE[2:]
+ROWS = ("generated", "still frame", "ground truth")
+
+
+class SyntheticSuite(nn.Module):
+    """Args:
+        probe: a probe file (`train_probe`), a `SynthProbe`, or None (probe metrics unavailable).
+        max_offset: lip-sync offset search range in frames (5).
+        chunk: frames per probe call.
+
+    update(generated, real, source, driving_pose, mouth=None, lengths=None):
+        generated, real: (B, T, 3, H, W) RGB in [0, 1] (square frames, any size);
+        source: (B, 3, H, W), the clip's first real frame that generation started from;
+        driving_pose: (B, T, 6) the pose that drove generation (yaw, pitch, roll in degrees first);
+        mouth: (B, T) true mouth opening (the dataset's `mouth` labels, or `mouth_from_landmarks`);
+            None: the probe's reading of the real frames;
+        lengths: (B,) valid frames per clip.
+    compute(): {row: {metric: float | None}} for the rows in ROWS and the metrics in TABLE.
+    """
+
+    def __init__(self, probe: str | Path | SynthProbe | None = None, *, max_offset: int = 5, chunk: int = 256):
+        super().__init__()
+        self.unavailable: dict[str, str] = {}
+        if not isinstance(probe, SynthProbe):
+            try:
+                probe = load_probe(probe)
+            except MetricUnavailable as exc:
+                probe = None
+                self.unavailable = {name: str(exc) for name in PROBE_METRICS}
+        if probe is not None:
+            probe.eval().requires_grad_(False)
+        self._probe_holder = [probe]  # outside the module tree: not in checkpoints, never in train mode
+        self.chunk = chunk
+        self.rows = nn.ModuleDict()
+        for row in ROWS:
+            metrics = nn.ModuleDict() if row == "ground truth" else nn.ModuleDict({"fidelity": FrameFidelity()})
+            if probe is not None:
+                metrics.update({"sync": MouthSync(max_offset=max_offset), "blink": BlinkRate(),
+                                "pose": PoseError(), "identity": IdentityError()})
+            self.rows[row.replace(" ", "_")] = metrics
+
+    @property
+    def probe(self) -> SynthProbe | None:
+        return self._probe_holder[0]
+
+    def _apply(self, fn, *args, **kwargs):
+        this = super()._apply(fn, *args, **kwargs)
+        if self.probe is not None:
+            self.probe._apply(fn)
+            self.probe.float()
+        return this
+
+    def read(self, videos: Tensor) -> ProbeReading:
+        """(B, T, 3, H, W) -> reading with (B, T, ...) fields."""
+        b = videos.shape[0]
+        reading = self.probe(frames_of(videos), chunk=self.chunk)
+        return ProbeReading(**{k: rearrange(v, "(b t) ... -> b t ...", b=b) for k, v in reading.as_dict().items()})
+
+    @torch.no_grad()
+    def update(self, generated: Tensor, real: Tensor, source: Tensor, driving_pose: Tensor,
+               mouth: Tensor | None = None, lengths: Tensor | None = None) -> None:
+        if generated.ndim != 5 or generated.shape != real.shape:
+            raise ValueError(f"expected generated and real videos (B, T, 3, H, W) of one shape, got "
+                             f"{tuple(generated.shape)} and {tuple(real.shape)}")
+        b, t = generated.shape[:2]
+        if source.shape != (b, *generated.shape[2:]) or driving_pose.shape[:2] != (b, t):
+            raise ValueError(f"expected source (B, 3, H, W) and driving_pose (B, T, 6) for videos "
+                             f"{tuple(generated.shape)}, got {tuple(source.shape)} and {tuple(driving_pose.shape)}")
+        still = source[:, None].expand_as(real)
+        self.rows["generated"]["fidelity"].update(generated, real, lengths)
+        self.rows["still_frame"]["fidelity"].update(still, real, lengths)
+        if self.probe is None:
+            return
+        read_source = self.probe(source, chunk=self.chunk)  # (B, ...)
+        readings = {
+            "generated": self.read(generated),
+            "still_frame": ProbeReading(**{k: v[:, None].expand(b, t, *v.shape[1:])
+                                           for k, v in read_source.as_dict().items()}),
+            "ground_truth": self.read(real),
+        }
+        reference = readings["ground_truth"].mouth if mouth is None else mouth.to(generated.device)
+        for row, reading in readings.items():
+            metrics = self.rows[row]
+            metrics["sync"].update(reading.mouth, reference, lengths)
+            metrics["blink"].update(reading.eyes, lengths)
+            metrics["pose"].update(reading.pose, driving_pose.to(reading.pose.device), lengths)
+            metrics["identity"].update(reading.identity, read_source.identity, lengths)
+
+    def compute(self) -> dict[str, dict[str, float | None]]:
+        out = {}
+        for row in ROWS:
+            values: dict[str, float | None] = {name: None for name in TABLE}
+            metrics = self.rows[row.replace(" ", "_")]
+            if "fidelity" in metrics:
+                values.update({k: float(v) for k, v in metrics["fidelity"].compute().items()})
+            if "sync" in metrics:
+                values.update({k: float(v) for k, v in metrics["sync"].compute().items()})
+                values["Blink/s"] = float(metrics["blink"].compute())
+                values["PoseErr"] = float(metrics["pose"].compute().mean())
+                values["IdErr"] = float(metrics["identity"].compute())
+            out[row] = values
+        return out
+
+    def reset(self) -> None:
+        for metrics in self.rows.values():
+            for metric in metrics.values():
+                metric.reset()

@@ -1,0 +1,168 @@
+"""Synthetic-domain metrics: the torch renderer, the probe's accuracy on held-out videos, and the
+metrics on videos whose answer is known (a copy of the truth, a frozen mouth, a shifted clip,
+closed eyes, the still frame)."""
+import numpy as np
+import pytest
+import torch
+
+from dawn_train.data.synth import random_identity, synth_video
+from dawn_train.metrics.synthetic import (
+    Augment,
+    MouthSync,
+    ProbeConfig,
+    SyntheticSuite,
+    evaluate_probe,
+    load_probe,
+    mouth_from_landmarks,
+    render,
+    save_probe,
+    scene_from_labels,
+    shifted_correlations,
+    train_probe,
+)
+from dawn_train.metrics.synthetic.render import quantize
+from dawn_train.metrics.weights import MetricUnavailable
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SEED = 4242  # test videos: identities the probe never trained on (it trains on sampled scenes)
+# A small probe trained on rendered frames only (no H.264, no blur): about 20 s on one thread. The
+# default probe of `dawn-train data probe` is larger, trains for minutes and reads mp4 frames too.
+TINY = ProbeConfig(coarse_channels=(8, 16, 32, 32), face_crop=32, face_channels=(12, 16, 24, 32, 32, 48),
+                   eye_channels=(8, 16, 16, 32), eye_hidden=32, mouth_channels=(8, 16, 16, 32), mouth_hidden=32,
+                   hidden=128)
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    path = tmp_path_factory.mktemp("probe") / "probe.pt"
+    train_probe(path, steps=300, batch_size=32, lr=3e-3, config=TINY, batch_reuse=3, eval_videos=0,
+                augment=Augment(large_fraction=0.0, mp4_fraction=0.0, blur_fraction=0.0))
+    return load_probe(path)
+
+
+def video_tensors(index: int, seconds: float = 2.0, size: int = 64):
+    """One held-out video: frames (1, T, 3, H, W) in [0, 1], its labels and identity."""
+    video = synth_video(SEED, index, seconds, size)
+    frames = torch.from_numpy(video["frames"]).permute(0, 3, 1, 2).float() / 255
+    return frames[None], video["labels"], random_identity(np.random.default_rng([SEED, index]))
+
+
+def test_torch_renderer_draws_what_synth_draws():
+    video = synth_video(SEED, 0, 0.4, 64)
+    labels = video["labels"]
+    scene = scene_from_labels(random_identity(np.random.default_rng([SEED, 0])), labels["pose"], labels["blink"],
+                              labels["mouth"])
+    frames = torch.from_numpy(video["frames"]).permute(0, 3, 1, 2).float() / 255
+    diff = (quantize(render(scene, 64)) - frames).abs() * 255
+    assert diff.max() <= 1.0 + 1e-4  # rounding ties only
+    assert (diff > 0.5).float().mean() < 1e-3
+
+
+def test_mouth_from_landmarks_is_the_label():
+    labels = synth_video(SEED, 1, 0.4, 64)["labels"]
+    np.testing.assert_allclose(mouth_from_landmarks(labels["mouth_lmk"]), labels["mouth"], atol=1e-4)
+
+
+def test_probe_accuracy_on_held_out_identities(probe):
+    report = evaluate_probe(probe, videos=3, seconds=2.0, size=64, seed=SEED + 1, mp4=False)
+    assert report["mouth_r2"] >= 0.97, report
+    assert report["eyes_r2"] >= 0.95, report
+    for angle in ("yaw", "pitch", "roll"):
+        assert report[f"{angle}_mae_deg"] < 1.5, report  # the default probe: < 0.5 deg (README)
+    assert report["colour_mae"] < 0.05 and report["aspect_mae"] < 0.01, report
+    report = evaluate_probe(probe, videos=1, seconds=2.0, size=128, seed=SEED + 1, mp4=False)  # resized to 64
+    assert report["mouth_r2"] >= 0.95 and report["eyes_r2"] >= 0.9, report
+
+
+def test_probe_file_is_rebuilt_strictly(probe, tmp_path):
+    with pytest.raises(MetricUnavailable, match="dawn-train data probe"):
+        load_probe(tmp_path / "missing.pt")
+    save_probe(probe, tmp_path / "probe.pt")
+    blob = torch.load(tmp_path / "probe.pt", weights_only=True)
+    assert load_probe(tmp_path / "probe.pt").config == probe.config
+    blob["config"]["hidden"] = 64  # the weights no longer fit the architecture the file describes
+    torch.save(blob, tmp_path / "probe.pt")
+    with pytest.raises(ValueError, match="does not match"):
+        load_probe(tmp_path / "probe.pt")
+    suite = SyntheticSuite(tmp_path / "missing.pt")
+    assert set(suite.unavailable) >= {"MouthCorr", "PoseErr"}
+    frames, labels, _ = video_tensors(0, seconds=0.6)
+    suite.update(frames, frames, frames[:, 0], torch.from_numpy(labels["pose"])[None])
+    rows = suite.compute()
+    assert rows["generated"]["PSNR"] == pytest.approx(100.0) and rows["generated"]["MouthCorr"] is None
+
+
+def run_suite(probe, generated, real, labels, source=None):
+    suite = SyntheticSuite(probe)
+    suite.update(generated, real, real[:, 0] if source is None else source, torch.from_numpy(labels["pose"])[None],
+                 mouth=torch.from_numpy(labels["mouth"])[None])
+    return suite.compute()
+
+
+def test_copy_of_the_truth_scores_perfectly(probe):
+    real, labels, _ = video_tensors(2)
+    rows = run_suite(probe, real, real, labels)
+    gen, truth = rows["generated"], rows["ground truth"]
+    assert gen["PSNR"] == pytest.approx(100.0) and gen["SSIM"] == pytest.approx(1.0, abs=1e-6)
+    assert gen["MouthCorr"] > 0.97 and gen["SyncOffset"] == 0 and gen["SyncConf"] > 0.1
+    assert gen["PoseErr"] == pytest.approx(truth["PoseErr"]) and gen["PoseErr"] < 2.0  # the probe's own error
+    assert gen["Blink/s"] == truth["Blink/s"]
+    assert gen["IdErr"] < 0.05
+    still = rows["still frame"]
+    assert still["PSNR"] < gen["PSNR"] and still["IdErr"] == 0.0 and still["MouthCorr"] == 0.0
+
+
+def test_frozen_mouth_does_not_correlate(probe):
+    real, labels, identity = video_tensors(3)
+    scene = scene_from_labels(identity, labels["pose"], labels["blink"], np.full_like(labels["mouth"], 0.3))
+    frozen = quantize(render(scene, 64))[None]
+    rows = run_suite(probe, frozen, real, labels)
+    assert abs(rows["generated"]["MouthCorr"]) < 0.3
+    assert rows["generated"]["PSNR"] > 25  # everything else is right
+
+
+def test_three_frame_lag_is_found(probe):
+    real, labels, _ = video_tensors(4)
+    lagged = torch.cat([real[:, :1].expand(-1, 3, -1, -1, -1), real[:, :-3]], 1)  # generated[t] = real[t - 3]
+    rows = run_suite(probe, lagged, real, labels)
+    assert rows["generated"]["SyncOffset"] == 3
+    assert rows["generated"]["MouthCorr"] < rows["ground truth"]["MouthCorr"]
+
+
+def test_closed_eyes_give_no_blinks(probe):
+    real, labels, identity = video_tensors(5, seconds=4.0)
+    assert rows_blinks(probe, real, labels) > 0  # the real video blinks, and the probe sees it
+    scene = scene_from_labels(identity, labels["pose"], np.full_like(labels["blink"], 0.05), labels["mouth"])
+    closed = quantize(render(scene, 64))[None]
+    assert rows_blinks(probe, closed, labels) == 0
+
+
+def rows_blinks(probe, video, labels):
+    return run_suite(probe, video, video, labels)["generated"]["Blink/s"]
+
+
+def test_still_frame_row_depends_on_the_source_only(probe):
+    real, labels, _ = video_tensors(6, seconds=1.0)
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(0))
+    a, b = run_suite(probe, real, real, labels), run_suite(probe, noise, real, labels)
+    assert a["still frame"] == b["still frame"]
+    assert a["generated"] != b["generated"]
+    other_source = run_suite(probe, real, real, labels, source=real[:, -1])
+    assert other_source["still frame"] != a["still frame"]
+
+
+def test_shifted_correlations_and_rank_merge():
+    rng = np.random.default_rng(0)
+    reference = rng.random(60)
+    corrs = shifted_correlations(np.roll(reference, 2), reference, 5)
+    assert int(np.argmax(corrs)) - 5 == 2 and corrs.max() == pytest.approx(1.0)
+    mouth = torch.tensor(rng.random((4, 40)))
+    reference = torch.tensor(rng.random((4, 40)))
+    whole, rank0, rank1 = MouthSync(), MouthSync(), MouthSync()
+    whole.update(mouth, reference)
+    rank0.update(mouth[:2], reference[:2])
+    rank1.update(mouth[2:], reference[2:])
+    rank0.merge_state(rank1)  # what the sum reduction does across DDP ranks
+    for name, value in whole.compute().items():
+        assert float(rank0.compute()[name]) == pytest.approx(float(value)), name
