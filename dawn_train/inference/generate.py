@@ -387,7 +387,10 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
         with _phase("audio features", n_frames, progress, "frame") as bar:
             feat = audio_features(wav, n_frames, pipe.info.audio_feature, dim, progress=bar.update)
     request = GenerationRequest(frame, wav, feat, n_frames, int(opts.seed))
-    source = pose_blink_source or pose_blink_from_files(opts.pose_from, opts.blink_from)
+    # cross-identity driving: the source's own state is the reference (given, else the training data's mean)
+    source = pose_blink_source or pose_blink_from_files(opts.pose_from, opts.blink_from,
+                                                        opts.init_pose or pipe.info.ref_pose_mean,
+                                                        opts.init_blink or pipe.info.ref_blink_mean)
     with _phase("PBNet pose + blink" if uses_pbnet else "pose + blink", 1, progress) as bar:
         motion = source(request)
         bar.update()

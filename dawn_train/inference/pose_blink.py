@@ -153,15 +153,26 @@ def read_sequence(path: str | Path, dim: int, n_frames: int, what: str) -> np.nd
     return array[:n_frames]
 
 
-def pose_blink_from_files(pose_from: Optional[str] = None, blink_from: Optional[str] = None) -> PoseBlinkSource:
-    """Pose/blink from .npy files ((N, 6) or official (N, 7); (N, 2)); a file's first row is taken as the
-    reference frame's state.  What is not given is held at the reference state (zero deltas)."""
+def pose_blink_from_files(pose_from: Optional[str] = None, blink_from: Optional[str] = None, ref_pose=None,
+                          ref_blink=None) -> PoseBlinkSource:
+    """Pose/blink from .npy files ((N, 6) or official (N, 7); (N, 2)), absolute values of the driving video.
+
+    The reference state is the source image's own (`ref_pose` (6,), `ref_blink` (2,)), as the official
+    cross-identity driving does: the model sees driving - source.  Without one, a file's first row stands in
+    (the same-identity case, where the source is that video's first frame).  What is not given as a file is
+    held at the reference state (zero deltas)."""
 
     def source(request: GenerationRequest) -> PoseBlink:
         n = request.n_frames
-        pose = read_sequence(pose_from, POSE_DIM, n, "pose") if pose_from else np.zeros((n, POSE_DIM), np.float32)
-        blink = read_sequence(blink_from, BLINK_DIM, n, "blink") if blink_from else np.zeros((n, BLINK_DIM), np.float32)
-        return PoseBlink(pose, blink, pose[0].copy(), blink[0].copy())
+        pose = read_sequence(pose_from, POSE_DIM, n, "pose") if pose_from else None
+        blink = read_sequence(blink_from, BLINK_DIM, n, "blink") if blink_from else None
+        rp = np.asarray(ref_pose, np.float32) if ref_pose is not None else (
+            pose[0].copy() if pose is not None else np.zeros(POSE_DIM, np.float32))
+        rb = np.asarray(ref_blink, np.float32) if ref_blink is not None else (
+            blink[0].copy() if blink is not None else np.zeros(BLINK_DIM, np.float32))
+        pose = pose if pose is not None else np.repeat(rp[None], n, 0)
+        blink = blink if blink is not None else np.repeat(rb[None], n, 0)
+        return PoseBlink(pose, blink, rp, rb)
 
     return source
 
@@ -171,8 +182,8 @@ def pose_blink_from_pbnet(sampler: PoseBlinkSampler, init_pose, init_blink, pose
     """Pose/blink sampled by the PBNets from the audio features (seeded by the request), starting from the
     reference image's state `init_pose` (6,), `init_blink` (2,).  A part given as a file (`pose_from` /
     `blink_from`, e.g. another video's signals) is taken from the file instead."""
-    files = pose_blink_from_files(pose_from, blink_from)
     init_pose, init_blink = np.asarray(init_pose, np.float32), np.asarray(init_blink, np.float32)
+    files = pose_blink_from_files(pose_from, blink_from, init_pose, init_blink)
 
     def source(request: GenerationRequest) -> PoseBlink:
         pose, blink = sampler(request.audio_feat, init_pose, init_blink, seed=request.seed)

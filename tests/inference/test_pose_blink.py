@@ -281,3 +281,20 @@ def test_print_sample_statistics(sampler, data, capsys):
     assert sample_rate == round(sum(count_blinks(b) for _, b in out) / 72, 4)
     assert ((sample_std / data_std > 0.25) & (sample_std / data_std < 3.0)).all()
     assert 0 < sample_rate and abs(sample_rate - data_rate) < 0.2
+
+
+def test_driving_files_are_taken_relative_to_the_source_state(tmp_path):
+    """Cross-identity driving (official): the reference state is the source's own, not the driving video's
+    first frame; without one, the first row stands in; what is not driven stays at the reference."""
+    from dawn_train.inference.pose_blink import GenerationRequest, pose_blink_from_files
+
+    driving = np.cumsum(np.ones((10, 6), np.float32), 0) + 5  # first row 6, then 7, 8, ...
+    np.save(tmp_path / "pose.npy", driving)
+    request = GenerationRequest(np.zeros((8, 8, 3), np.uint8), np.zeros(6400, np.float32), np.zeros((10, 80)), 10, 0)
+    source_pose, source_blink = np.full(6, 2.0, np.float32), np.array([0.3, 0.3], np.float32)
+    motion = pose_blink_from_files(str(tmp_path / "pose.npy"), None, source_pose, source_blink)(request)
+    np.testing.assert_array_equal(motion.ref_pose, source_pose)
+    np.testing.assert_array_equal(motion.pose - motion.ref_pose, driving - 2.0)  # not driving - driving[0]
+    np.testing.assert_array_equal(motion.blink - motion.ref_blink, np.zeros((10, 2)))
+    same_identity = pose_blink_from_files(str(tmp_path / "pose.npy"))(request)
+    np.testing.assert_array_equal(same_identity.ref_pose, driving[0])

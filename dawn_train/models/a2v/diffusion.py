@@ -309,6 +309,8 @@ class GaussianDiffusion(nn.Module):
         if batch_size is None or num_frames is None or h is None:
             raise ValueError("sample() needs cond (B, T, D) or batch_size/num_frames, and context or image_size")
         shape = (batch_size, self.channels, num_frames, h, w)
-        if self.sampling_timesteps < self.num_timesteps:
+        steps = kwargs.get("sampling_timesteps") or self.sampling_timesteps  # the caller's count wins
+        if steps < self.num_timesteps:
             return self.ddim_sample(shape, context, cond, **kwargs)
-        return self.p_sample_loop(shape, context, cond, **kwargs)
+        ancestral = {k: v for k, v in kwargs.items() if k in ("cond_scale", "noise", "generator", "progress")}
+        return self.p_sample_loop(shape, context, cond, **ancestral)

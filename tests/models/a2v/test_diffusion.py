@@ -145,3 +145,16 @@ def test_a2v_model_long_sequence_with_window():
     out["loss"].mean().backward()
     assert model.face_loc_emb.conv1.weight.grad is not None  # the encoder is trained and saved with the model
     assert {k.split(".")[0] for k in model.state_dict()} == {"diffusion", "face_loc_emb"}
+
+
+
+def test_sample_uses_the_callers_step_count():
+    """A model configured for 1000 ancestral steps samples with DDIM when the caller asks for 3 steps (and the
+    other way round), instead of its own setting winning."""
+    d = _diffusion(sampling_timesteps=1000)
+    ctx, cond = torch.randn(1, 2, 4, 4), torch.randn(1, 3, 2)
+    d.sample(ctx, cond, sampling_timesteps=3)
+    assert d.denoise_fn.calls == 3
+    d = _diffusion(sampling_timesteps=3)
+    d.sample(ctx, cond)
+    assert d.denoise_fn.calls == 3
