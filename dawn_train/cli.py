@@ -170,22 +170,46 @@ def cmd_eval(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from dawn_train.inference.evaluate import TABLE, evaluate, format_table
+    from dawn_train.inference.evaluate import TABLE, evaluate, format_synthetic_table, format_table
+    from dawn_train.metrics.synthetic import TABLE as SYNTHETIC_TABLE
 
     weights = {"fid": args.fid_weights, "i3d": args.i3d_weights, "syncnet": args.syncnet_weights,
                "arcface": args.arcface_weights}
     result = evaluate(args.ckpt, args.lfg, args.shards, split=args.split, weights=weights, max_videos=args.max_videos,
                       max_frames=args.max_frames, steps=args.steps, window_size=args.window_size, seed=args.seed,
                       pbnet_pose=args.pbnet_pose, pbnet_blink=args.pbnet_blink, device=args.device, out=args.out,
-                      log_wandb=not args.no_wandb, progress=not args.quiet)
+                      log_wandb=not args.no_wandb, progress=not args.quiet, probe=args.probe)
     table = Table(title=f"{result['settings']['videos']} {args.split} videos, {result['settings']['max_frames']} frames "
                         f"max, pose/blink from {result['settings']['pose_blink']}")
     for column in ("", *TABLE):
         table.add_column(column)
     for row in format_table(result):
         table.add_row(*row)
-    Console(width=max(Console().width, 140)).print(table)
+    console = Console(width=max(Console().width, 140))
+    console.print(table)
+    for name, reason in result["unavailable"].items():
+        print(f"n/a {name}: {reason}")
+    synthetic = format_synthetic_table(result)
+    if synthetic:
+        table = Table(title="synthetic ground truth: generated frames vs the real ones (probe), beside the still frame")
+        for column in ("", *SYNTHETIC_TABLE):
+            table.add_column(column)
+        for row in synthetic:
+            table.add_row(*row)
+        console.print(table)
     print(f"results: {result['out']}")
+    return 0
+
+
+def cmd_data_probe(args) -> int:
+    from dawn_train.metrics.synthetic import train_probe
+
+    report = train_probe(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                         eval_videos=args.eval_videos)
+    _print_json_or_table({k: v for k, v in report.items() if not isinstance(v, (dict, list))}, args.json,
+                         f"synthetic probe -> {args.out}")
+    for size, accuracy in (report.get("eval") or {}).items():
+        print(f"held-out accuracy at {size}: {json.dumps(accuracy)}")
     return 0
 
 
@@ -277,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = data_commands.add_parser("inspect", help="validate every sample of a shard directory and print counts")
     inspect.add_argument("shards", help="shard directory with manifest.json")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    probe = data_commands.add_parser("probe", help="train the synthetic-domain probe (mouth, eyes, pose, identity "
+                                     "read from frames) that scores generated videos against the ground truth")
+    probe.add_argument("--out", required=True, help="probe file, e.g. runs/synth_probe.pt")
+    probe.add_argument("--steps", type=int, default=1000, help="optimizer steps (~7 CPU minutes at 1000)")
+    probe.add_argument("--batch-size", type=int, default=64)
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--eval-videos", type=int, default=8, help="held-out identities to measure its accuracy on")
+    probe.add_argument("--json", action="store_true")
+    probe.set_defaults(func=cmd_data_probe)
     synth.set_defaults(func=cmd_data_synth)
     shards.set_defaults(func=cmd_data_shards)
     inspect.set_defaults(func=cmd_data_inspect)
@@ -380,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None)
     ev.add_argument("--out", default=None, help="results JSON (default: runs/<name>/eval.json)")
     ev.add_argument("--no-wandb", action="store_true", help="do not log the W&B table")
+    ev.add_argument("--probe", default=None, help="synthetic-probe file (dawn-train data probe): on synthetic shards, "
+                    "ground-truth metrics of the generated frames beside the still-frame baseline, and BAS/Blink/s "
+                    "measured on them (n/a without)")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_eval)
 

@@ -23,13 +23,16 @@ from dawn_train.inference.pipeline import load_pipeline
 from dawn_train.inference.pose_blink import PoseBlink
 from dawn_train.log import get_logger
 from dawn_train.metrics.suite import TABLE, MetricSuite
+from dawn_train.metrics.synthetic import TABLE as SYNTHETIC_TABLE
+from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
 from dawn_train.tracking import log_eval_table
 
 log = get_logger(__name__)
 # Published numbers for orientation (paper Table 1, HDTF); not computed here.
 PAPER_HDTF = {"FID": 9.60, "FVD16": 60.34, "FVD32": 95.64, "LSE-C": 6.71, "LSE-D": 7.94, "CSIM": 0.790, "BAS": 0.281,
               "Blink/s": 0.86}
-KEYS = (schema.FRAMES, schema.AUDIO, schema.AUDIO_FEAT, schema.POSE, schema.BLINK, schema.FACE_BOX, schema.META)
+KEYS = (schema.FRAMES, schema.AUDIO, schema.AUDIO_FEAT, schema.POSE, schema.BLINK, schema.FACE_BOX, schema.MOUTH_LMK,
+        schema.META)
 
 
 def split_samples(shards: str | Path, split: str):
@@ -61,7 +64,10 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
              max_videos: int | None = None, max_frames: int = 200, steps: int | None = None,
              window_size: int | None = None, seed: int = 1234, pbnet_pose: str | None = None,
              pbnet_blink: str | None = None, device: str | None = None, out: str | None = None,
-             log_wandb: bool = True, progress: bool = True) -> dict:
+             log_wandb: bool = True, progress: bool = True, probe: str | None = None) -> dict:
+    """`probe`: a synthetic-probe file (`dawn-train data probe`): on synthetic shards the generated frames are
+    also scored against the ground truth (`metrics/synthetic`), beside the still-frame baseline, and BAS and
+    Blink/s of the generated videos are measured on them (without a probe those two are n/a)."""
     from tqdm.auto import tqdm
 
     pipe = load_pipeline(lfg, a2v, pbnet_pose=pbnet_pose, pbnet_blink=pbnet_blink, device=device)
@@ -73,6 +79,9 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
     dev = pipe.device
     suite = MetricSuite(weights).to(dev)
     for reason in suite.unavailable.values():
+        log.warning("%s", reason)
+    synthetic = SyntheticSuite(probe).to(dev) if probe else None
+    for reason in (synthetic.unavailable.values() if synthetic else ()):
         log.warning("%s", reason)
 
     videos = 0
@@ -95,14 +104,20 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         def as_batch(a):
             return torch.as_tensor(np.asarray(a, np.float32), device=dev)[None]
 
-        suite.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(audio), as_batch(motion.pose),
-                     as_batch(motion.blink), as_batch(pose), as_batch(blink))
+        reading = None
+        if synthetic is not None:
+            mouth = mouth_from_landmarks(parsed[schema.MOUTH_LMK][:n])
+            reading = synthetic.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(motion.pose),
+                                       mouth=as_batch(mouth))
+        suite.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(audio), as_batch(pose), as_batch(blink),
+                     generated_pose=reading.pose if reading else None, generated_blink=reading.eyes if reading else None)
         videos += 1
     if videos == 0:
         raise ValueError(f"{shards}: no usable '{split}' samples to evaluate")
     rows = suite.compute()
     result = {
         "metrics": rows["generated"], "ground_truth": rows["ground truth"], "unavailable": suite.unavailable,
+        "synthetic": synthetic.compute() if synthetic is not None else None,
         "settings": {"a2v": str(a2v), "lfg": str(lfg), "shards": str(shards), "split": split, "videos": videos,
                      "max_frames": max_frames, "steps": pipe.sampling_steps(steps),
                      "window_size": pipe.a2v.unet.window_size, "seed": seed, "ema": pipe.info.ema,
@@ -127,3 +142,17 @@ def format_table(result: dict) -> list[list[str]]:
             ["this checkpoint", *[cell(result["metrics"].get(m)) for m in TABLE]],
             ["DAWN paper (HDTF)", *[cell(PAPER_HDTF[m]) for m in TABLE]]]
     return rows
+
+
+def format_synthetic_table(result: dict) -> list[list[str]]:
+    """Rows of the synthetic ground-truth table: this checkpoint, the still-frame baseline (the source held),
+    and the real frames through the probe (its own error floor).  Empty without a probe."""
+    synthetic = result.get("synthetic")
+    if not synthetic:
+        return []
+
+    def cell(value):
+        return "n/a" if value is None else f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+
+    names = {"generated": "this checkpoint", "still frame": "still frame (baseline)", "ground truth": "real (probe floor)"}
+    return [[label, *[cell(synthetic[row].get(m)) for m in SYNTHETIC_TABLE]] for row, label in names.items()]

@@ -5,10 +5,12 @@ message saying what file to get), never computed with random weights.  BAS and B
 network and are always available.
 
 Inputs per batch: generated and real videos (B, T, 3, H, W) in [0, 1], the source image
-(B, 3, H, W), the 16 kHz audio (B, L), and the pose (B, T, 6) and eye-openness (B, T, 2) signals
-of the generated and the real videos.  Without a pose estimator / landmarker in the loop, BAS and
-Blink/s of generated videos are measured on the pose and blink signals that drove the generation
-(the generated head follows them); for the real videos, on their annotations.
+(B, 3, H, W), the 16 kHz audio (B, L), the real videos' pose (B, T, 6) and eye openness (B, T, 2)
+annotations, and, when something measured them ON THE GENERATED FRAMES (the synthetic probe,
+`metrics/synthetic`; a landmarker/pose estimator on real data), the generated videos' pose and eye
+openness.  Without such a measurement, BAS and Blink/s of the generated videos are not computed
+(None, with the reason in `unavailable`): the signals that drove the generation say nothing about
+whether the video follows them, so they are never reported as the checkpoint's.
 """
 from __future__ import annotations
 
@@ -24,6 +26,12 @@ from dawn_train.metrics.weights import MetricUnavailable
 
 # Table 1 order; "weights" names the key of the weight-path dict each metric needs.
 TABLE = ("FID", "FVD16", "FVD32", "LSE-C", "LSE-D", "CSIM", "BAS", "Blink/s")
+NOT_MEASURED = {
+    "BAS": "BAS of the generated videos needs their head motion measured on the generated frames (synthetic data: "
+           "--probe FILE; real data: the prep pose estimator); the driving pose is not the checkpoint's output",
+    "Blink/s": "Blink/s of the generated videos needs eye openness measured on the generated frames (synthetic "
+               "data: --probe FILE; real data: the prep landmarker); the driving blinks are not the checkpoint's output",
+}
 WEIGHT_KEYS = {"FID": "fid", "FVD16": "i3d", "FVD32": "i3d", "LSE": "syncnet", "CSIM": "arcface"}
 
 
@@ -59,9 +67,11 @@ class MetricSuite(nn.Module):
         for side in (self.generated, self.real):
             side["BAS"] = BAS()
             side["Blink_s"] = BlinkRate()
+        self.measured: set[str] = set()  # of BAS, Blink/s: measured on generated frames in some update
 
-    def update(self, generated: Tensor, real: Tensor, source: Tensor, audio: Tensor, pose: Tensor, blink: Tensor,
-               real_pose: Tensor, real_blink: Tensor) -> None:
+    def update(self, generated: Tensor, real: Tensor, source: Tensor, audio: Tensor, real_pose: Tensor,
+               real_blink: Tensor, generated_pose: Tensor | None = None, generated_blink: Tensor | None = None) -> None:
+        """generated_pose (B, T, 6) / generated_blink (B, T, 2): measured on the generated frames, or None."""
         frames = generated.shape[1]
         for name, metric in self.generated.items():
             if name in ("FID", "FVD16", "FVD32"):
@@ -74,8 +84,12 @@ class MetricSuite(nn.Module):
                 self.real["LSE"].update(real, audio)
             elif name == "CSIM":
                 metric.update(source, generated)
-        self.generated["BAS"].update(pose, audio)
-        self.generated["Blink_s"].update(blink)
+        if generated_pose is not None:
+            self.generated["BAS"].update(generated_pose, audio)
+            self.measured.add("BAS")
+        if generated_blink is not None:
+            self.generated["Blink_s"].update(generated_blink)
+            self.measured.add("Blink/s")
         self.real["BAS"].update(real_pose, audio)
         self.real["Blink_s"].update(real_blink)
 
@@ -85,6 +99,11 @@ class MetricSuite(nn.Module):
         for row, side in (("generated", self.generated), ("ground truth", self.real)):
             values = {}
             for name, metric in side.items():
+                label = name.replace("Blink_s", "Blink/s")
+                if row == "generated" and label in ("BAS", "Blink/s") and label not in self.measured:
+                    if label in self.names:
+                        self.unavailable[label] = NOT_MEASURED[label]
+                    continue
                 if name.startswith("FVD") and int(metric.real_n) == 0:
                     continue
                 if name == "BAS" and int(metric.n) == 0:
@@ -100,6 +119,7 @@ class MetricSuite(nn.Module):
         return rows
 
     def reset(self) -> None:
+        self.measured.clear()
         for side in (self.generated, self.real):
             for metric in side.values():
                 metric.reset()

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from dawn_train.checkpoints import load_model, load_strict, open_checkpoint
 from dawn_train.log import get_logger
 from dawn_train.metrics.suite import MetricSuite
+from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
 from dawn_train.models.a2v.conditioning import (
     MOTION_DIM,
     animate,
@@ -90,6 +91,9 @@ class A2VStage(DawnStage):
         lfg_chunk_size: frames per LFG call when encoding/decoding (memory bound).
         sample_every_n_val: log a sampled clip every N validations (0 = never); sample_steps: DDIM steps;
         sample_seed: seeds validation noise and sampling (validation losses are comparable across runs).
+        probe: synthetic-probe file (`dawn-train data probe`): on synthetic data, validation samples are scored
+            against the ground truth (`metrics/synthetic`: PSNR, SSIM, mouth sync, Blink/s, pose and identity
+            error) and beside the still-frame baseline, logged as `val/synth/*` and `val/synth_still/*`.
         train_face_loc: train the face-location encoder (the release never did).
     """
 
@@ -103,7 +107,7 @@ class A2VStage(DawnStage):
                  ema_warmup: bool = True, lfg_chunk_size: Optional[int] = 256, sample_every_n_val: int = 1,
                  sample_steps: int = 20, sample_seed: int = 0, train_face_loc: bool = True,
                  val_metrics: Optional[list[str]] = None, metric_weights: Optional[dict[str, str]] = None,
-                 val_metric_batches: int = 1):
+                 val_metric_batches: int = 1, probe: Optional[str] = None):
         super().__init__()
         save_hyperparameters(self)
         self.optimizer = optimizer
@@ -121,6 +125,12 @@ class A2VStage(DawnStage):
         # Table 1 metrics on DDIM samples of the first `val_metric_batches` validation batches
         # (networks from `metric_weights`: fid, i3d, syncnet, arcface; missing -> logged as unavailable)
         self.metric_suite = MetricSuite(metric_weights, tuple(val_metrics)) if val_metrics else None
+        # synthetic data: ground-truth quality of the same samples, read by the probe from the generated frames
+        # (`dawn-train data probe`), each beside the still-frame baseline; the probe's pose and eye readings of
+        # the generated frames also feed BAS and Blink/s
+        self.synthetic = SyntheticSuite(probe) if probe else None
+        for reason in (self.synthetic.unavailable.values() if self.synthetic else ()):
+            log.warning("%s", reason)
         for reason in (self.metric_suite.unavailable.values() if self.metric_suite else ()):
             log.warning("%s", reason)
         self.register_buffer("pose_scale", None if pose_scale is None else torch.tensor(pose_scale), persistent=False)
@@ -286,20 +296,30 @@ class A2VStage(DawnStage):
         losses = self.losses(inputs, self.sampling_model, generator)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, on_epoch=True, sync_dist=True,
                       batch_size=inputs["cond"].shape[0], prog_bar=False)
-        if self.metric_suite is not None and batch_idx < self.hparams.val_metric_batches:
+        if (self.metric_suite is not None or self.synthetic is not None) and batch_idx < self.hparams.val_metric_batches:
             self.update_metrics(batch, inputs)
         return {"inputs": inputs}  # for the SampleVideo callback
 
     def update_metrics(self, batch: dict, inputs: dict) -> None:
-        """Sample every clip of the batch (EMA weights) and add it to the Table 1 metrics; the clip is
-        driven by its ground-truth pose/blink, so BAS/Blink/s compare those signals with the audio."""
+        """Sample every clip of the batch (EMA weights, driven by its ground-truth pose/blink and its own audio,
+        reference = the clip's reference frame) and add it to the metrics.  BAS and Blink/s of the samples are
+        measured on the generated frames by the probe, or not at all."""
         for index in range(inputs["cond"].shape[0]):
             video = self.sample(inputs, index=index, seed=self.hparams.sample_seed + index)["video"].float()
+
             def one(x: Tensor) -> Tensor:
                 return x[index:index + 1].float()
 
-            self.metric_suite.update(video, one(batch["frames"]) / 255, one(inputs["ref"]), one(batch["audio"]),
-                                     one(batch["pose"]), one(batch["blink"]), one(batch["pose"]), one(batch["blink"]))
+            real = one(batch["frames"]) / 255
+            reading = None
+            if self.synthetic is not None:
+                mouth = mouth_from_landmarks(one(batch["mouth_lmk"]).cpu().numpy())
+                reading = self.synthetic.update(video, real, one(inputs["ref"]), one(batch["pose"]),
+                                                mouth=torch.as_tensor(mouth, device=video.device))
+            if self.metric_suite is not None:
+                self.metric_suite.update(video, real, one(inputs["ref"]), one(batch["audio"]), one(batch["pose"]),
+                                         one(batch["blink"]), generated_pose=reading.pose if reading else None,
+                                         generated_blink=reading.eyes if reading else None)
 
     def on_validation_epoch_end(self) -> None:
         if self.metric_suite is not None:
@@ -307,6 +327,12 @@ class A2VStage(DawnStage):
                 rows = self.metric_suite.compute()
                 self.log_dict({f"val/{k}": v for k, v in rows["generated"].items() if v is not None}, sync_dist=False)
             self.metric_suite.reset()
+        if self.synthetic is not None:
+            if not self.trainer.sanity_checking:
+                rows = self.synthetic.compute()
+                for row, prefix in (("generated", "val/synth"), ("still frame", "val/synth_still")):
+                    self.log_dict({f"{prefix}/{k}": v for k, v in rows[row].items() if v is not None}, sync_dist=False)
+            self.synthetic.reset()
 
     # ---- sampling ----------------------------------------------------------------------------------
     @torch.no_grad()

@@ -86,7 +86,9 @@ class SyntheticSuite(nn.Module):
 
     @torch.no_grad()
     def update(self, generated: Tensor, real: Tensor, source: Tensor, driving_pose: Tensor,
-               mouth: Tensor | None = None, lengths: Tensor | None = None) -> None:
+               mouth: Tensor | None = None, lengths: Tensor | None = None) -> ProbeReading | None:
+        """Returns the probe's reading of the generated frames ((B, T, ...) fields; None without a probe), so a
+        caller can measure more on them (head motion for BAS, eye openness for Blink/s)."""
         if generated.ndim != 5 or generated.shape != real.shape:
             raise ValueError(f"expected generated and real videos (B, T, 3, H, W) of one shape, got "
                              f"{tuple(generated.shape)} and {tuple(real.shape)}")
@@ -98,7 +100,7 @@ class SyntheticSuite(nn.Module):
         self.rows["generated"]["fidelity"].update(generated, real, lengths)
         self.rows["still_frame"]["fidelity"].update(still, real, lengths)
         if self.probe is None:
-            return
+            return None
         read_source = self.probe(source, chunk=self.chunk)  # (B, ...)
         readings = {
             "generated": self.read(generated),
@@ -113,6 +115,7 @@ class SyntheticSuite(nn.Module):
             metrics["blink"].update(reading.eyes, lengths)
             metrics["pose"].update(reading.pose, driving_pose.to(reading.pose.device), lengths)
             metrics["identity"].update(reading.identity, read_source.identity, lengths)
+        return readings["generated"]
 
     def compute(self) -> dict[str, dict[str, float | None]]:
         out = {}
