@@ -87,14 +87,10 @@ def test_eval_with_probe_scores_generated_frames_beside_the_still_frame(models, 
     """With a synthetic probe, eval prints the ground-truth table (generated / still frame / probe floor) and
     measures Blink/s and BAS of the generated videos on their frames.  (A briefly trained probe: this checks
     the wiring; the probe's accuracy is tests/metrics/test_synthetic.py's.)"""
-    from dawn_train.metrics.synthetic import Augment, ProbeConfig, train_probe
+    from tests.stages.test_a2v import make_tiny_probe
 
     lfg, a2v, _ = models
-    probe = tmp_path / "probe.pt"
-    tiny = ProbeConfig(coarse_channels=(8, 8, 8, 8), face_crop=32, face_channels=(8, 8, 8, 8, 8, 8),
-                       eye_channels=(8, 8, 8, 8), eye_hidden=8, mouth_channels=(8, 8, 8, 8), mouth_hidden=8, hidden=16)
-    train_probe(probe, steps=5, batch_size=8, config=tiny, eval_videos=0,
-                augment=Augment(large_fraction=0.0, mp4_fraction=0.0, blur_fraction=0.0))
+    probe = make_tiny_probe(tmp_path / "probe.pt")
     out = tmp_path / "eval.json"
     assert main(["eval", "--ckpt", str(a2v), "--lfg", str(lfg), "--shards", str(synth_shards), "--max-videos", "1",
                  "--max-frames", "12", "--steps", "1", "--probe", str(probe), "--out", str(out), "--quiet",

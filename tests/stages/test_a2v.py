@@ -58,6 +58,18 @@ def make_tiny_lfg(raw_dir: Path, out: Path, steps: int = 4) -> Path:
     return checkpoints.save_converted(model.eval(), config, "lfg", out)
 
 
+def make_tiny_probe(out: Path, steps: int = 5) -> Path:
+    """A briefly trained synthetic probe of a tiny architecture: wiring, not accuracy (that is
+    tests/metrics/test_synthetic.py's)."""
+    from dawn_train.metrics.synthetic import Augment, ProbeConfig, train_probe
+
+    tiny = ProbeConfig(coarse_channels=(8, 8, 8, 8), face_crop=32, face_channels=(8, 8, 8, 8, 8, 8),
+                       eye_channels=(8, 8, 8, 8), eye_hidden=8, mouth_channels=(8, 8, 8, 8), mouth_hidden=8, hidden=16)
+    train_probe(out, steps=steps, batch_size=8, config=tiny, eval_videos=0,
+                augment=Augment(large_fraction=0.0, mp4_fraction=0.0, blur_fraction=0.0))
+    return out
+
+
 @pytest.fixture(scope="module")
 def lfg_ckpt(synth_raw, tmp_path_factory) -> Path:
     return make_tiny_lfg(synth_raw, tmp_path_factory.mktemp("lfg") / "lfg.pt")
@@ -93,7 +105,9 @@ def fit(argv: list[str], cwd: Path) -> None:
 @pytest.fixture(scope="module")
 def stage1_run(synth_shards, lfg_ckpt, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("a2v")
-    fit(["fit", *STAGE1, f"--data.init_args.shards={synth_shards}", f"--model.init_args.lfg_checkpoint={lfg_ckpt}",
+    probe = make_tiny_probe(work / "probe.pt")
+    fit(["fit", *STAGE1, f"--model.init_args.probe={probe}", f"--data.init_args.shards={synth_shards}",
+         f"--model.init_args.lfg_checkpoint={lfg_ckpt}",
          "--trainer.max_steps=21", "--trainer.val_check_interval=21", "--data.init_args.clip_len=4", *TINY_ARGS,
          *FAST_ARGS], work)
     return work / "runs" / "a2v-demo-stage1"
@@ -115,10 +129,13 @@ def test_stage1_loss_falls_and_logs_video(stage1_run):
     rows = metrics(stage1_run)
     ok, first, last = falls(series(rows, "train/loss_diffusion"))
     assert ok, f"stage-1 diffusion loss did not fall: {first:.3f} -> {last:.3f}"
-    assert {"train/loss_flow", "train/loss_mouth", "val/loss", "val/loss_mouth", "val/Blink/s"} <= set(rows[0])
+    assert {"train/loss_flow", "train/loss_mouth", "val/loss", "val/loss_mouth", "val/Blink/s", "val/synth/PSNR",
+            "val/synth_still/PSNR", "val/synth/MouthCorr"} <= set(rows[0])
     # the configured Table 1 metrics are logged each validation epoch (BAS needs head-motion beats,
     # which 4-frame clips do not have: it is left out rather than logged as 0)
+    # Blink/s measured by the probe on the generated frames; every synthetic figure has its still-frame twin
     assert series(rows, "val/Blink/s") and not series(rows, "val/BAS")
+    assert series(rows, "val/synth/PSNR") and series(rows, "val/synth_still/PSNR")
     assert set(series(rows, "train/clip_len")) == {4.0}
     run = read_offline_run(stage1_run)
     assert any(p.endswith(".mp4") for p in run["media"]) and any(p.endswith(".png") for p in run["media"])
