@@ -2,16 +2,13 @@
 
 Library messages go through the standard `logging` module under the `dawn_train` logger, so a user
 (or a test) decides where they go.  `setup_logging()` (called by the CLI) prints them on stderr as
-`[dawn_train.inference.generate] message`; `rank_zero_info` / `rank_zero_warn` speak once per
-multi-process job (rank from the usual launcher variables, as Lightning does)."""
+`[dawn_train.inference.generate] message`.  Stages speak on rank zero only (`trainer.is_global_zero`)."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 ROOT = "dawn_train"
-_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -42,21 +39,3 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
         root.addHandler(handler)
-
-
-def global_rank() -> int:
-    for variable in _RANK_VARIABLES:
-        value = os.environ.get(variable)
-        if value is not None and value.isdigit():
-            return int(value)
-    return 0
-
-
-def rank_zero_info(logger: logging.Logger, message: str, *args) -> None:
-    if global_rank() == 0:
-        logger.info(message, *args)
-
-
-def rank_zero_warn(logger: logging.Logger, message: str, *args) -> None:
-    if global_rank() == 0:
-        logger.warning(message, *args)

@@ -100,10 +100,12 @@ class MetricSuite(nn.Module):
             values = {}
             for name, metric in side.items():
                 label = name.replace("Blink_s", "Blink/s")
-                if row == "generated" and label in ("BAS", "Blink/s") and label not in self.measured:
-                    if label in self.names:
-                        self.unavailable[label] = NOT_MEASURED[label]
-                    continue
+                if row == "generated" and label in NOT_MEASURED:
+                    if label not in self.measured:
+                        if label in self.names:
+                            self.unavailable[label] = NOT_MEASURED[label]
+                        continue
+                    self.unavailable.pop(label, None)
                 if name.startswith("FVD") and int(metric.real_n) == 0:
                     continue
                 if name == "BAS" and int(metric.n) == 0:

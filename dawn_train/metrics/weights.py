@@ -154,16 +154,13 @@ class Float64Metric(Metric):
         return this
 
 
-class NetworkMetric(Float64Metric):
-    """A Metric that runs a frozen reference network.
+class HoldsFrozenNet(nn.Module):
+    """Mixin for a module that runs a frozen network (`self.net`) kept outside its module tree on purpose:
+    its weights come from a weight file, so they are not written into every Lightning checkpoint, and a
+    parent's `.train()` cannot switch its BatchNorm layers to batch statistics.  `.to()` and friends still
+    move it with the module (device only: it stays float32)."""
 
-    The network is kept outside the module tree on purpose: its weights come from the weight file,
-    so they are not written into every Lightning checkpoint, and a parent's `.train()` cannot switch
-    its BatchNorm layers to batch statistics. `.to()` and friends still move it with the metric
-    (device only: it stays float32)."""
-
-    def __init__(self, net: nn.Module | None, **kwargs):
-        super().__init__(**kwargs)
+    def hold(self, net: nn.Module | None) -> None:
         if net is not None:
             net.eval().requires_grad_(False)
         self._net_holder = [net]
@@ -178,6 +175,14 @@ class NetworkMetric(Float64Metric):
             self.net._apply(fn)
             self.net.float()
         return this
+
+
+class NetworkMetric(HoldsFrozenNet, Float64Metric):
+    """A Metric that runs a frozen reference network (`HoldsFrozenNet`)."""
+
+    def __init__(self, net: nn.Module | None, **kwargs):
+        super().__init__(**kwargs)
+        self.hold(net)
 
     def net_device(self) -> torch.device:
         return next(self.net.parameters()).device

@@ -23,14 +23,14 @@ from dawn_train.metrics.blink import BlinkRate
 from dawn_train.metrics.synthetic.metrics import FrameFidelity, IdentityError, MouthSync, PoseError, frames_of
 from dawn_train.metrics.synthetic.probe import ProbeReading, SynthProbe
 from dawn_train.metrics.synthetic.train import load_probe
-from dawn_train.metrics.weights import MetricUnavailable
+from dawn_train.metrics.weights import HoldsFrozenNet, MetricUnavailable
 
 TABLE = ("PSNR", "SSIM", "MouthCorr", "SyncOffset", "SyncConf", "Blink/s", "PoseErr", "IdErr")
 PROBE_METRICS = TABLE[2:]
 ROWS = ("generated", "still frame", "ground truth")
 
 
-class SyntheticSuite(nn.Module):
+class SyntheticSuite(HoldsFrozenNet):
     """Args:
         probe: a probe file (`train_probe`), a `SynthProbe`, or None (probe metrics unavailable).
         max_offset: lip-sync offset search range in frames (5).
@@ -55,9 +55,7 @@ class SyntheticSuite(nn.Module):
             except MetricUnavailable as exc:
                 probe = None
                 self.unavailable = {name: str(exc) for name in PROBE_METRICS}
-        if probe is not None:
-            probe.eval().requires_grad_(False)
-        self._probe_holder = [probe]  # outside the module tree: not in checkpoints, never in train mode
+        self.hold(probe)  # outside the module tree: not in checkpoints, never in train mode
         self.chunk = chunk
         self.rows = nn.ModuleDict()
         for row in ROWS:
@@ -69,14 +67,7 @@ class SyntheticSuite(nn.Module):
 
     @property
     def probe(self) -> SynthProbe | None:
-        return self._probe_holder[0]
-
-    def _apply(self, fn, *args, **kwargs):
-        this = super()._apply(fn, *args, **kwargs)
-        if self.probe is not None:
-            self.probe._apply(fn)
-            self.probe.float()
-        return this
+        return self.net
 
     def read(self, videos: Tensor) -> ProbeReading:
         """(B, T, 3, H, W) -> reading with (B, T, ...) fields."""

@@ -89,17 +89,12 @@ def animate(lfg, a2v, ref: Tensor, box: Tensor, cond: Tensor, *, generator: Opti
     with torch.autocast(ref.device.type, enabled=False):
         ref_fea = lfg.reference_feature(ref.float())
     kwargs = {"eta": eta} if eta is not None else {}
-    x0 = a2v.sample(ref_fea.to(_dtype_of(a2v)), box, cond, generator=generator, sampling_timesteps=steps,
+    x0 = a2v.sample(ref_fea, box, cond, generator=generator, sampling_timesteps=steps,
                     progress=progress, **kwargs)
     flow, occlusion = latent_motion(x0.float())
     with torch.autocast(ref.device.type, enabled=False):
         video = lfg.decode(ref.float(), flow, occlusion, chunk_size=decode_chunk)
     return {"x0": x0, "flow": flow, "occlusion": occlusion, "video": video.clamp(0, 1)}
-
-
-def _dtype_of(module) -> torch.dtype:
-    parameter = next(module.parameters(), None)
-    return parameter.dtype if parameter is not None else torch.float32
 
 
 # ---- generation in windows (bounded memory for long audio) --------------------------------------------
@@ -164,13 +159,12 @@ def sample_windows(a2v, ref_fea: Tensor, box: Tensor, cond: Tensor, *, window: i
     h, w = ref_fea.shape[-2:]
     channels = a2v.diffusion.channels
     steps = int(steps or a2v.diffusion.sampling_timesteps)
-    dtype = _dtype_of(a2v)
     out = torch.zeros(b, channels, n, h, w, device=cond.device, dtype=torch.float32)
     end_prev = 0
     for start, end in window_spans(n, window, overlap):
-        noise = [frame_noise(seed, d, start, end, (b, channels, h, w), cond.device, dtype) for d in range(steps + 1)]
+        noise = [frame_noise(seed, d, start, end, (b, channels, h, w), cond.device) for d in range(steps + 1)]
         kwargs = {"eta": eta} if eta is not None else {}
-        x0 = a2v.sample(ref_fea.to(dtype), box, cond[:, start:end], noise=noise, sampling_timesteps=steps,
+        x0 = a2v.sample(ref_fea, box, cond[:, start:end], noise=noise, sampling_timesteps=steps,
                         progress=progress, **kwargs).float()
         del noise
         shared = max(0, end_prev - start)
