@@ -54,6 +54,8 @@ from dawn_train.stages.ema import EMA
 from dawn_train.stages.optim import cosine_schedule
 
 log = get_logger(__name__)
+# curriculum stage -> which frame of the chunk is the reference (dawn_train.data.clips.A2VClip); the CLI links it
+CURRICULUM_REFERENCE = {1: "first", 2: "random"}
 
 
 def freeze_unused(model: nn.Module) -> int:
@@ -193,7 +195,7 @@ class A2VStage(DawnStage):
                                  f"({self.audio_feature.get('type')}), the model expects cond_aud={want}: set "
                                  f"model.init_args.model.init_args.cond_aud: {self.audio_feature['dim']}")
         reference = getattr(datamodule, "reference", None)
-        expected = "first" if self.hparams.curriculum_stage == 1 else "random"
+        expected = CURRICULUM_REFERENCE[self.hparams.curriculum_stage]
         if reference is not None and reference != expected and self.trainer.is_global_zero:
             log.warning("curriculum_stage %d normally uses reference='%s', the DataModule has '%s'",
                         self.hparams.curriculum_stage, expected, reference)

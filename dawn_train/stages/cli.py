@@ -35,12 +35,11 @@ from lightning.pytorch.cli import LightningCLI
 
 from dawn_train.data.shards import load_manifest
 from dawn_train.log import get_logger
+from dawn_train.stages.a2v import CURRICULUM_REFERENCE
 from dawn_train.stages.pbnet import TARGET_DIMS
 
 log = get_logger(__name__)
 
-# A2V curriculum stage -> which frame of the chunk is the reference (dawn_train.data.clips.A2VClip)
-CURRICULUM_REFERENCE = {1: "first", 2: "random"}
 MODEL_ARGS = "model.init_args.model.init_args"  # the arguments of the model injected into the stage
 AUDIO_DIM_ARGS = ("cond_aud", "audio_dim")     # A2V-FDM, PBNet
 
