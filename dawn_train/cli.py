@@ -1,6 +1,6 @@
 """`dawn-train`: the one command line of dawn_train.
 
-    dawn-train data synth|shards|inspect ...   build and check datasets
+    dawn-train data synth|prep|shards|inspect ...   build and check datasets
     dawn-train bench loader ...                throughput figures
     dawn-train bench attention|sample ...      banded vs full temporal attention (time, peak memory)
     dawn-train bench generate --seconds 10,60,600   long audio: peak memory, s per generated s (windows vs one pass)
@@ -45,12 +45,14 @@ def cmd_data_synth(args) -> int:
 
 
 def cmd_data_shards(args) -> int:
+    from dawn_train.data.audio import audio_feature
     from dawn_train.data.shards import FAILURES, write_shards
     from dawn_train.data.video import Encoding
 
     manifest = write_shards(args.src, args.out, val_fraction=args.val_fraction,
                             samples_per_shard=args.samples_per_shard, chunk_frames=args.chunk_frames,
-                            dataset=args.dataset, seed=args.seed,
+                            dataset=args.dataset, seed=args.seed, split_files=args.split_file or (),
+                            feature=audio_feature(args.features, args.hubert_dir),
                             encoding=Encoding(gop=args.gop, crf=args.crf))
     for split, info in manifest["splits"].items():
         print(f"{split}: {len(info['shards'])} shards, {info['videos']} videos, {info['samples']} samples, "
@@ -58,6 +60,24 @@ def cmd_data_shards(args) -> int:
     if manifest["failed_videos"]:
         print(f"{manifest['failed_videos']} videos failed and were skipped (reasons in {args.out}/{FAILURES})")
     print(f"manifest: {args.out}/manifest.json")
+    return 0
+
+
+def cmd_data_prep(args) -> int:
+    from dawn_train.data.prep.failures import FAILURES
+    from dawn_train.data.prep.run import list_inputs, parse_slice, prep_videos
+    from dawn_train.data.prep.video import PrepOptions
+    from dawn_train.data.video import Encoding
+
+    index, count = parse_slice(args.slice)
+    options = PrepOptions(size=args.size, crop_scale=args.crop_scale, max_gap=args.max_gap,
+                          min_seconds=args.min_seconds, encoding=Encoding(gop=args.gop, crf=args.crf))
+    summary = prep_videos(list_inputs(args.src, args.list), args.out, options, index, count, workers=args.workers,
+                          progress=not args.quiet)
+    print(f"prep slice {summary['slice']}: {summary['done']} done, {summary['skipped']} skipped (finished or failed "
+          f"before), {summary['failed']} failed of {summary['total']} videos -> {args.out}")
+    if summary["failed"]:
+        print(f"reasons in {args.out}/{FAILURES}")
     return 0
 
 
@@ -87,8 +107,15 @@ def cmd_bench_loader(args) -> int:
     from dawn_train.bench.loader import bench_loader
 
     result = bench_loader(args.shards, stage=args.stage, clip_len=args.clip_len, workers=args.workers,
-                          batch_size=args.batch_size, batches=args.batches)
+                          batch_size=args.batch_size, batches=args.batches, max_skip_fraction=args.max_skip_fraction)
     _print_json_or_table(result, args.json, f"loader throughput ({args.stage})")
+    return 0
+
+
+def cmd_bench_prep(args) -> int:
+    from dawn_train.bench.prep import bench_prep
+
+    _print_json_or_table(bench_prep(args.seconds, args.videos, args.size), args.json, "data prep on 720p input")
     return 0
 
 
@@ -119,21 +146,17 @@ def cmd_generate(args) -> int:
     try:
         summary = generate(args.image, args.audio, args.out, GenerateOptions.from_namespace(args, args.config),
                            progress=not args.quiet)
-    except NotImplementedError as exc:  # e.g. HuBERT features for official weights
-        print(f"dawn-train: error: {exc}", file=sys.stderr)
-        return 2
-    except InsufficientMemory as exc:  # refused before any work: the estimate and what would fit
-        print(f"dawn-train: error: {exc}", file=sys.stderr)
+    except InsufficientMemory as exc:  # refused before any work: the estimate and what would fit (main says why)
         if args.json:
             print(json.dumps({"refused": str(exc), "frames": exc.estimate.frames, "estimate_bytes": exc.estimate.peak,
                               "budget_bytes": exc.budget}))
-        return 2
+        raise
     if args.json:
         print(json.dumps(summary))
         return 0
     how = f"{summary['windows']} windows of {summary['chunk_frames']} frames" if summary["chunk_frames"] else "one pass"
     print(f"wrote {summary['out']}: {summary['frames']} frames ({summary['seconds']:.2f} s) at {summary['size']} px, "
-          f"seed {summary['seed']}, DDIM {summary['steps']} steps ({how}), window {summary['window_size']}")
+          f"seed {summary['seed']}, DDIM {summary['steps']} steps ({how}), window {summary['window_size'] or 'full'}")
     return 0
 
 
@@ -178,7 +201,8 @@ def cmd_eval(args) -> int:
     result = evaluate(args.ckpt, args.lfg, args.shards, split=args.split, weights=weights, max_videos=args.max_videos,
                       max_frames=args.max_frames, steps=args.steps, window_size=args.window_size, seed=args.seed,
                       pbnet_pose=args.pbnet_pose, pbnet_blink=args.pbnet_blink, device=args.device, out=args.out,
-                      log_wandb=not args.no_wandb, progress=not args.quiet, probe=args.probe)
+                      log_wandb=not args.no_wandb, progress=not args.quiet, probe=args.probe,
+                      log_videos=args.log_videos, goals=args.goals)
     table = Table(title=f"{result['settings']['videos']} {args.split} videos, {result['settings']['max_frames']} frames "
                         f"max, pose/blink from {result['settings']['pose_blink']}")
     for column in ("", *TABLE):
@@ -197,6 +221,12 @@ def cmd_eval(args) -> int:
         for row in synthetic:
             table.add_row(*row)
         console.print(table)
+    if result.get("goals"):
+        from dawn_train.metrics.synthetic.goals import GoalCheck, format_goals
+
+        print(f"goals ({args.goals}):")
+        for line in format_goals([GoalCheck(**check) for check in result["goals"]]):
+            print(f"  {line}")
     print(f"results: {result['out']}")
     return 0
 
@@ -223,22 +253,24 @@ def cmd_convert_official(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from dawn_train.launch.slurm import SlurmError
     from dawn_train.launch.sweep import run_sweep
 
     if args.submit and args.dry_run:
         raise ValueError("--submit and --dry-run exclude each other")
-    try:
-        summary = run_sweep(args.file, submit=args.submit, only_failed=args.only_failed, parser=build_parser())
-    except SlurmError as exc:
-        print(f"dawn-train: error: {exc}", file=sys.stderr)
-        return 2
+    summary = run_sweep(args.file, submit=args.submit, only_failed=args.only_failed, parser=build_parser(),
+                        local=args.local)
     for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"sweep {summary['sweep']}: {summary['points']} points, W&B group {summary['group']}, "
-          f"out {summary['out_dir']}; to run: {summary['to_run'] or 'nothing'}")
+    print(f"sweep {summary['sweep']}: {summary['points']} points ({summary['trainings']} trainings, "
+          f"{summary['evals']} evals), W&B group {summary['group']}, out {summary['out_dir']}; "
+          f"to run: {summary['to_run'] or 'nothing'}")
+    if summary["local"] is not None:
+        for name, state in summary["local"].items():
+            print(f"{state}: {name}")
+        return 0 if all(state == "done" for state in summary["local"].values()) else 1
     if summary["job"]:
-        print(f"submitted job array {summary['job']}")
+        print(f"submitted job array {summary['job']}"
+              + (f", evals as array {summary['eval_job']} after it" if summary["eval_job"] else ""))
     elif summary["script"]:
         print(f"rendered {summary['script']} (not submitted; add --submit, or run: {summary['sbatch']})")
     return 0
@@ -262,18 +294,38 @@ def cmd_bench_step(args) -> int:
     return 0
 
 
+def cmd_quality_report(args) -> int:
+    from dawn_train.metrics.synthetic.results import write_results
+
+    evals = {"Driven by ground-truth pose and blink": args.eval_gt}
+    if args.eval_pbnet:
+        evals["Driven by PBNet's pose and blinks"] = args.eval_pbnet
+    path = write_results(args.out, evals, curves=args.curves, minutes=args.minutes, command=args.command)
+    print(f"results: {path}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from dawn_train.tracking.report import build_report
 
-    path = build_report(args.runs, args.out, metrics=args.metric or None)
-    print(f"report: {path} (and report.html, plots, metrics.json in {path.parent})")
+    result = build_report(args.runs, args.out, metrics=args.metric or None, wandb=args.wandb, publish_report=args.publish)
+    print(f"report: {result['markdown']} (and report.html, plots, metrics.json in {result['markdown'].parent})")
+    if result.get("wandb_url"):
+        print(f"W&B report: {result['wandb_url']}")
+    elif result.get("wandb_report"):
+        print(f"W&B report definition (offline): {result['wandb_report']}; --publish (WANDB_MODE=online) would "
+              f"create:\n{result['wandb_summary']}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dawn_train.data.audio import FEATURE_KINDS
     from dawn_train.inference.generate import GenerateOptions
+    from dawn_train.inference.pipeline import CHECKPOINT_WINDOW, window_arg
 
     parser = argparse.ArgumentParser(prog="dawn-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="on an error, print the full traceback (also: DAWN_DEBUG=1; "
+                        "anywhere on the command line); errors otherwise print one line: exit 1, usage errors exit 2")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = commands.add_parser("data", help="build and check datasets (synth, shards, inspect)")
@@ -295,9 +347,35 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--chunk-frames", type=int, default=500, help="split longer videos into chunks (0: never)")
     shards.add_argument("--dataset", default=None, help="dataset name in sample keys (default: parent dir name)")
     shards.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    shards.add_argument("--split-file", action="append", metavar="FILE", help="an official split list, named "
+                        "after what it lists (repeat the flag): test_ids.txt, excluded_ids.txt, test_speakers.txt, "
+                        "excluded_speakers.txt, e.g. datasets/hdtf/test_ids.txt; test entries go to test shards, "
+                        "excluded ones nowhere; speaker lists make every split speaker-disjoint")
+    shards.add_argument("--features", choices=FEATURE_KINDS, default="logmel",
+                        help="audio feature: the built-in 80-d log-mel, or HuBERT (official; needs --hubert-dir)")
+    shards.add_argument("--hubert-dir", metavar="DIR", help="local HuBERT model directory, e.g. a copy of "
+                        "facebook/hubert-large-ls960-ft (config.json, model.safetensors, preprocessor_config.json); "
+                        "runs on the GPU when there is one")
     for sub in (synth, shards):
         sub.add_argument("--gop", type=int, default=10, help="H.264 keyframe interval (frames)")
         sub.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better)")
+    prep = data_commands.add_parser("prep", help="raw videos -> prepared videos: 25 fps face crops, 16 kHz audio, "
+                                    "pose, blink, face box, landmarks (needs the prep extra; failures go to "
+                                    "failures.jsonl, finished videos are skipped on a rerun)")
+    source = prep.add_mutually_exclusive_group(required=True)
+    source.add_argument("--src", help="directory of raw videos (searched recursively)")
+    source.add_argument("--list", help="file with one raw video path per line")
+    prep.add_argument("--out", required=True, help="prepared-video directory (what `data shards --src` reads)")
+    prep.add_argument("--size", type=int, default=256, help="face crop side in pixels (128 or 256)")
+    prep.add_argument("--crop-scale", type=float, default=1.8, help="crop side / face size (68-point box)")
+    prep.add_argument("--max-gap", type=int, default=12, help="frames without a face filled in (more: the video fails)")
+    prep.add_argument("--min-seconds", type=float, default=1.0, help="shorter videos fail")
+    prep.add_argument("--slice", default="0/1", help="i/n: only inputs i, i+n, ... (SLURM array task i of n)")
+    prep.add_argument("--workers", type=int, default=1, help="videos prepared side by side (processes)")
+    prep.add_argument("--gop", type=int, default=10, help="H.264 keyframe interval of the crops (frames)")
+    prep.add_argument("--crf", type=int, default=18, help="H.264 quality of the crops (lower is better)")
+    prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    prep.set_defaults(func=cmd_data_prep)
     inspect = data_commands.add_parser("inspect", help="validate every sample of a shard directory and print counts")
     inspect.add_argument("shards", help="shard directory with manifest.json")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -323,8 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     loader.add_argument("--workers", type=int, default=1, help="dataloader worker processes")
     loader.add_argument("--batch-size", type=int, default=4)
     loader.add_argument("--batches", type=int, default=50, help="timed batches (after 2 warm-up batches)")
+    loader.add_argument("--max-skip-fraction", type=float, default=0.1,
+                        help="bad samples are skipped and counted (as in training) up to this fraction")
     loader.add_argument("--json", action="store_true")
     loader.set_defaults(func=cmd_bench_loader)
+    bprep = bench_commands.add_parser("prep", help="data prep throughput on 720p input: videos/s and frames/s per core")
+    bprep.add_argument("--seconds", type=float, default=10.0, help="length of each test video")
+    bprep.add_argument("--videos", type=int, default=2, help="videos prepared one after the other")
+    bprep.add_argument("--size", type=int, default=256, help="crop side")
+    bprep.add_argument("--json", action="store_true")
+    bprep.set_defaults(func=cmd_bench_prep)
     attention = bench_commands.add_parser("attention", help="banded vs full temporal attention: time and peak memory")
     attention.add_argument("--frames", type=int, default=200)
     attention.add_argument("--window", type=int, default=80, help="whole window in frames (paper count; 80 = +-40)")
@@ -403,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-videos", type=int, default=None)
     ev.add_argument("--max-frames", type=int, default=200, help="frames per video (official: 200)")
     ev.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
-    ev.add_argument("--window-size", type=int, default=None, help="sampling window (paper count)")
+    ev.add_argument("--window-size", type=window_arg, default=CHECKPOINT_WINDOW,
+                    help="sampling window in frames (paper count), 'none' = full attention (default: the checkpoint's)")
+    ev.add_argument("--log-videos", type=int, default=4, help="generated videos (with audio) logged to W&B")
     ev.add_argument("--seed", type=int, default=1234)
     ev.add_argument("--pbnet-pose", default=None, help="drive pose by PBNet instead of the ground truth")
     ev.add_argument("--pbnet-blink", default=None)
@@ -416,20 +504,40 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--probe", default=None, help="synthetic-probe file (dawn-train data probe): on synthetic shards, "
                     "ground-truth metrics of the generated frames beside the still-frame baseline, and BAS/Blink/s "
                     "measured on them (n/a without)")
+    ev.add_argument("--goals", choices=("demo", "quality", "pbnet"), default=None,
+                    help="with --probe: check the synthetic ground-truth metrics against the goals of `make demo` or "
+                         "`make quality` (metrics/synthetic/goals.py), printed and saved in the results")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
     report = commands.add_parser("report", help="compare runs: table of final metrics + plots (markdown, html)")
-    report.add_argument("runs", nargs="+", help="run directories (runs/<name>) with csv/metrics.csv")
+    report.add_argument("runs", nargs="+", help="run folders (runs/<name>), sweep folders (runs/sweeps/<name>) or "
+                        "eval point folders; other folders a glob matches are skipped")
     report.add_argument("--out", required=True, help="output folder")
     report.add_argument("--metric", action="append", default=[], help="table column (repeatable; default: val/eval)")
+    report.add_argument("--wandb", action="store_true", help="also build the W&B Report (offline: its definition, "
+                        "wandb_report.json, and what --publish would create)")
+    report.add_argument("--publish", action="store_true", help="save the W&B Report to W&B and print its URL "
+                        "(WANDB_MODE=online, logged in)")
     report.set_defaults(func=cmd_report)
+
+    quality = commands.add_parser("quality-report", help="the synthetic quality results file (RESULTS.md): eval "
+                                  "tables beside their baselines, goals met or not and what limits them, curves")
+    quality.add_argument("--eval-gt", required=True, help="eval json (--probe --goals quality), ground-truth pose/blink")
+    quality.add_argument("--eval-pbnet", default=None, help="eval json (--probe --goals pbnet), PBNet pose/blink")
+    quality.add_argument("--curves", default=None, help="a `dawn-train report` folder: its PNG curves are copied")
+    quality.add_argument("--minutes", type=float, default=None, help="wall-clock minutes of the whole recipe")
+    quality.add_argument("--command", default="make quality", help="the command that produced the results")
+    quality.add_argument("--out", required=True, help="folder of RESULTS.md (figures go to <out>/results/)")
+    quality.set_defaults(func=cmd_quality_report)
 
     sweep = commands.add_parser("sweep", help="grid of config overrides -> SLURM job array (validate, render, submit)")
     sweep.add_argument("file", help="sweep file, e.g. experiments/ablations/window.yaml")
     sweep.add_argument("--submit", action="store_true", help="submit the rendered array with sbatch")
     sweep.add_argument("--dry-run", action="store_true", help="validate and render only (the default without --submit)")
     sweep.add_argument("--only-failed", action="store_true", help="only points that did not finish and are not queued")
+    sweep.add_argument("--local", action="store_true", help="run the jobs here, one after the other (trainings "
+                       "first), instead of submitting them")
     sweep.set_defaults(func=cmd_sweep)
 
     export = commands.add_parser("export", help="training checkpoint (DeepSpeed dir or .ckpt) -> weights file without DeepSpeed")
@@ -442,22 +550,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from dawn_train.log import setup_logging
-
-    setup_logging()
-    argv = list(sys.argv[1:] if argv is None else argv)
+def run_command(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from dawn_train.stages.cli import run_lightning_cli
 
         run_lightning_cli(argv)
         return 0
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # a usage error exits 2 here
+    return args.func(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command.  A known failure prints one line and returns 1, a config usage error 2 (argparse exits 2
+    itself); `--debug` or DAWN_DEBUG=1 adds the traceback.  See dawn_train/launch/failures.py."""
+    import traceback
+
+    from dawn_train.launch.failures import classify, debug_requested
+    from dawn_train.log import setup_logging
+
+    setup_logging()
+    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:  # user errors (CheckpointError too): one clear line
-        print(f"dawn-train: error: {exc}", file=sys.stderr)
-        return 2
+        return run_command(argv)
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is None:  # a bug: Python's traceback
+            raise
+        if debug:
+            traceback.print_exc()
+        code, message = failure
+        print(f"dawn-train: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -86,3 +86,26 @@ def synth_shards(synth_raw):
     out = synth_raw.parent / "shards"
     write_shards(synth_raw, out, val_fraction=0.25, samples_per_shard=1, progress=False)
     return out
+
+
+TINY_HUBERT_DIM = 32
+
+
+@pytest.fixture(scope="session")
+def tiny_hubert(tmp_path_factory) -> Path:
+    """A model directory laid out as facebook/hubert-large-ls960-ft is (a HubertForCTC checkpoint, its config and
+    the Wav2Vec2 feature extractor's preprocessor_config.json), of a randomly initialised 32-d, 2-layer HuBERT
+    with the large model's conv front end (kernel 400, stride 320) and layer norms: the real loading code runs
+    on it, offline.  Directory name with a dot and a space, as users' paths have."""
+    import torch
+    from transformers import HubertConfig, HubertForCTC, Wav2Vec2FeatureExtractor
+
+    path = tmp_path_factory.mktemp("hubert") / "hubert tiny.v1"
+    config = HubertConfig(hidden_size=TINY_HUBERT_DIM, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                          num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
+                          vocab_size=32)
+    torch.manual_seed(0)
+    HubertForCTC(config).save_pretrained(str(path))
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(str(path))
+    return path

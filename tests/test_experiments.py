@@ -31,6 +31,12 @@ COMPOSITIONS = {
     "pbnet-blink-demo": ["base", "demo/base", "demo/pbnet", "--model.init_args.target=blink"],
     "a2v-demo-stage1": ["base", "demo/base", "demo/a2v_stage1"],
     "a2v-demo-stage2": ["base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2"],
+    "lfg-synth": ["base", "demo/base", "demo/lfg", "synth/base", "synth/lfg"],
+    "pbnet-pose-synth": ["base", "demo/base", "demo/pbnet", "synth/base", "synth/pbnet"],
+    "pbnet-blink-synth": ["base", "demo/base", "demo/pbnet", "synth/base", "synth/pbnet", "--model.init_args.target=blink"],
+    "a2v-synth-stage1": ["base", "demo/base", "demo/a2v_stage1", "synth/base", "synth/a2v_stage1"],
+    "a2v-synth-stage2": ["base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2", "synth/base", "synth/a2v_stage1",
+                         "synth/a2v_stage2"],
 }
 # Strategy presets compose after a stage (the ZeRO-3 ones are overlays of deepspeed_stage_2).
 STRATEGIES = {
@@ -84,7 +90,7 @@ def run_dirs(config: dict) -> list[str]:
 def test_composition_resolves_and_its_directories_follow_the_run_name(name):
     config = resolve_fit_config(argv(COMPOSITIONS[name]))
     assert config["run"]["name"] == name
-    run_dir = f"runs/{name}"
+    run_dir = f"{config['run']['root']}/{name}"  # runs/ or the recipe's own root
     assert run_dirs(config) == [run_dir, f"{run_dir}/checkpoints", run_dir, run_dir]
     wandb = config["trainer"]["logger"][0]["init_args"]
     assert wandb["name"] == name and wandb["job_type"] == config["run"]["job_type"]

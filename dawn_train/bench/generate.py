@@ -49,7 +49,7 @@ DEMO_LFG = {"class_path": "dawn_train.models.lfg.LatentFlowGenerator", "init_arg
 DEMO_PBNET = {"audio_dim": 80, "pose_latent_dim": 16, "audio_latent_dim": 16, "ff_size": 32, "num_layers": 1,
               "num_heads": 4, "dim_head": 8, "dropout": 0.0, "max_len": 2000}
 DEMO_PBNET_UNITS = {"pose_norm": "crop", "crop_size": 64, "audio_mean": -8.6, "audio_std": 3.8}
-DEMO_A2V = {**PRESETS["demo"]["model"], "sampling_timesteps": 10}
+DEMO_A2V = {**PRESETS["demo"]["model"], "sampling_timesteps": 10, "objective": "pred_x0"}
 DEMO_SIZE = 64
 DEMO_REFERENCE = {"ref_pose_mean": [0.0, 0.0, 0.0, 0.67, 32.0, 34.0], "ref_blink_mean": [0.3, 0.3]}
 

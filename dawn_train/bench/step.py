@@ -37,9 +37,10 @@ class StepTimer(L.Callback):
 def bench_step(config: str | list[str], steps: int = 10, warmup: int = 2, overrides: list[str] | None = None) -> dict:
     """`config`: one file or the files to compose, in order (as `fit -c A -c B`)."""
     files = [config] if isinstance(config, str) else list(config)
+    # no loggers: built from the config they would write W&B files into the run's folder, which no run uses
     cli = DawnCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                  run=False, args=[*(a for f in files for a in ("-c", f)), *(overrides or [])], save_config_callback=None,
-                  auto_configure_optimizers=False)
+                  run=False, args=[*(a for f in files for a in ("-c", f)), *(overrides or []), "--trainer.logger=false"],
+                  save_config_callback=None, auto_configure_optimizers=False)
     configured = cli.trainer
     timer = StepTimer(warmup)
     trainer = L.Trainer(accelerator=configured.accelerator, devices=1, precision=configured.precision_plugin.precision,

@@ -1,4 +1,5 @@
-"""Audio I/O and the built-in per-video-frame audio feature (log-mel, one row per frame).
+"""Audio I/O and the per-video-frame audio features (one row per frame): the built-in log-mel, and the
+official HuBERT feature (`data/hubert.py`) chosen by name with :func:`audio_feature`.
 
 The log-mel feature is the small, dependency-free stand-in for the official HuBERT feature
 (1024-d, `hubert-large-ls960-ft` last layer resampled to 25 fps).  Both are (T, D) with
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dawn_train.data.hubert import HubertFeatures
 from dawn_train.data.schema import FPS, SAMPLE_RATE
 
 
@@ -25,7 +27,7 @@ def read_wav(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
     """Read a PCM16 WAV (path or bytes) at 16 kHz; returns mono float32 in [-1, 1], shape (L,).
 
     Stereo input keeps the first channel (as the official pre-processing does).
-    Other sample rates are resampled linearly."""
+    Other sample rates go through :func:`resample` (anti-aliased, as every audio path here)."""
     name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
@@ -40,7 +42,7 @@ def read_wav(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
     if audio.size == 0:
         raise AudioError(f"{name}: no audio samples")
     if rate != SAMPLE_RATE:
-        audio = resample_linear(audio, rate, SAMPLE_RATE)
+        audio = resample(audio, rate, SAMPLE_RATE)
     return audio
 
 
@@ -60,11 +62,56 @@ def wav_bytes(audio: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
     return buffer.getvalue()
 
 
-def resample_linear(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Linear-interpolation resampling (adequate for speech features at 16 kHz)."""
-    n_out = int(round(len(audio) * rate_out / rate_in))
-    positions = np.arange(n_out) * (rate_in / rate_out)
-    return np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
+def _resampler(rate: int):
+    """FFmpeg's swresample as PyAV exposes it, to float mono at `rate`: a windowed-sinc polyphase filter
+    that low-passes below the new Nyquist frequency (linear interpolation would fold 8-22 kHz content of a
+    44.1 kHz file into the speech band).  The one resampler of dawn_train: file decoding (`decode_audio`:
+    prep and generate) and in-memory rate changes (`resample`) both go through it."""
+    import av
+
+    return av.AudioResampler(format="flt", layout="mono", rate=rate)
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float audio (L,) at `rate_in` -> float32 (round(L * rate_out / rate_in),) at `rate_out`, anti-aliased."""
+    import av
+
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    if rate_in == rate_out or audio.size == 0:
+        return audio.copy()
+    resampler, chunks = _resampler(rate_out), []
+    for start in range(0, len(audio), 1 << 16):
+        frame = av.AudioFrame.from_ndarray(audio[None, start:start + (1 << 16)], format="flt", layout="mono")
+        frame.sample_rate = rate_in
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    out = np.concatenate(chunks)
+    n_out = int(round(len(audio) * rate_out / rate_in))  # the filter's flush can leave a sample more or less
+    return np.pad(out[:n_out], (0, max(0, n_out - len(out)))).astype(np.float32)
+
+
+def decode_audio(path: str | Path, stream_index: int = 0) -> tuple[np.ndarray, float]:
+    """The audio stream `stream_index` of any file PyAV opens (wav, mp3, m4a, mp4 ...) -> (mono float32 (L,)
+    at 16 kHz with the channels averaged, start time of the stream in seconds).  Raises AudioError naming
+    the file when it cannot be opened or decoded, or has no audio stream."""
+    import av
+
+    chunks = []
+    try:
+        with av.open(str(path)) as container:
+            if len(container.streams.audio) <= stream_index:
+                raise AudioError(f"{path}: has no audio stream")
+            stream = container.streams.audio[stream_index]
+            start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            resampler = _resampler(SAMPLE_RATE)
+            for frame in container.decode(stream):
+                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    except AudioError:
+        raise
+    except Exception as exc:  # PyAV raises av.error.* (InvalidDataError, ...) for broken files
+        raise AudioError(f"{path}: cannot decode audio ({exc})") from exc
+    return (np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)), start
 
 
 def n_video_frames(n_samples: int) -> int:
@@ -120,6 +167,10 @@ class LogMelSpec:
     def describe(self) -> dict:
         return {"type": "logmel", "dim": self.dim, **asdict(self)}
 
+    def compute(self, audio: np.ndarray, n_frames: int, progress=None) -> np.ndarray:
+        """(n_frames, n_mels) float32 of mono 16 kHz `audio` (:func:`log_mel`; one call, so `progress` is unused)."""
+        return log_mel(audio, n_frames, self)
+
 
 def log_mel(audio: np.ndarray, n_frames: int, spec: LogMelSpec = LogMelSpec()) -> np.ndarray:
     """Log-mel feature of mono 16 kHz `audio` (L,) -> (n_frames, n_mels) float32.
@@ -137,3 +188,22 @@ def log_mel(audio: np.ndarray, n_frames: int, spec: LogMelSpec = LogMelSpec()) -
     power = stft.abs().pow(2).numpy()[:, :n_frames]  # (n_fft/2+1, n_frames)
     mel = mel_filterbank(spec.n_mels, spec.n_fft, spec.sample_rate) @ power
     return np.log(np.maximum(mel, 1e-5)).T.astype(np.float32)
+
+
+FEATURE_KINDS = ("logmel", "hubert")
+
+
+def audio_feature(kind: str = "logmel", hubert_dir: str | Path | None = None, **hubert_options):
+    """The feature named `kind`: a :class:`LogMelSpec`, or :class:`HubertFeatures` loaded from `hubert_dir`
+    (`hubert_options`: window_frames, batch_size, device).  Both have `dim`, `describe()` (the spec that
+    manifests and checkpoints record) and `compute(audio, n_frames, progress=None)` -> (n_frames, dim)."""
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"unknown audio feature {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
+    if kind == "logmel":
+        if hubert_dir is not None:
+            raise ValueError("a HuBERT model directory is only used with the hubert feature (--features hubert)")
+        return LogMelSpec()
+    if hubert_dir is None:
+        raise ValueError("the hubert feature needs a local model directory (--hubert-dir DIR, e.g. a copy of "
+                         "facebook/hubert-large-ls960-ft)")
+    return HubertFeatures(hubert_dir, **hubert_options)

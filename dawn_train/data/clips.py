@@ -31,7 +31,9 @@ def lfg_pair(parsed: dict, rng: np.random.Generator, length: int | None = None) 
     n = parsed["meta"]["n_frames"]
     first, second = sorted(rng.integers(0, n, size=2))
     source, driving = decode_frames(parsed, [first, second])
-    return {"source": to_chw(source), "driving": to_chw(driving), "key": parsed["name"]}
+    mouth = parsed[schema.MOUTH_LMK]  # (N, K, 2) pixels: the LFG stage may weight the mouth in its loss
+    return {"source": to_chw(source), "driving": to_chw(driving), "key": parsed["name"],
+            "source_mouth_lmk": mouth[first].astype(np.float32), "driving_mouth_lmk": mouth[second].astype(np.float32)}
 
 
 def pbnet_window(parsed: dict, rng: np.random.Generator, length: int) -> dict:

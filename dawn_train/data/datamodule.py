@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 
 from dawn_train.data import schema
+from dawn_train.data.audio import FEATURE_KINDS
 from dawn_train.data.clips import A2VClip, lfg_pair, pbnet_window
 from dawn_train.data.shards import MANIFEST, load_manifest, shard_urls
 from dawn_train.data.stream import EpochDataLoader, make_pipeline
@@ -35,13 +36,19 @@ class ShardDataModule(L.LightningDataModule):
         shuffle_buffer: samples held for shuffling in each worker.
         max_skip_fraction: fail once more than this fraction of samples was bad.
         seed: seeds shard order, shuffles and clip positions (with epoch, rank and worker).
+        audio_feature: the audio feature the run is meant for ("logmel", "hubert"; None: any), checked against
+            the shards' manifest at set-up, so that shards of the other feature fail before training, not after.
     """
 
     keys: tuple[str, ...] = ()
 
     def __init__(self, shards: str, batch_size: int = 8, num_workers: int = 2, clips_per_epoch: int | None = None,
-                 val_clips: int | None = None, shuffle_buffer: int = 32, max_skip_fraction: float = 0.1, seed: int = 0):
+                 val_clips: int | None = None, shuffle_buffer: int = 32, max_skip_fraction: float = 0.1, seed: int = 0,
+                 audio_feature: str | None = None):
         super().__init__()
+        if audio_feature is not None and audio_feature not in FEATURE_KINDS:
+            raise ValueError(f"data.init_args.audio_feature: {audio_feature!r} is not one of {', '.join(FEATURE_KINDS)}")
+        self.audio_feature = audio_feature
         self.shards, self.batch_size, self.num_workers = shards, batch_size, num_workers
         self.clips_per_epoch, self.val_clips = clips_per_epoch, val_clips
         self.shuffle_buffer, self.max_skip_fraction, self.seed = shuffle_buffer, max_skip_fraction, seed
@@ -63,6 +70,11 @@ class ShardDataModule(L.LightningDataModule):
     # --- Lightning hooks -----------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         self.manifest = load_manifest(self.shards)
+        kind = (self.manifest.get("feature") or {}).get("type")
+        if self.audio_feature is not None and kind != self.audio_feature:
+            raise ValueError(f"{Path(self.shards) / MANIFEST}: the shards hold {kind} audio features, the config asks "
+                             f"for {self.audio_feature} (data.init_args.audio_feature): write the shards with `dawn-train "
+                             f"data shards --features {self.audio_feature}` or set data.init_args.audio_feature: {kind}")
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

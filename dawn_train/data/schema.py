@@ -75,9 +75,9 @@ ARRAYS = {
 ALL_KEYS = (FRAMES, AUDIO, *ARRAYS, META)
 
 # What each training stage reads from a sample (video decoding is the expensive part:
-# PBNet never touches `frames.mp4`).
+# PBNet never touches `frames.mp4`).  The LFG reads the mouth points for its optional mouth loss.
 STAGE_KEYS = {
-    "lfg": (FRAMES, META),
+    "lfg": (FRAMES, MOUTH_LMK, META),
     "pbnet": (AUDIO_FEAT, POSE, BLINK, META),
     "a2v": (FRAMES, AUDIO, AUDIO_FEAT, POSE, BLINK, FACE_BOX, MOUTH_LMK, META),
 }

@@ -2,20 +2,16 @@
 
 A prepared-video directory holds, per video, `<id>.mp4` (face crop, 25 fps), `<id>.wav`
 (16 kHz), `<id>.npz` (pose, blink, face_box, mouth_lmk) and `<id>.json` (metadata); `dawn-train
-data synth` writes this layout and real-data prep does too.  Splits are by video.
+data synth` writes this layout and real-data prep does too.  Splits are by video (or by speaker), with the
+official test and excluded lists when split files are given (`data/splits.py`).  The audio feature is the
+built-in log-mel or HuBERT (`data/audio.audio_feature`); its spec goes into the manifest.
 
 Resuming and rebuilding: every shard is written to a temporary file and renamed when complete,
-so an interrupted run leaves no half shard that looks complete.  Before the first shard,
-`build.json` records the fingerprint of the build: a hash of the inputs (video ids with the size
-and modification time of each of their files: no file is read, and an edited or replaced file
-changes its size or mtime, as make and rsync assume) and the options (split, seed, chunking,
-feature, encoding, schema version).  A rerun with the same fingerprint keeps the finished shards
-and writes the rest; a rerun with another one (another seed or split, videos added, removed or
-re-prepared) removes the old shards of that directory and rebuilds from scratch, saying so in a
-warning.  Rebuilding rather than stopping: the shards are a pure function of the prepared videos
-and the options, so old shards are never worth more than a rebuild, while keeping them by name is
-what put validation videos into training shards.  Only this command's own files are removed
-(`train-*.tar`, `val-*.tar`, their `.tmp`, the manifest and the failures file).
+so an interrupted run leaves no half shard that looks complete.  Before the first shard, `build.json`
+records what the directory is built from (`data/build_record.py`: inputs, options, feature, split files);
+a rerun of the same build keeps the finished shards and writes the rest, a rerun of another one removes
+this command's own old files (`train-*.tar`, `val-*.tar`, `test-*.tar`, their `.tmp`, the manifest and the
+failures file) and rebuilds from scratch, saying what changed, so old and new tars never mix.
 
 A video that cannot be read (no video stream, truncated mp4, broken npz, labels of the wrong
 length ...) is skipped: `failures.jsonl` lists it (id, path, reason), the manifest counts it,
@@ -23,7 +19,6 @@ and the other videos are written.  Sample keys and checksums follow `schema.py`.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -33,13 +28,16 @@ import zipfile
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from dawn_train.data import schema
-from dawn_train.data.audio import LogMelSpec, log_mel, read_wav, wav_bytes
+from dawn_train.data.audio import LogMelSpec, read_wav, wav_bytes
+from dawn_train.data.build_record import build_changes, build_record, read_json
 from dawn_train.data.sample import parse_sample
 from dawn_train.data.schema import SchemaError
+from dawn_train.data.splits import SplitLists, assign_splits
 from dawn_train.data.video import Encoding, VideoBytes, encode_mp4
 from dawn_train.log import get_logger
 
@@ -48,8 +46,7 @@ MANIFEST = "manifest.json"
 BUILD = "build.json"
 FAILURES = "failures.jsonl"
 SHARD_PATTERN = "{split}-{index:06d}.tar"
-SHARD_FILE = re.compile(r"(train|val)-\d{6}\.tar(\.tmp)?")
-INPUT_SUFFIXES = (".json", ".mp4", ".wav", ".npz")
+SHARD_FILE = re.compile(r"(train|val|test)-\d{6}\.tar(\.tmp)?")
 # What reading one prepared video can raise (VideoError, AudioError, SchemaError are ValueErrors).
 VIDEO_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zipfile.BadZipFile)
 LABELS = ("pose", "blink", "face_box", "mouth_lmk")  # arrays of `<id>.npz`
@@ -70,18 +67,6 @@ def list_videos(src: Path) -> list[str]:
     return ids
 
 
-def split_videos(ids: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
-    """Deterministic split by video: a seeded permutation, the first round(f * N) go to val."""
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n_val = int(round(val_fraction * len(ids)))
-    if val_fraction > 0 and len(ids) >= 2:
-        n_val = max(n_val, 1)
-    val = {ids[i] for i in order[:n_val]}
-    return {"train": [i for i in ids if i not in val], "val": [i for i in ids if i in val]}
-
-
 def frame_size(video: VideoBytes, name: str, decode_all: bool) -> int:
     """The side of the square frames of `video`; with `decode_all`, every frame is decoded once
     (in blocks) so that a video that opens but breaks later fails here, not in training."""
@@ -94,9 +79,10 @@ def frame_size(video: VideoBytes, name: str, decode_all: bool) -> int:
     return int(height)
 
 
-def video_samples(src: Path, video_id: str, split: str, dataset: str, feature: LogMelSpec, chunk_frames: int,
+def video_samples(src: Path, video_id: str, split: str, dataset: str, feature, chunk_frames: int,
                   encoding: Encoding):
-    """Yield the shard samples (key -> bytes) of one prepared video, one per chunk."""
+    """Yield the shard samples (key -> bytes) of one prepared video, one per chunk.  `feature`: a
+    `data.audio.audio_feature` (computed over the whole video's audio, then cut into chunks)."""
     name = str(src / video_id)
     meta = json.loads((src / f"{video_id}.json").read_text())
     mp4 = (src / f"{video_id}.mp4").read_bytes()
@@ -115,7 +101,7 @@ def video_samples(src: Path, video_id: str, split: str, dataset: str, feature: L
     if missing:
         raise SchemaError(f"{name}.npz lacks {', '.join(missing)}")
     arrays = {
-        schema.AUDIO_FEAT: log_mel(audio, n_frames, feature).astype(np.float16),
+        schema.AUDIO_FEAT: feature.compute(audio, n_frames).astype(np.float16),
         schema.POSE: labels["pose"].astype(np.float32), schema.BLINK: labels["blink"].astype(np.float32),
         schema.FACE_BOX: labels["face_box"].astype(np.float32),
         schema.MOUTH_LMK: labels["mouth_lmk"].astype(np.float32),
@@ -170,48 +156,6 @@ def tar_stats(path: Path) -> dict:
             "sizes": sorted(sizes), "video_keys": video_keys}
 
 
-def sha1_of(value) -> str:
-    return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
-def input_fingerprint(src: Path, ids: list[str]) -> str:
-    """sha1 over (id, file, size, mtime) of every input file of the videos `ids` (no file is read)."""
-    entries = []
-    for video_id in ids:
-        for suffix in INPUT_SUFFIXES:
-            path = src / f"{video_id}{suffix}"
-            stat = path.stat() if path.exists() else None
-            entries.append([video_id, suffix, stat and stat.st_size, stat and stat.st_mtime_ns])
-    return sha1_of(entries)
-
-
-def build_record(src: Path, ids: list[str], options: dict) -> dict:
-    """What a shard directory is built from (kept in `build.json` and in the manifest)."""
-    return {"videos": len(ids), "inputs_sha1": input_fingerprint(src, ids), "options": options,
-            "options_sha1": sha1_of(options)}
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def build_changes(old: dict | None, new: dict) -> list[str]:
-    """How build record `new` differs from `old`, in words (empty when they are the same build)."""
-    if not isinstance(old, dict) or "inputs_sha1" not in old:
-        return ["no record of what they were built from"]
-    changes = []
-    if old["inputs_sha1"] != new["inputs_sha1"]:
-        changes.append(f"input videos changed ({old.get('videos')} -> {new['videos']} videos, or files changed)")
-    old_options = old.get("options") or {}
-    for option in sorted(set(old_options) | set(new["options"])):
-        if old_options.get(option) != new["options"].get(option):
-            changes.append(f"{option} {old_options.get(option)!r} -> {new['options'].get(option)!r}")
-    return changes
-
-
 def start_build(out: Path, record: dict) -> dict:
     """Make `out` ready for the build `record`: keep what an earlier run of the same build wrote,
     else remove its old shards.  Returns the earlier run's failures ({id: failure}) when kept."""
@@ -264,9 +208,11 @@ def failure(src: Path, video_id: str, exc: Exception) -> dict:
 
 
 def write_shards(src: str | Path, out: str | Path, val_fraction: float = 0.1, samples_per_shard: int = 4,
-                 chunk_frames: int = 500, dataset: str | None = None, seed: int = 0, feature: LogMelSpec = LogMelSpec(),
-                 encoding: Encoding = Encoding(), progress: bool = True) -> dict:
-    """Write train/val shards of the prepared videos in `src` to `out`; returns the manifest.
+                 chunk_frames: int = 500, dataset: str | None = None, seed: int = 0, feature=LogMelSpec(),
+                 encoding: Encoding = Encoding(), split_files: Sequence[str | Path] = (), progress: bool = True) -> dict:
+    """Write train/val shards (and test shards with `split_files`) of the prepared videos in `src` to `out`;
+    returns the manifest.  `feature`: a `data.audio.audio_feature` (log-mel or HuBERT); `split_files`: official
+    lists (`data/splits.py`): listed test videos/speakers go to test shards, excluded ones nowhere.
 
     Unreadable videos are skipped and listed in `out/failures.jsonl`; raises ValueError only when
     no video at all could be read."""
@@ -277,18 +223,21 @@ def write_shards(src: str | Path, out: str | Path, val_fraction: float = 0.1, sa
         raise ValueError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     dataset = dataset or out.parent.name or "dataset"
     ids = list_videos(src)
-    splits = split_videos(ids, val_fraction, seed)
+    lists = SplitLists.read(split_files) if split_files else None
+    splits, split_record = assign_splits(ids, val_fraction, seed, lists)
     options = {"schema_version": schema.SCHEMA_VERSION, "dataset": dataset, "val_fraction": val_fraction,
                "seed": seed, "samples_per_shard": samples_per_shard, "chunk_frames": chunk_frames,
-               "feature": feature.describe(), "encoding": asdict(encoding)}
+               "feature": feature.describe(), "encoding": asdict(encoding),
+               "split_files": lists.describe() if lists else None}  # None keeps builds from before split files
     record = build_record(src, ids, options)
     out.mkdir(parents=True, exist_ok=True)
     earlier_failures = start_build(out, record)
     manifest = {"schema_version": schema.SCHEMA_VERSION, "dataset": dataset, "fps": schema.FPS,
                 "sample_rate": schema.SAMPLE_RATE, "feature": feature.describe(), "chunk_frames": chunk_frames,
-                "encoding": asdict(encoding), "frame_size": None, "failed_videos": 0, "build": record, "splits": {}}
+                "encoding": asdict(encoding), "frame_size": None, "failed_videos": 0, "build": record,
+                "split": split_record, "splits": {}}
     failures, sizes = [], set()
-    bar = tqdm(total=len(ids), desc="shards (videos)", disable=not progress)
+    bar = tqdm(total=sum(map(len, splits.values())), desc="shards (videos)", disable=not progress)
     for split, split_ids in splits.items():
         shards, failed = [], 0
         for index, first in enumerate(range(0, len(split_ids), samples_per_shard)):

@@ -13,13 +13,14 @@ URLs are local paths, brace lists (`train-{000000..000009}.tar`) or `pipe:` comm
 
 Bad input never kills a run silently: a truncated tar, an undecodable mp4, a missing key or
 mismatched lengths goes through one handler (`SkipCounter`) that warns naming the shard and
-sample key, counts, and raises a clear error once more than `max_skip_fraction` of the samples
-were bad.  Each batch carries `skipped` (bad samples since the previous batch of that worker)
-so the DataModule can report totals at epoch end.
+sample key, counts, and raises one clear line naming the shards, the counts and `max_skip_fraction`
+once more than that fraction of the samples were bad.  Each batch carries `skipped` (bad samples
+since the previous batch of that worker) so the DataModule can report totals at epoch end.
 """
 from __future__ import annotations
 
 import multiprocessing
+import re
 import warnings
 from typing import Callable
 
@@ -31,8 +32,26 @@ from dawn_train.data.clips import collate
 from dawn_train.data.sample import parse_sample
 
 
-class TooManyBadSamples(RuntimeError):
-    pass
+class TooManyBadSamples(ValueError):
+    """More bad samples than `max_skip_fraction` allows.  Its message stays the one line it was raised
+    with: webdataset appends the stream and URL to the `args` of an error that passes through it."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def source_of(exc: Exception) -> str | None:
+    """The shard an error of webdataset's tar reader came from: its URL argument or its file object's name."""
+    for arg in reversed(exc.args):
+        name = getattr(arg, "name", arg)
+        if isinstance(name, str) and (name.endswith(".tar") or name.startswith("pipe:")):
+            return name
+    found = re.search(r"name='([^']+)'", " ".join(str(a) for a in exc.args))
+    return found.group(1) if found else None
 
 
 def worker_slot(rank: int, world_size: int) -> tuple[int, int]:
@@ -52,18 +71,21 @@ class SkipCounter:
         self.max_skip_fraction, self.min_samples, self.warn_first = max_skip_fraction, min_samples, warn_first
         self.read = self.tar_errors = self.bad = self.unreported = 0
         self.last_errors: list[str] = []
+        self.sources: dict[str, int] = {}  # shard -> bad samples (and tar errors) from it
 
     @property
     def skipped(self) -> int:
         return self.tar_errors + self.bad
 
     def __call__(self, exc: Exception) -> bool:
+        if isinstance(exc, TooManyBadSamples):  # ours, passing back through webdataset's handler: not another one
+            raise exc
         self.tar_errors += 1
-        return self._report(exc)
+        return self._report(exc, source_of(exc))
 
-    def bad_sample(self, exc: Exception) -> bool:
+    def bad_sample(self, exc: Exception, source: str | None = None) -> bool:
         self.bad += 1
-        return self._report(exc)
+        return self._report(exc, source)
 
     def count_read(self, source):
         """Pipeline stage counting raw samples as they come out of the tars."""
@@ -71,17 +93,24 @@ class SkipCounter:
             self.read += 1
             yield sample
 
-    def _report(self, exc: Exception) -> bool:
+    def _report(self, exc: Exception, source: str | None) -> bool:
         self.unreported += 1
         message = " ".join(str(a) for a in exc.args if a is not None) or repr(exc)
         self.last_errors = (self.last_errors + [f"{type(exc).__name__}: {message}"])[-5:]
+        if source:
+            self.sources[source] = self.sources.get(source, 0) + 1
         if self.skipped <= self.warn_first or self.skipped % 100 == 0:
             warnings.warn(f"skipped bad sample ({self.skipped} so far): {type(exc).__name__}: {message}", stacklevel=2)
         total = self.read + self.tar_errors
         if total >= self.min_samples and self.skipped > self.max_skip_fraction * total:
+            worst = sorted(self.sources.items(), key=lambda item: -item[1])
+            shards = ", ".join(f"{url} ({count})" for url, count in worst[:3]) + (" ..." if len(worst) > 3 else "")
             raise TooManyBadSamples(
-                f"{self.skipped} of {total} samples were bad (more than max_skip_fraction={self.max_skip_fraction}); "
-                "last errors:\n  " + "\n  ".join(self.last_errors))
+                f"{self.skipped} of {total} samples read were bad, more than max_skip_fraction={self.max_skip_fraction} "
+                f"(the DataModule's; data.init_args.max_skip_fraction of fit, --max-skip-fraction of bench loader); "
+                f"bad samples per shard: "
+                f"{shards or 'unknown'}; last error: {self.last_errors[-1]}.  Check the shards with `dawn-train data "
+                f"inspect DIR`, rewrite or remove the bad ones, or raise max_skip_fraction")
         return True  # continue with the next sample
 
     def take_unreported(self) -> int:
@@ -168,7 +197,7 @@ class ClipStage:
                 parsed = parse_sample(raw, self.keys, self.feature_dim)
                 sample = self.draw(parsed, self.rng, self.length_of_batch(produced // self.batch_size))
             except (ValueError, KeyError) as exc:  # SchemaError, VideoError, AudioError are ValueErrors
-                self.counter.bad_sample(exc)
+                self.counter.bad_sample(exc, raw.get("__url__"))
                 continue
             produced += 1
             yield sample

@@ -13,13 +13,12 @@ prep writes after face cropping and landmarking.  Deterministic for a seed.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dawn_train.data.audio import write_wav
+from dawn_train.data.prepared import write_prepared
 from dawn_train.data.schema import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, SCHEMA_VERSION
 from dawn_train.data.video import Encoding, encode_mp4
 
@@ -220,18 +219,9 @@ def synth_video(seed: int, index: int, seconds: float, size: int) -> dict:
 
 
 def write_video(out: Path, video: dict, encoding: Encoding = Encoding()) -> None:
-    """Write one rendered video in the prepared-video layout (files written atomically)."""
-    stem = out / video["meta"]["video_id"]
-    parts = {
-        ".mp4": lambda path: path.write_bytes(encode_mp4(video["frames"], FPS, encoding)),
-        ".wav": lambda path: write_wav(str(path), video["audio"]),
-        ".npz": lambda path: np.savez(path.open("wb"), **video["labels"]),
-        ".json": lambda path: path.write_text(json.dumps(video["meta"], indent=1)),
-    }
-    for suffix, write in parts.items():  # .json last: its presence marks a complete video
-        tmp = stem.with_name(stem.name + ".tmp" + suffix)
-        write(tmp)
-        tmp.replace(stem.with_suffix(suffix))
+    """Write one rendered video in the prepared-video layout (`data/prepared.py`)."""
+    meta = video["meta"]
+    write_prepared(out, meta["video_id"], encode_mp4(video["frames"], FPS, encoding), video["audio"], video["labels"], meta)
 
 
 def _render_and_write(args) -> str:

@@ -6,7 +6,9 @@ blink drive the generation from the video's own ground truth (or from PBNet with
 `pbnet_pose`/`pbnet_blink`, the paper's setting for natural motion); up to `max_frames` frames
 (200 = 8 s) in one non-autoregressive pass, DDIM 20 steps, fixed seed.  Metrics compare the
 generated videos with the real ones (see `dawn_train/metrics/README.md` for each reference).
-Results: a printed table in the paper's layout, a JSON file and a W&B table.
+Results: a printed table in the paper's layout, a JSON file, and W&B (`tracking/eval_log.py`): an eval run with
+the table, a per-video table with the first `log_videos` generated videos (with their audio), the checkpoint
+artifact as its input, and the numbers written into the training run's summary.
 """
 from __future__ import annotations
 
@@ -19,18 +21,20 @@ import torch
 from dawn_train.data import schema
 from dawn_train.data.sample import decode_frames, parse_sample
 from dawn_train.data.shards import check_shards_match, iter_tar, load_manifest
-from dawn_train.inference.pipeline import load_pipeline
+from dawn_train.data.video import encode_mp4
+from dawn_train.inference.pipeline import CHECKPOINT_WINDOW, load_pipeline
 from dawn_train.inference.pose_blink import PoseBlink
 from dawn_train.log import get_logger
 from dawn_train.metrics.suite import TABLE, MetricSuite
 from dawn_train.metrics.synthetic import TABLE as SYNTHETIC_TABLE
 from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
-from dawn_train.tracking import log_eval_table
+from dawn_train.metrics.synthetic.goals import GOALS, check_goals
+from dawn_train.tracking.eval_log import log_evaluation
+from dawn_train.tracking.media import to_uint8_video
+from dawn_train.tracking.paper import TABLE1_HDTF as PAPER_HDTF
 
 log = get_logger(__name__)
-# Published numbers for orientation (paper Table 1, HDTF); not computed here.
-PAPER_HDTF = {"FID": 9.60, "FVD16": 60.34, "FVD32": 95.64, "LSE-C": 6.71, "LSE-D": 7.94, "CSIM": 0.790, "BAS": 0.281,
-              "Blink/s": 0.86}
+VIDEO_COLUMNS = ["video_key", "frames", "seed", "l1_to_real", "video"]
 KEYS = (schema.FRAMES, schema.AUDIO, schema.AUDIO_FEAT, schema.POSE, schema.BLINK, schema.FACE_BOX, schema.MOUTH_LMK,
         schema.META)
 
@@ -62,14 +66,20 @@ def default_output(a2v: str | Path) -> Path:
 @torch.no_grad()
 def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: dict | None = None,
              max_videos: int | None = None, max_frames: int = 200, steps: int | None = None,
-             window_size: int | None = None, seed: int = 1234, pbnet_pose: str | None = None,
+             window_size: int | str | None = CHECKPOINT_WINDOW, seed: int = 1234, pbnet_pose: str | None = None,
              pbnet_blink: str | None = None, device: str | None = None, out: str | None = None,
-             log_wandb: bool = True, progress: bool = True, probe: str | None = None) -> dict:
-    """`probe`: a synthetic-probe file (`dawn-train data probe`): on synthetic shards the generated frames are
+             log_wandb: bool = True, progress: bool = True, probe: str | None = None, log_videos: int = 4,
+             goals: str | None = None) -> dict:
+    """`window_size`: frames, None / "none" (full attention) or "checkpoint" (its own).  `log_videos`: how many
+    generated videos (mp4 with audio, `<out folder>/eval_videos/`) go into the W&B per-video table.
+    `probe`: a synthetic-probe file (`dawn-train data probe`): on synthetic shards the generated frames are
     also scored against the ground truth (`metrics/synthetic`), beside the still-frame baseline, and BAS and
-    Blink/s of the generated videos are measured on them (without a probe those two are n/a)."""
+    Blink/s of the generated videos are measured on them (without a probe those two are n/a).  `goals`: "demo"
+    or "quality" (`metrics/synthetic/goals.py`), checked on those metrics and saved as `goals`."""
     from tqdm.auto import tqdm
 
+    if goals and not probe:
+        raise ValueError(f"goals '{goals}' are checked on the synthetic ground-truth metrics: give --probe FILE")
     pipe = load_pipeline(lfg, a2v, pbnet_pose=pbnet_pose, pbnet_blink=pbnet_blink, device=device)
     try:  # a checkpoint trained on other frames or audio features than these shards is an error, not a number
         check_shards_match(load_manifest(shards), pipe.image_size, pipe.info.audio_feature, pipe.audio_dim)
@@ -84,7 +94,8 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
     for reason in (synthetic.unavailable.values() if synthetic else ()):
         log.warning("%s", reason)
 
-    videos = 0
+    videos, per_video = 0, []
+    out_path = Path(out) if out else default_output(a2v)
     for parsed in tqdm(split_samples(shards, split), desc=f"eval ({split})", total=max_videos, disable=not progress):
         if max_videos is not None and videos >= max_videos:
             break
@@ -107,10 +118,22 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         reading = None
         if synthetic is not None:
             mouth = mouth_from_landmarks(parsed[schema.MOUTH_LMK][:n])
+            # the LFG ceiling: the real clip re-rendered from its own motion, the best this LFG lets any A2V-FDM do
+            flow, occlusion = pipe.lfg.encode(real[:1], real[None], chunk_size=32)
+            ceiling = pipe.lfg.decode(real[:1], flow, occlusion, chunk_size=32).clamp(0, 1)
             reading = synthetic.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(motion.pose),
-                                       mouth=as_batch(mouth))
+                                       mouth=as_batch(mouth), reconstruction=ceiling)
         suite.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(audio), as_batch(pose), as_batch(blink),
                      generated_pose=reading.pose if reading else None, generated_blink=reading.eyes if reading else None)
+        key = f"{parsed['meta'].get('video_id', videos)}/{parsed['meta'].get('chunk', 0)}"
+        mp4 = None
+        if log_wandb and videos < log_videos:
+            mp4 = out_path.parent / "eval_videos" / f"{videos:03d}.mp4"
+            mp4.parent.mkdir(parents=True, exist_ok=True)
+            mp4.write_bytes(encode_mp4(to_uint8_video(generated.clamp(0, 1)), audio=audio,
+                                       sample_rate=schema.SAMPLE_RATE))
+        l1 = float((generated.clamp(0, 1) - real).abs().mean())
+        per_video.append([key, n, seed + videos, l1, str(mp4) if mp4 else None])
         videos += 1
     if videos == 0:
         raise ValueError(f"{shards}: no usable '{split}' samples to evaluate")
@@ -123,13 +146,16 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
                      "window_size": pipe.a2v.unet.window_size, "seed": seed, "ema": pipe.info.ema,
                      "pose_blink": "pbnet" if pipe.pose_blink is not None else "ground truth"},
     }
-    out_path = Path(out) if out else default_output(a2v)
+    result["videos"] = [dict(zip(VIDEO_COLUMNS, row)) for row in per_video]
+    if goals:
+        result["goals"] = [c.as_dict() for c in check_goals(result["synthetic"], GOALS[goals])]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=1))
-    result["out"] = str(out_path)
     if log_wandb:
         table = [[name, *[rows[name].get(m) for m in TABLE]] for name in ("ground truth", "generated")]
-        log_eval_table(out_path.parent / "eval_wandb", ["row", *TABLE], table, rows["generated"], result["settings"])
+        result["wandb"] = log_evaluation(out_path.parent, a2v, result["settings"], ["row", *TABLE], table,
+                                         rows["generated"], VIDEO_COLUMNS, per_video)
+    out_path.write_text(json.dumps(result, indent=1))
+    result["out"] = str(out_path)
     return result
 
 
@@ -146,7 +172,8 @@ def format_table(result: dict) -> list[list[str]]:
 
 def format_synthetic_table(result: dict) -> list[list[str]]:
     """Rows of the synthetic ground-truth table: this checkpoint, the still-frame baseline (the source held),
-    and the real frames through the probe (its own error floor).  Empty without a probe."""
+    the LFG ceiling (the real clip re-rendered from its own motion) and the real frames through the probe (its
+    own error floor).  Empty without a probe."""
     synthetic = result.get("synthetic")
     if not synthetic:
         return []
@@ -154,5 +181,7 @@ def format_synthetic_table(result: dict) -> list[list[str]]:
     def cell(value):
         return "n/a" if value is None else f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
 
-    names = {"generated": "this checkpoint", "still frame": "still frame (baseline)", "ground truth": "real (probe floor)"}
-    return [[label, *[cell(synthetic[row].get(m)) for m in SYNTHETIC_TABLE]] for row, label in names.items()]
+    names = {"generated": "this checkpoint", "still frame": "still frame (baseline)",
+             "LFG ceiling": "LFG, ground-truth motion (ceiling)", "ground truth": "real (probe floor)"}
+    return [[label, *[cell(synthetic[row].get(m)) for m in SYNTHETIC_TABLE]] for row, label in names.items()
+            if row in synthetic]

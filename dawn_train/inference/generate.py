@@ -1,9 +1,10 @@
 """`dawn-train generate`: one portrait + speech -> talking-head mp4 (the official
 `unified_video_generator.py` pipeline, spec section 6, without its hard-coded paths).
 
-    image --(RGB, resized to R x R without cropping)--> reference frame
+    image --(face found and cropped as prep crops, or with no_crop resized whole to R x R)--> reference frame
     audio --(any format PyAV reads -> 16 kHz mono)--> per-frame audio features (the feature the A2V
-          checkpoint was trained with; N = floor(seconds * 25) frames)
+          checkpoint was trained with, `inference/audio_features.py`: log-mel, or HuBERT from `hubert_dir`;
+          N = floor(seconds * 25) frames)
     pose/blink: PBNet samples (`pbnet_pose`/`pbnet_blink`), .npy files, or held at the reference state
     A2V-FDM: all N frames in one DDIM run (banded temporal attention keeps memory linear in N), or with
           `chunk_seconds` windows of S seconds cross-faded over `chunk_overlap` (memory of one window)
@@ -21,8 +22,11 @@ Every option is a field of :class:`GenerateOptions`, the one spelling shared by 
 
 What is checked about the image: that it decodes, its mode (RGB is used as is; grayscale, palette, RGBA
 and CMYK are converted with a message; other modes are refused), its size (at least 32 px) and that it is
-not blank.  There is no face detector here: the image is used as the face crop, and the face box that
-conditions the model is the mean training box recorded in the A2V checkpoint (or `face_box`).
+not blank.  By default the face is found and cropped as `data prep` crops videos (`inference/source_image.py`:
+any photo with one face, or `face_index`), and its measured pose, eye openness and face box are the reference
+state (written to `crop.png` and `initial_state.json` beside the output).  With `no_crop` the image is used
+whole as the face crop, and the face box that conditions the model is the mean training box recorded in
+the A2V checkpoint (or `face_box`).
 """
 from __future__ import annotations
 
@@ -31,31 +35,29 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
-from dawn_train.data.audio import AudioError, LogMelSpec, log_mel, n_video_frames
+from dawn_train.data.audio import AudioError, decode_audio, n_video_frames
+from dawn_train.data.hubert import check_model_dir
 from dawn_train.data.schema import BLINK_DIM, FPS, POSE_DIM, SAMPLE_RATE
 from dawn_train.data.video import encode_mp4
-from dawn_train.inference.memory import FEATURE_CHUNK_FRAMES, check_fits, gib, memory_budget, process_rss
-from dawn_train.inference.pipeline import Pipeline, load_pipeline
+from dawn_train.inference.audio_features import audio_features, feature_kind, hubert_call_bytes, open_hubert
+from dawn_train.inference.memory import check_fits, gib, memory_budget, process_rss
+from dawn_train.inference.pipeline import CHECKPOINT_WINDOW, Pipeline, load_pipeline, window_arg
 from dawn_train.inference.pose_blink import (
     GenerationRequest,
     PoseBlinkSource,
     pose_blink_from_files,
     pose_blink_from_pbnet,
 )
+from dawn_train.inference.source_image import ImageError, crop_source, read_image
 from dawn_train.log import get_logger
 from dawn_train.models.a2v.conditioning import window_spans
 
 log = get_logger(__name__)
-CONVERTIBLE_MODES = {"L", "LA", "P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "I;16"}
-
-
-class ImageError(ValueError):
-    """Unusable input image; the message names the file."""
 
 
 def _opt(default=None, help: str = "", nargs: Optional[int] = None, **extra):
@@ -78,8 +80,14 @@ class GenerateOptions:
                                             "the mean reference pose of the A2V training data", nargs=6)
     init_blink: Optional[list[float]] = _opt(help="reference image's eye openness (left right)", nargs=2)
     audio_feat_from: Optional[str] = _opt(help="precomputed (frames, D) audio features .npy (e.g. HuBERT)")
+    features: Optional[str] = _opt(help="audio feature to compute: logmel or hubert (default: the one the A2V "
+                                   "checkpoint records; one that records none, e.g. an official file, takes 1024-d HuBERT)")
+    hubert_dir: Optional[str] = _opt(help="local HuBERT model directory for HuBERT checkpoints, e.g. a copy of "
+                                     "facebook/hubert-large-ls960-ft (runs on the generation's device)")
     seed: int = _opt(0, help="seeds the diffusion noise and the PBNet latents")
-    window_size: Optional[int] = _opt(help="temporal window (model convention, paper: 80; default: the checkpoint's)")
+    window_size: Optional[int | str] = _opt(CHECKPOINT_WINDOW, type=window_arg,
+                                            help="sampling window in frames (paper count: 80 = +-40), 'none' = full "
+                                            "attention (YAML null), default: the checkpoint's")
     steps: Optional[int] = _opt(help="DDIM steps (default: the checkpoint's, 20)")
     eta: Optional[float] = _opt(help="DDIM eta (default: the checkpoint's)")
     size: Optional[int] = _opt(help="frame size R (default: the checkpoint's)")
@@ -99,6 +107,9 @@ class GenerateOptions:
     pbnet_banded: bool = _opt(True, help="PBNet attends in bands beyond its +-200-frame window (O(T x window) "
                               "memory); --no-pbnet-banded builds the official dense T x T bias (O(T^2), comparisons)")
     use_ema: bool = _opt(True, help="sample with the EMA weights when the checkpoint has them")
+    no_crop: bool = _opt(False, help="use the image whole, resized to R x R (a ready face crop, as the official "
+                         "pipeline); default: detect the face and crop it as `data prep` does (needs the prep extra)")
+    face_index: Optional[int] = _opt(help="which face of a photo with several (0 = the largest)")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -134,7 +145,7 @@ class GenerateOptions:
         """One flag per field (`--pbnet-pose`, ...); flags not given stay out of the namespace."""
         for f in dataclasses.fields(cls):
             flag = "--" + f.name.replace("_", "-")
-            kind = _scalar_type(f.type)
+            kind = f.metadata.get("type") or _scalar_type(f.type)
             if kind is bool:
                 parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                     help=f.metadata["help"])
@@ -158,25 +169,10 @@ def _scalar_type(annotation) -> type:
 # ---- inputs -------------------------------------------------------------------------------------
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Image file -> uint8 (size, size, 3) RGB, resized without cropping (as the official pipeline)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as handle:
-            handle.load()
-            image = handle.copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ImageError(f"{path}: cannot be read as an image ({exc})") from exc
-    if image.mode != "RGB":
-        if image.mode not in CONVERTIBLE_MODES:
-            raise ImageError(f"{path}: image mode {image.mode!r} is not supported; save it as 8-bit RGB")
-        log.info("%s: converting %s image to RGB%s", path, image.mode, " (alpha dropped)" if "A" in image.mode else "")
-        image = image.convert("RGB")
+    image = read_image(path)
     width, height = image.size
-    if min(width, height) < 32:
-        raise ImageError(f"{path}: image is {width}x{height}, too small for a face (need at least 32 px)")
     if max(width, height) > 1.05 * min(width, height):
         log.warning("%s: %dx%d is not square; it is resized to %dx%d without cropping (crop it to the face to "
                     "avoid distortion)", path, width, height, size, size)
@@ -189,25 +185,10 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
 def load_audio(path: str | Path, max_seconds: Optional[float] = None) -> np.ndarray:
     """Any audio (or video) file PyAV can decode -> mono float32 (L,) at 16 kHz (channels averaged).
     Raises AudioError for unreadable, empty, too short (< 1 video frame) or silent audio."""
-    import av
-
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")
-    chunks = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioError(f"{path}: has no audio stream")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            for frame in container.decode(container.streams.audio[0]):
-                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    except AudioError:
-        raise
-    except Exception as exc:  # PyAV raises av.error.* (InvalidDataError, ...) for broken files
-        raise AudioError(f"{path}: cannot decode audio ({exc})") from exc
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    audio, _ = decode_audio(path)
     if max_seconds is not None:
         audio = audio[: int(max_seconds * SAMPLE_RATE)]
     if n_video_frames(len(audio)) < 1:
@@ -217,51 +198,6 @@ def load_audio(path: str | Path, max_seconds: Optional[float] = None) -> np.ndar
     if np.abs(audio).max() < 1e-4:
         raise AudioError(f"{path}: audio is silent (peak {np.abs(audio).max():.1e})")
     return audio
-
-
-def log_mel_chunked(audio: np.ndarray, n_frames: int, spec: LogMelSpec = LogMelSpec(),
-                    chunk: int = FEATURE_CHUNK_FRAMES,
-                    progress: Optional[Callable[[int], object]] = None) -> np.ndarray:
-    """`data.audio.log_mel` computed `chunk` frames at a time (the STFT of ten minutes would hold ~140 MiB):
-    each call gets its frames' audio plus one frame of context on each side (zeros beyond the audio, as
-    `log_mel` pads) and drops the two edge rows, so the rows equal those of one call up to FFT rounding.
-    `progress(n)` is called after every chunk with its frame count."""
-    hop, rows = spec.hop, []
-    usable = min(len(audio), n_frames * hop)
-    for first in range(0, n_frames, max(1, int(chunk))):
-        last = min(n_frames, first + chunk)
-        begin, end = (first - 1) * hop, (last + 1) * hop
-        segment = np.zeros(end - begin, dtype=np.float32)
-        lo, hi = max(begin, 0), min(end, usable)
-        if hi > lo:
-            segment[lo - begin:hi - begin] = audio[lo:hi]
-        rows.append(log_mel(segment, last - first + 2, spec)[1:-1])
-        if progress is not None:
-            progress(last - first)
-    return np.concatenate(rows)
-
-
-def audio_features(audio: np.ndarray, n_frames: int, feature: Optional[dict], dim: int,
-                   progress: Optional[Callable[[int], object]] = None) -> np.ndarray:
-    """The per-frame feature the A2V model was trained with: (n_frames, dim) float32.
-
-    `feature` is the shard manifest's spec recorded in the checkpoint; without one, a `dim` of 80 means
-    the built-in log-mel and 1024 the official HuBERT feature.  The log-mel is computed in chunks
-    (:func:`log_mel_chunked`; `progress(n)` after each)."""
-    kind = (feature or {}).get("type") or ("logmel" if dim == LogMelSpec().dim else "hubert" if dim == 1024 else None)
-    if kind == "logmel":
-        fields = {k: v for k, v in (feature or {}).items() if k in LogMelSpec.__dataclass_fields__}
-        spec = LogMelSpec(**fields)
-        if spec.dim != dim:
-            raise ValueError(f"the checkpoint's log-mel feature is {spec.dim}-d but the model expects {dim}")
-        # shards store features as float16: round the same way
-        return log_mel_chunked(audio, n_frames, spec, progress=progress).astype(np.float16).astype(np.float32)
-    if kind == "hubert":
-        raise NotImplementedError(
-            "this A2V checkpoint was trained on HuBERT features (hubert-large-ls960-ft, 1024-d, last layer resampled "
-            "to 25 fps), which dawn_train does not compute yet; pass precomputed features with "
-            "--audio-feat-from FEATS.npy (shape (frames, 1024))")
-    raise ValueError(f"unknown audio feature {feature!r} for a {dim}-d model; pass --audio-feat-from FEATS.npy")
 
 
 def check_output(out: str | Path) -> Path:
@@ -338,6 +274,8 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
             if not getattr(opts, key):
                 raise ValueError(f"generate needs --{key} CHECKPOINT (or `{key}:` in the --config YAML)")
     out = check_output(out)
+    if opts.hubert_dir:  # a wrong path fails before any checkpoint is read
+        check_model_dir(opts.hubert_dir)
     started = time.perf_counter()
 
     # checkpoints first (fail before decoding anything expensive)
@@ -348,16 +286,22 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
         for model in (pipe.pose_blink.pose_model, pipe.pose_blink.blink_model):
             model.decoder.banded = bool(opts.pbnet_banded)
     size = int(opts.size or pipe.image_size or 128)
+    kind = None if opts.audio_feat_from else feature_kind(opts.features, pipe.info.audio_feature, pipe.audio_dim)
+    hubert = open_hubert(opts.hubert_dir, pipe.info.audio_feature, pipe.audio_dim, pipe.device) \
+        if kind == "hubert" else None
 
     # inputs
-    frame = load_image(image, size)
+    photo = None if opts.no_crop else crop_source(image, size, opts.face_index, out)
+    frame = load_image(image, size) if photo is None else photo.frame
+    # the reference state: given, else measured on the photo, else the training data's mean
+    ref_pose = opts.init_pose or (photo.pose if photo else None) or pipe.info.ref_pose_mean
+    ref_blink = opts.init_blink or (photo.blink if photo else None) or pipe.info.ref_blink_mean
     wav = load_audio(audio, opts.max_seconds)
     n_frames = n_video_frames(len(wav))
     window, overlap = chunk_frames(opts, n_frames)
     dim = pipe.audio_dim
     if pose_blink_source is None and pipe.pose_blink is not None:
-        init_pose = opts.init_pose or pipe.info.ref_pose_mean
-        init_blink = opts.init_blink or pipe.info.ref_blink_mean
+        init_pose, init_blink = ref_pose, ref_blink
         if init_pose is None or init_blink is None:
             raise ValueError(f"{opts.a2v}: records no mean reference pose/blink; give --init-pose and --init-blink")
         pose_blink_source = pose_blink_from_pbnet(pipe.pose_blink, init_pose, init_blink, opts.pose_from,
@@ -369,6 +313,8 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
     # memory: estimated from the loaded models and the frame count, refused before the work if it cannot fit
     decode_chunk = max(1, int(opts.decode_chunk))
     memory = pipe.memory_model(size=size, decode_chunk=decode_chunk, steps=opts.steps, pbnet=uses_pbnet)
+    if hubert is not None:
+        memory.feature_model_live = hubert_call_bytes(hubert)
     estimate = memory.estimate(n_frames, window, features=not opts.audio_feat_from)
     budget = memory_budget(pipe.device, opts.memory_budget)
     if pipe.device.type == "cuda":
@@ -385,12 +331,13 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
         feat = feat[:n_frames]
     else:
         with _phase("audio features", n_frames, progress, "frame") as bar:
-            feat = audio_features(wav, n_frames, pipe.info.audio_feature, dim, progress=bar.update)
+            feat = audio_features(wav, n_frames, pipe.info.audio_feature, dim, progress=bar.update, kind=kind,
+                                  hubert=hubert)
+        hubert = None  # its weights are not needed beyond this phase
     request = GenerationRequest(frame, wav, feat, n_frames, int(opts.seed))
     # cross-identity driving: the source's own state is the reference (given, else the training data's mean)
     source = pose_blink_source or pose_blink_from_files(opts.pose_from, opts.blink_from,
-                                                        opts.init_pose or pipe.info.ref_pose_mean,
-                                                        opts.init_blink or pipe.info.ref_blink_mean)
+                                                        ref_pose, ref_blink)
     with _phase("PBNet pose + blink" if uses_pbnet else "pose + blink", 1, progress) as bar:
         motion = source(request)
         bar.update()
@@ -398,7 +345,7 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
         raise ValueError(f"pose/blink source returned pose {motion.pose.shape} and blink {motion.blink.shape}, "
                          f"expected ({n_frames}, {POSE_DIM}) and ({n_frames}, {BLINK_DIM})")
 
-    box = pipe.face_box(size, opts.face_box)
+    box = pipe.face_box(size, opts.face_box or (photo.face_box if photo else None))
     ref = torch.as_tensor(frame, device=pipe.device).permute(2, 0, 1)[None].float() / 255
     cond = pipe.condition(feat, motion)
     steps = pipe.sampling_steps(opts.steps)
@@ -420,10 +367,11 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
     out.write_bytes(data)
     summary = {"out": str(out), "frames": n_frames, "seconds": n_frames / FPS, "size": size, "seed": int(opts.seed),
                "steps": steps, "window_size": pipe.a2v.unet.window_size, "ema": pipe.info.ema,
-               "device": str(pipe.device), "face_box": box, "chunk_frames": window, "chunk_overlap_frames": overlap,
-               "windows": len(spans), "wall_seconds": round(time.perf_counter() - started, 3),
+               "device": str(pipe.device), "audio_feature": kind or "file", "face_box": box, "chunk_frames": window,
+               "chunk_overlap_frames": overlap, "windows": len(spans), "wall_seconds": round(time.perf_counter() - started, 3),
                "memory_estimate_bytes": estimate.peak, "memory_budget_bytes": budget,
                "memory_phases_bytes": dict(estimate.phases)}
+    summary.update(photo.files if photo else {})
     summary["rss_before_bytes"], summary["rss_peak_bytes"] = rss_before, process_rss()[1]  # process, bytes
     if pipe.device.type == "cuda":
         summary["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(pipe.device)

@@ -288,6 +288,9 @@ class MemoryModel:
         self.device = str(device)
         first = next(a2v.parameters(), None)
         self.dtype = first.dtype if first is not None else torch.float32
+        # Live bytes of one call of a feature model (HuBERT: one batch of windows, traced by the caller); None: the
+        # chunked log-mel.  Its weights are loaded before the check, so they are in the budget already.
+        self.feature_model_live: Optional[int] = None
 
     # -- traced phases (live tensor bytes) --
     @staticmethod
@@ -366,7 +369,9 @@ class MemoryModel:
         }
         if self.pbnets:
             phases["PBNet"] = process_bytes(self.pbnet_live(frames, approximate), self.device)
-        if features:
+        if features and self.feature_model_live is not None:  # + its 50-Hz rows and their 25-Hz copy, float32
+            phases["features"] = process_bytes(self.feature_model_live + frames * 3 * self.audio_dim * 4, self.device)
+        elif features:
             phases["features"] = process_bytes(FEATURE_BYTES_PER_FRAME * min(frames, FEATURE_CHUNK_FRAMES), "cpu")
         return MemoryEstimate(frames, window, self.device, int(held), phases)
 

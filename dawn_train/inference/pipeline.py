@@ -31,6 +31,36 @@ from dawn_train.models.a2v.conditioning import (
 from dawn_train.tracking.media import to_uint8_video
 
 DEFAULT_FACE_BOX = (0.2, 0.15, 0.8, 0.9)  # (x0, y0, x1, y1) / size when the checkpoint records none
+# Sampling-window choices besides a frame count: keep the checkpoint's, or full attention (YAML null).
+CHECKPOINT_WINDOW = "checkpoint"
+FULL_ATTENTION = ("none", "null", "full")
+
+
+def window_arg(text: str) -> int | str:
+    """A `--window-size` value: frames (paper count), `none` (full attention; also `null`, `full`) or
+    `checkpoint` (the checkpoint's own).  An argparse `type`."""
+    import argparse
+
+    word = str(text).strip().lower()
+    if word in FULL_ATTENTION:
+        return "none"
+    if word == CHECKPOINT_WINDOW:
+        return CHECKPOINT_WINDOW
+    try:
+        frames = int(word)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"window size must be a number of frames, 'none' (full attention) or "
+                                         f"'{CHECKPOINT_WINDOW}', got {text!r}") from None
+    if frames < 0:
+        raise argparse.ArgumentTypeError(f"window size must be >= 0 frames, got {frames}")
+    return frames
+
+
+def sampling_window(value: Optional[int | str]) -> Optional[int | str]:
+    """A window choice as the model takes it: frames, None (full attention) or CHECKPOINT_WINDOW."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in FULL_ATTENTION):
+        return None
+    return value if value == CHECKPOINT_WINDOW else int(value)
 
 
 @dataclass
@@ -44,6 +74,7 @@ class A2VInfo:
     ref_blink_mean: Optional[list] = None
     curriculum_stage: Optional[int] = None
     lfg_checkpoint: Optional[str] = None
+    condition: Optional[dict] = None  # `condition` keyword arguments the stage trained with (audio_norm, pose_scale)
     ema: bool = False  # EMA weights loaded
     extra: dict = field(default_factory=dict)
 
@@ -83,10 +114,12 @@ class Pipeline:
     def image_size(self) -> Optional[int]:
         return self.info.image_size
 
-    def set_window(self, window_size: Optional[int]) -> None:
-        """Sampling window (model convention; None = the checkpoint's)."""
-        if window_size is not None:
-            self.a2v.unet.window_size = window_size
+    def set_window(self, window_size: Optional[int | str] = CHECKPOINT_WINDOW) -> None:
+        """Sampling window (model convention): frames, None or "none" = full attention, "checkpoint" = the
+        checkpoint's own."""
+        window = sampling_window(window_size)
+        if window != CHECKPOINT_WINDOW:
+            self.a2v.unet.window_size = window
 
     def face_box(self, size: int, face_box: Optional[Sequence[float]] = None) -> list[float]:
         """The face box (pixels of a size x size frame): given, else the training data's mean."""
@@ -107,8 +140,7 @@ class Pipeline:
         def batch(a) -> Tensor:
             return torch.as_tensor(np.asarray(a, dtype=np.float32), device=dev)[None]
 
-        cond = condition(batch(audio_feat), batch(motion.pose), batch(motion.blink), batch(motion.ref_pose),
-                         batch(motion.ref_blink))
+        cond = self.condition(audio_feat, motion)
         generator = torch.Generator(device=dev).manual_seed(int(seed))
         out = animate(self.lfg, self.a2v, ref, face_box_vector(batch(box), size, size), cond, generator=generator,
                       steps=steps, eta=eta, decode_chunk=decode_chunk, progress=progress)
@@ -124,7 +156,7 @@ class Pipeline:
             return torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device)[None]
 
         return condition(batch(audio_feat), batch(motion.pose), batch(motion.blink), batch(motion.ref_pose),
-                         batch(motion.ref_blink))
+                         batch(motion.ref_blink), **(self.info.condition or {}))
 
     @torch.no_grad()
     def sample_motion(self, ref: Tensor, box: Sequence[float], cond: Tensor, *, seed: int = 0,

@@ -11,26 +11,21 @@ from pathlib import Path
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A fit command line that does not parse; the message names the key."""
+from dawn_train.stages.config_errors import ConfigError
 
 
 def resolve_fit_config(argv: list[str]) -> dict:
-    """`dawn-train fit ARGV --print_config` in this process -> the resolved config dict."""
+    """`dawn-train fit ARGV --print_config` in this process -> the resolved config dict; a ConfigError names
+    the key that does not parse and the file that sets it."""
     from dawn_train.stages.cli import run_lightning_cli
 
     out, err = io.StringIO(), io.StringIO()
-    code = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             run_lightning_cli(["fit", *argv, "--print_config"])
-        except SystemExit as exc:
-            code = exc.code
-    if code not in (0, None):
-        message = err.getvalue()
-        message = message[message.rfind("error:") + len("error:"):].strip() if "error:" in message else message.strip()
-        raise ConfigError(message or f"fit {' '.join(argv)}: exit code {code}")
+        except SystemExit as exc:  # --print_config ends the parse with exit 0
+            if exc.code not in (0, None):
+                raise ConfigError(f"fit {' '.join(argv)}: exit code {exc.code}: {err.getvalue().strip()}") from None
     text = out.getvalue()
     # imports may print log lines (DeepSpeed's accelerator notice) before the YAML document
     start = text.find("# lightning.pytorch==")

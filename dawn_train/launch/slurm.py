@@ -8,7 +8,10 @@ Requeue: `slurm/train.sbatch` and `slurm/sweep.sbatch` run with `--signal=SIGUSR
 SIGUSR1, saves `<default_root_dir>/hpc_ckpt_<n>.ckpt` and requeues the job; a job requeued by
 hand (`scontrol requeue`) or after a node failure has only its periodic `last.ckpt`.  On every
 start the scripts ask `python -m dawn_train.launch.slurm resume-path -- fit ARGS` for the newest of
-both and pass it as `--ckpt_path`, so the global step, optimizer and data epoch continue.
+both and pass it as `--ckpt_path`, so the global step, optimizer and data epoch continue.  A run folder
+that holds CSV logs but no checkpoint yet (a start that died before its first checkpoint) answers
+`last`: a fresh fit refuses a folder that holds a run (stages/run_folder.py), a resume without a
+checkpoint starts the run over in its own folder.
 """
 from __future__ import annotations
 
@@ -136,11 +139,19 @@ def newest_checkpoint(dirs: Iterable[str | Path]) -> Optional[Path]:
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
 
-def resume_path(argv: list[str]) -> Optional[Path]:
-    """The checkpoint a `dawn-train ARGV` job should resume from (None for a fresh start or a non-fit command)."""
+def resume_path(argv: list[str]) -> Optional[Path | str]:
+    """The checkpoint a `dawn-train ARGV` job should resume from: the newest one of its run, "last" for a run
+    folder without a checkpoint yet, None for a fresh start or a non-fit command."""
+    from dawn_train.stages.run_folder import run_files  # lightning: only for this helper, not every command
+
     if not argv or argv[0] != "fit" or "--ckpt_path" in argv or any(a.startswith("--ckpt_path=") for a in argv):
         return None
-    return newest_checkpoint(checkpoint_dirs(resolve_fit_config(argv[1:])))
+    config = resolve_fit_config(argv[1:])
+    newest = newest_checkpoint(checkpoint_dirs(config))
+    if newest is not None:
+        return newest
+    root = (config.get("trainer") or {}).get("default_root_dir")
+    return "last" if root and run_files(root) else None
 
 
 def main(argv: list[str]) -> int:

@@ -86,6 +86,9 @@ class A2VStage(DawnStage):
         flow_loss_weight, flow_loss_type: auxiliary x0 loss on flow + occlusion (official 0.15, "l2").
         mouth_loss_weight: eps loss inside the mouth box (official 0.15).
         pose_scale: optional per-dimension factors for the six pose deltas (None = raw units, official).
+        audio_mean, audio_std: the audio features enter the condition as (feature - mean) / std (official
+            HuBERT: 0, 1; the built-in log-mel needs about -8.6, 3.8, see `condition`).  Recorded in the
+            checkpoint, so generate and eval condition exactly as training did.
         color_jitter: (brightness, contrast, saturation, hue) maxima, one draw per clip (official
             (0.25, 0.25, 0.25, 0.04) once per batch); None = off.
         timestep_range: draw training steps t in [lo, hi) instead of [0, T) (diagnostics and tests).
@@ -103,7 +106,7 @@ class A2VStage(DawnStage):
                  init_from_ema: bool = False, lr: float = 2e-4, optimizer: Optional[OptimizerCallable] = None,
                  min_lr: float = 1e-6, warmup_steps: int = 0, flow_loss_weight: float = 0.15,
                  flow_loss_type: Literal["l1", "l2"] = "l2", mouth_loss_weight: float = 0.15,
-                 pose_scale: Optional[tuple[float, ...]] = None,
+                 pose_scale: Optional[tuple[float, ...]] = None, audio_mean: float = 0.0, audio_std: float = 1.0,
                  color_jitter: Optional[tuple[float, float, float, float]] = None,
                  timestep_range: Optional[tuple[int, int]] = None, ema_decay: Optional[float] = 0.9999,
                  ema_warmup: bool = True, lfg_chunk_size: Optional[int] = 256, sample_every_n_val: int = 1,
@@ -119,6 +122,8 @@ class A2VStage(DawnStage):
             raise ValueError(f"A2VStage: flow_loss_type must be 'l1' or 'l2', got {flow_loss_type!r}")
         if pose_scale is not None and len(pose_scale) != 6:
             raise ValueError(f"A2VStage: pose_scale needs 6 values (yaw, pitch, roll, scale, tx, ty), got {pose_scale}")
+        if not audio_std > 0:
+            raise ValueError(f"A2VStage: audio_std must be > 0, got {audio_std}")
         self.model = model
         # The frozen LFG is held outside the module tree: it is not trained, not saved in this stage's checkpoints
         # (the file stays small and the LFG swappable), and a strategy that casts the module (DeepSpeed bf16) does
@@ -135,7 +140,6 @@ class A2VStage(DawnStage):
             log.warning("%s", reason)
         for reason in (self.metric_suite.unavailable.values() if self.metric_suite else ()):
             log.warning("%s", reason)
-        self.register_buffer("pose_scale", None if pose_scale is None else torch.tensor(pose_scale), persistent=False)
         ema_init = None
         if init_from:
             start = open_checkpoint(init_from, "a2v")
@@ -238,7 +242,7 @@ class A2VStage(DawnStage):
             raise ValueError(f"A2VStage: the LFG reference feature has {ref_fea.shape[1]} channels, the UNet "
                              f"expects ref_channels={want} (model.init_args.model.init_args.ref_channels)")
         cond = condition(batch["audio_feat"], batch["pose"], batch["blink"], batch["ref_pose"], batch["ref_blink"],
-                         self.pose_scale)
+                         **self.condition_settings())
         if cond.shape[-1] != self.model.unet.cond_dim:
             raise ValueError(f"A2VStage: condition has {cond.shape[-1]} features (audio {batch['audio_feat'].shape[-1]}"
                              f" + 8), the UNet expects {self.model.unet.cond_dim} (check cond_aud)")
@@ -360,11 +364,17 @@ class A2VStage(DawnStage):
         self._ref_sum["ref_blink_mean"] += batch["ref_blink"].detach().double().cpu().sum(0)
         self._ref_count += box.shape[0]
 
+    def condition_settings(self) -> dict:
+        """The keyword arguments of `condition` this stage trains with (recorded as `condition` in checkpoints)."""
+        hp = self.hparams
+        return {"pose_scale": None if hp.pose_scale is None else [float(v) for v in hp.pose_scale],
+                "audio_norm": (float(hp.audio_mean), float(hp.audio_std))}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         means = {k: (v / self._ref_count).tolist() if self._ref_count else None for k, v in self._ref_sum.items()}
         checkpoint["dawn_a2v"] = {"lfg_checkpoint": self.hparams.lfg_checkpoint, "image_size": self.image_size,
                                   "audio_feature": self.audio_feature, "curriculum_stage": self.hparams.curriculum_stage,
-                                  "ref_count": self._ref_count, **means}
+                                  "ref_count": self._ref_count, "condition": self.condition_settings(), **means}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # only the stage record: weights come from `state_dict` (Lightning) or the DeepSpeed engine

@@ -67,10 +67,13 @@ class PairAugment(nn.Module):
         super().__init__()
         self.flip_prob, self.jitter = flip_prob, jitter
 
-    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """source, driving: (B, 3, H, W) in [0, 1] -> augmented pair, same shapes."""
+    def forward(self, source: torch.Tensor, driving: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """source, driving: (B, 3, H, W) in [0, 1] -> augmented pair, same shapes.  `mask` (B, 1, H, W), a
+        region of the pair that is symmetric in time (e.g. the union of both frames' mouth boxes), is mirrored
+        with the pair and returned third."""
         if not self.training:
-            return source, driving
+            return (source, driving) if mask is None else (source, driving, mask)
         b = len(source)
         def draw() -> torch.Tensor:
             return torch.rand(b, 1, 1, 1, device=source.device)
@@ -80,8 +83,10 @@ class PairAugment(nn.Module):
         source, driving = torch.where(reverse, driving, source), torch.where(reverse, source, driving)
         source = torch.where(mirror, source.flip(-1), source)
         driving = torch.where(mirror, driving.flip(-1), driving)
+        if mask is not None:
+            mask = torch.where(mirror, mask.flip(-1), mask)
         if self.jitter > 0:
             factors = 1 + (torch.rand(3, b, device=source.device) * 2 - 1) * self.jitter
             hue = (torch.rand(b, device=source.device) * 2 - 1) * self.jitter * 2 * math.pi
             source, driving = (color_jitter(x, *factors, hue) for x in (source, driving))
-        return source, driving
+        return (source, driving) if mask is None else (source, driving, mask)

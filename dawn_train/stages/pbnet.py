@@ -219,6 +219,17 @@ class PBNetStage(DawnStage):
             self.blink_rate_sample, self.blink_rate_data = BlinkRate(**blink_kw), BlinkRate(**blink_kw)
         self._val_count = 0
 
+    def setup(self, stage: str) -> None:
+        # `fit` sizes audio_dim from the manifest (stages/cli.py); a model built otherwise (a checkpoint's
+        # hyper-parameters, Python) may not match: say which sizes differ, not a matmul shape error mid-step
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        feature = (getattr(datamodule, "manifest", None) or {}).get("feature") or {}
+        if feature.get("dim") is not None and feature["dim"] != self.model.audio_dim:
+            raise ValueError(f"PBNetStage: the shards' audio features are {feature['dim']}-d ({feature.get('type')}, "
+                             f"{datamodule.shards}/manifest.json), the PBNet takes {self.model.audio_dim}-d: set "
+                             f"model.init_args.model.init_args.audio_dim: {feature['dim']}, or use shards of the "
+                             f"feature the model was trained on")
+
     # --- units ----------------------------------------------------------------------------
     def to_model_units(self, x: Tensor) -> Tensor:
         """Dataset units -> model units (pose: min-max normalised; blink: unchanged; x target_scale). (..., D)."""

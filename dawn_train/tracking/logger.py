@@ -2,8 +2,13 @@
 continue the same run instead of starting a new one).
 
 The run id is stored in `<save_dir>/wandb_run_id` the first time; later starts with the same
-`save_dir` reuse it with `resume="allow"`.  Set `WANDB_MODE=online` (and log in) to stream
+`save_dir` reuse it with `resume="allow"`; `<save_dir>/wandb_run.json` records the id, project and group, so
+`dawn-train eval` can write its numbers into this run's summary.  Set `WANDB_MODE=online` (and log in) to stream
 to the server, or sync offline runs later with `wandb sync <save_dir>/wandb/offline-run-*`.
+
+Every metric is declared with `define_metric` the first time it is logged: stepped by `trainer/global_step`,
+with its best (min or max by `tracking.directions`) and its last value in the summary.  At the end of a
+successful fit the run's `last.ckpt` is logged as the artifact `model-<run id>` (`tracking.wandb_runs`).
 """
 from __future__ import annotations
 
@@ -12,8 +17,13 @@ import secrets
 import time
 import warnings
 from pathlib import Path
+from typing import Mapping, Optional
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from dawn_train.tracking.directions import wandb_summary
+from dawn_train.tracking.wandb_runs import UPLOAD_MAX_MB, checkpoint_artifact, write_run_record
 
 
 class DawnWandbLogger(WandbLogger):
@@ -27,10 +37,13 @@ class DawnWandbLogger(WandbLogger):
         job_type: the stage, e.g. "lfg", "pbnet", "a2v-stage1".
         tags: free tags (a sweep tags each point).
         mode: "offline" (default), "online" or "disabled"; `WANDB_MODE` in the environment wins.
+        log_checkpoint: log the run's last checkpoint as an artifact when the fit ends (files above
+            `upload_max_mb` and DeepSpeed folders as references: nothing is copied).
     """
 
     def __init__(self, save_dir: str, name: str | None = None, project: str = "dawn_train", group: str | None = None,
-                 job_type: str | None = None, tags: list[str] | None = None, mode: str = "offline", **kwargs):
+                 job_type: str | None = None, tags: list[str] | None = None, mode: str = "offline",
+                 log_checkpoint: bool = True, upload_max_mb: float = UPLOAD_MAX_MB, **kwargs):
         # absolute: W&B's service process writes the run log relative to its own working directory
         run_dir = Path(save_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -44,6 +57,10 @@ class DawnWandbLogger(WandbLogger):
         os.environ.setdefault("WANDB_SILENT", "true")
         super().__init__(save_dir=str(run_dir), name=name or run_dir.name, project=project, id=run_id, group=group,
                          job_type=job_type, tags=tags, resume="allow", **kwargs)
+        write_run_record(run_dir, id=run_id, project=project, name=name or run_dir.name, group=group, job_type=job_type)
+        self._log_checkpoint, self._upload_max_mb = log_checkpoint, upload_max_mb
+        self._defined: set[str] = set()
+        self._last_checkpoint: Optional[tuple[str, int]] = None
 
     @property
     def experiment(self):
@@ -65,11 +82,32 @@ class DawnWandbLogger(WandbLogger):
                 (Path(self._save_dir) / "wandb_run_id").write_text(new_id + "\n")
                 self._id = self._wandb_init["id"] = new_id
 
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        new = [key for key in metrics if key not in self._defined]
+        for key in new:  # declared before the first value, so the summary keeps the best from the start
+            self.experiment.define_metric(key, step_metric="trainer/global_step", summary=wandb_summary(key))
+        self._defined.update(new)
+        super().log_metrics(metrics, step)
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        last = getattr(checkpoint_callback, "last_model_path", "") or getattr(checkpoint_callback, "best_model_path", "")
+        if last:
+            self._last_checkpoint = (last, int(getattr(checkpoint_callback, "_last_global_step_saved", 0) or 0))
+        super().after_save_checkpoint(checkpoint_callback)
+
     def finalize(self, status: str) -> None:
         """Finish the W&B run when the trainer is done: its records are complete on disk, and a
         later run in the same process (another fit, a test) starts its own W&B run instead of
-        silently logging into this one.  A later stage of the same Trainer resumes it by id."""
+        silently logging into this one.  A later stage of the same Trainer resumes it by id.
+        A successful fit first logs its last checkpoint as the artifact `model-<run id>`."""
         super().finalize(status)
+        if status == "success" and self._log_checkpoint and self._last_checkpoint and self._experiment is not None:
+            path, step = self._last_checkpoint
+            if Path(path).exists():
+                artifact = checkpoint_artifact(path, {"global_step": step, "path": str(Path(path).resolve())},
+                                               self._upload_max_mb)
+                self._experiment.log_artifact(artifact, aliases=["latest", f"step-{step}"])
         if self._experiment is not None:
             import wandb
 
@@ -94,62 +132,3 @@ class DawnCSVLogger(CSVLogger):
             path.write_text(kept)
             writer.metrics_keys = sorted(kept.splitlines()[0].split(","))
         return writer
-
-
-def read_offline_run(save_dir: str | Path) -> dict:
-    """Read back what an offline run logged: {"history": [row, ...], "media": [paths]}.
-
-    Used by tests and reports.  wandb >= 0.31 prints a run's records with `wandb leet inspect
-    --json`; older releases ship a Python reader (`wandb.sdk.internal.datastore`)."""
-    runs = sorted(Path(save_dir).glob("wandb/offline-run-*"))
-    if not runs:
-        raise FileNotFoundError(f"{save_dir}: no offline W&B run (wandb/offline-run-*)")
-    history, media = [], []
-    for run in runs:
-        media += sorted(str(p) for p in run.glob("files/media/**/*") if p.is_file())
-        history += _history_rows(run)
-    return {"history": history, "media": media}
-
-
-def _history_rows(run: Path) -> list[dict]:
-    import json
-    import subprocess
-    import sys
-
-    try:
-        from wandb.proto import wandb_internal_pb2
-        from wandb.sdk.internal.datastore import DataStore
-    except ImportError:
-        wandb_cli = Path(sys.executable).with_name("wandb")
-        out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run)], capture_output=True, text=True,
-                             check=True, timeout=120).stdout
-        records = (json.loads(line) for line in out.splitlines() if line.startswith("{"))
-        return [r["history"]["item"] for r in records if r.get("type") == "history"]
-    rows = []
-    for path in run.glob("run-*.wandb"):
-        store = DataStore()
-        store.open_for_scan(str(path))
-        while (data := store.scan_data()) is not None:
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(data)
-            if record.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                             for item in record.history.item})
-    return rows
-
-
-def log_eval_table(save_dir: str | Path, columns: list[str], rows: list[list], summary: dict, config: dict,
-                   group: str | None = None) -> Path:
-    """Log an evaluation as its own W&B run (job_type "eval", offline by default): the table of
-    `rows` under `eval/table` and each `summary` value under `eval/<name>`.  Returns the run dir."""
-    import wandb
-
-    save_dir = Path(save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    run = wandb.init(dir=str(save_dir), project="dawn_train", job_type="eval", group=group, config=config)
-    run.log({"eval/table": wandb.Table(columns=columns, data=rows),
-             **{f"eval/{k}": v for k, v in summary.items() if v is not None}})
-    run.finish()
-    return save_dir

@@ -1,6 +1,7 @@
 """Round trip synth -> shards -> loader, rank/worker splitting, and bad-input handling."""
 import io
 import multiprocessing
+import re
 import shutil
 import tarfile
 import warnings
@@ -135,8 +136,13 @@ def test_past_the_skip_fraction_the_run_stops_with_a_clear_error(broken_shards):
                              workers=0, lengths=(10, 10), max_skip_fraction=0.05)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(TooManyBadSamples, match="max_skip_fraction=0.05"):
+        with pytest.raises(TooManyBadSamples, match="max_skip_fraction=0.05") as raised:
             list(EpochDataLoader(pipeline, multiprocessing.Value("i", 0), advance=False, num_workers=0))
+    # one line, raised once (not again by webdataset's handler it passes through): counts, the setting, the shards
+    message = str(raised.value)
+    assert "\n" not in message and not isinstance(raised.value.__context__, TooManyBadSamples)
+    assert re.match(r"\d+ of \d+ samples read were bad", message) and "data.init_args.max_skip_fraction" in message
+    assert "broken/train-000002.tar (" in message  # the truncated shard, with its count
 
 
 def test_epochs_reshuffle_but_are_reproducible(synth_shards):

@@ -67,7 +67,7 @@ def test_eval_with_pbnet_drives_pose_from_audio(models, synth_shards, tmp_path):
 def test_eval_bad_split_is_a_clear_error(models, synth_shards, capsys):
     lfg, a2v, _ = models
     assert main(["eval", "--ckpt", str(a2v), "--lfg", str(lfg), "--shards", str(synth_shards), "--split", "test",
-                 "--quiet", "--no-wandb"]) == 2
+                 "--quiet", "--no-wandb"]) == 1
     assert "no 'test' split" in capsys.readouterr().err
 
 
@@ -94,11 +94,90 @@ def test_eval_with_probe_scores_generated_frames_beside_the_still_frame(models, 
     out = tmp_path / "eval.json"
     assert main(["eval", "--ckpt", str(a2v), "--lfg", str(lfg), "--shards", str(synth_shards), "--max-videos", "1",
                  "--max-frames", "12", "--steps", "1", "--probe", str(probe), "--out", str(out), "--quiet",
-                 "--no-wandb"]) == 0
+                 "--no-wandb", "--goals", "demo"]) == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
-    assert set(result["synthetic"]) == {"generated", "still frame", "ground truth"}
-    for row in ("generated", "still frame"):
+    assert set(result["synthetic"]) == {"generated", "still frame", "LFG ceiling", "ground truth"}
+    for row in ("generated", "still frame", "LFG ceiling"):
         assert result["synthetic"][row]["PSNR"] is not None and result["synthetic"][row]["MouthCorr"] is not None
     assert result["metrics"]["Blink/s"] is not None and "Blink/s" not in result["unavailable"]
-    assert "still frame (baseline)" in printed and "real (probe floor)" in printed
+    assert "still frame (baseline)" in printed and "real (probe floor)" in printed and "(ceiling)" in printed
+    # the demo's goals, judged on the generated row against the still frame, are printed and saved
+    assert [g["metric"] for g in result["goals"]] == ["PSNR", "MouthCorr"] and "goals (demo):" in printed
+    psnr = result["goals"][0]
+    assert psnr["met"] == (psnr["generated"] >= psnr["still_frame"])
+
+
+def test_goals_need_a_probe(models, synth_shards, tmp_path):
+    lfg, a2v, _ = models
+    with pytest.raises(ValueError, match="--probe"):
+        evaluate(str(a2v), str(lfg), str(synth_shards), goals="demo", out=str(tmp_path / "e.json"), log_wandb=False)
+
+
+def test_eval_writes_into_the_training_run_and_declares_the_checkpoint_it_used(models, synth_shards, tmp_path):
+    """A checkpoint inside a training run (a real offline W&B run of the logger every stage uses): eval logs its
+    own run in the training run's group (table, per-video table, generated videos with audio), declares the
+    training's checkpoint artifact as its input, and writes its numbers into the training run's summary, read
+    back with wandb's own offline reader."""
+    import shutil
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from dawn_train.tracking import DawnWandbLogger
+
+    lfg, a2v, syncnet = models
+    run = tmp_path / "runs" / "a2v-x"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "a2v.pt"
+    shutil.copy(a2v, ckpt)
+    logger = DawnWandbLogger(save_dir=str(run), name="a2v-x", group="window-test", job_type="a2v-stage1")
+    logger.log_metrics({"val/loss": 1.0, "val/LSE-C": 2.0}, step=1)
+    saved = ModelCheckpoint(dirpath=str(run / "checkpoints"))
+    saved.last_model_path = str(ckpt)
+    logger.after_save_checkpoint(saved)
+    logger.finalize("success")  # the end of a fit: the checkpoint artifact, then the run is finished
+
+    out = tmp_path / "p000-window_size=null" / "eval.json"
+    assert main(["eval", "--ckpt", str(ckpt), "--lfg", str(lfg), "--shards", str(synth_shards), "--max-videos", "2",
+                 "--max-frames", "12", "--steps", "1", "--syncnet-weights", str(syncnet), "--window-size", "none",
+                 "--log-videos", "1", "--out", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["window_size"] is None  # `none`: full attention
+    assert [v["video"] is not None for v in result["videos"]] == [True, False]
+
+    training = read_offline_run(run)
+    assert training["metrics"]["val/loss"]["summary"] == {"min": True, "last": True}
+    assert training["metrics"]["val/LSE-C"]["summary"] == {"max": True, "last": True}
+    assert training["summary"]["eval/LSE-D"] == pytest.approx(result["metrics"]["LSE-D"])
+    assert training["summary"]["eval/settings"]["window_size"] is None
+    (logged,) = [a for a in training["artifacts"] if a["type"] == "model"]
+    run_id = (run / "wandb_run_id").read_text().strip()
+    assert logged["name"] == f"model-{run_id}" and logged["type"] == "model" and not logged["use_after_commit"]
+
+    evaluation = read_offline_run(out.parent / "eval_wandb")
+    assert evaluation["runs"][0]["group"] == "window-test" and evaluation["runs"][0]["job_type"] == "eval"
+    assert evaluation["config"]["training_run"] == run_id
+    (used,) = [a for a in evaluation["artifacts"] if a["type"] == "model"]  # (tables are artifacts too)
+    assert used["use_after_commit"] and (used["name"], used["digest"]) == (logged["name"], logged["digest"])
+    (row,) = evaluation["history"]  # (the reader prints the nested values of history rows dotted)
+    assert row["eval/videos._type"] == "table-file" and row["eval/videos.nrows"] == 2
+    assert row["eval/samples._type"] == "videos" and "eval/LSE-D" in row
+    assert any(p.endswith(".mp4") for p in evaluation["media"])
+    assert evaluation["metrics"]["eval/LSE-D"]["summary"] == {"min": True, "last": True}
+
+
+def test_every_wrong_kind_of_checkpoint_is_refused_in_one_line(models, synth_shards, tmp_path, capsys):
+    from tests.inference.test_generate import checkpoints_of_every_kind, wrong_kinds
+
+    lfg, a2v, _ = models
+    flags = {"lfg": "--lfg", "a2v": "--ckpt", "pbnet-pose": "--pbnet-pose", "pbnet-blink": "--pbnet-blink"}
+    files = checkpoints_of_every_kind(lfg, a2v, tmp_path)
+    for kind, wrong, given in wrong_kinds(files):
+        options = [w for k, flag in flags.items() for w in (flag, str(given[k]))]
+        code = main(["eval", *options, "--shards", str(synth_shards), "--max-videos", "1", "--max-frames", "8",
+                     "--steps", "1", "--out", str(tmp_path / "e.json"), "--quiet", "--no-wandb"])
+        err = capsys.readouterr().err
+        assert code == 1 and "Traceback" not in err, (kind, wrong, err[-2000:])
+        (line,) = [line for line in err.splitlines() if line.startswith("dawn-train: error:")]
+        assert f"{files[wrong]}: holds a '{wrong}' checkpoint, expected '{kind}'" in line
+    assert not (tmp_path / "e.json").exists()

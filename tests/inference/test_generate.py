@@ -75,7 +75,7 @@ def test_generate_cli_writes_a_playable_mp4_with_audio(models, photo, tmp_path, 
     speech = stereo_wav(tmp_path / "speech.wav", 1.23)
     out = tmp_path / "out.mp4"
     code = main(["generate", "--image", str(photo), "--audio", str(speech), "--out", str(out), "--lfg", str(lfg),
-                 "--a2v", str(a2v), "--steps", "2", "--size", "64", "--seed", "1", "--quiet"])
+                 "--a2v", str(a2v), "--steps", "2", "--size", "64", "--seed", "1", "--quiet", "--no-crop"])
     assert code == 0
     assert "not square" in capsys.readouterr().err  # 200 x 240 is resized without cropping, and says so
     frames, seconds, codec = read_mp4(out)
@@ -182,13 +182,13 @@ def test_cli_reports_bad_inputs_in_one_line(models, photo, tmp_path, capsys):
     code = main(["generate", "--image", str(photo), "--audio", str(tmp_path / "text.wav"), "--out",
                  str(tmp_path / "o.mp4"), "--lfg", str(lfg), "--a2v", str(a2v), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and "dawn-train: error:" in err and "cannot decode audio" in err and "Traceback" not in err
+    assert code == 1 and "dawn-train: error:" in err and "cannot decode audio" in err and "Traceback" not in err
     code = main(["generate", "--image", str(photo), "--audio", str(tmp_path / "text.wav"), "--out", "o.mp4"])
-    assert code == 2 and "needs --lfg" in capsys.readouterr().err
+    assert code == 1 and "needs --lfg" in capsys.readouterr().err
 
 
-def test_hubert_checkpoints_need_precomputed_features():
-    with pytest.raises(NotImplementedError, match="--audio-feat-from"):
+def test_hubert_checkpoints_need_a_model_dir_or_precomputed_features():
+    with pytest.raises(ValueError, match="--hubert-dir DIR .* --audio-feat-from"):
         audio_features(np.zeros(16000, np.float32), 25, None, 1024)
     feat = audio_features(0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 25,
                           {"type": "logmel", "dim": 80, "n_mels": 80}, 80)
@@ -198,7 +198,9 @@ def test_hubert_checkpoints_need_precomputed_features():
 def test_official_release_architecture_builds():
     with torch.device("meta"):
         model = build_a2v()
-    assert model.unet.cond_dim == 1032 and model.unet.channels == 275 and model.unet.half_width() == 40
+    assert model.unet.cond_dim == 1032 and model.unet.channels == 275
+    # samples with +-40 frames (official win_width 40); trains with full attention, as the official code does
+    assert model.eval().unet.half_width() == 40 and model.train().unet.half_width() is None
 
 
 def tiny_pbnet(path: Path, pos_dim: int, eye_dim: int, kind: str) -> Path:
@@ -217,7 +219,8 @@ def test_pbnet_drives_pose_and_blink_with_seeded_variety(models, photo, tmp_path
     common = dict(lfg=str(lfg), a2v=str(a2v), steps=1, size=64, progress=False, pbnet_pose=str(pose_ckpt),
                   pbnet_blink=str(blink_ckpt))
     with pytest.raises(ValueError, match="give --init-pose and --init-blink"):
-        generate(photo, speech, tmp_path / "x.mp4", seed=1, **common)  # a converted A2V file records no mean state
+        generate(photo, speech, tmp_path / "x.mp4", seed=1, no_crop=True, **common)  # a converted A2V file
+        # records no mean state, and an uncropped image is not measured
     init = dict(init_pose=[0, 0, 0, 0.6, 32, 32], init_blink=[0.3, 0.3])
     seen = []
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
@@ -269,3 +272,60 @@ def test_output_is_checked_before_any_work(models, photo, tmp_path):
     for out, message in ((tmp_path, "is a directory"), (tmp_path / "x.avi", "name it with .mp4")):
         with pytest.raises(ValueError, match=message):
             generate(photo, speech, out, lfg=str(lfg), a2v=str(a2v), progress=False)
+
+
+def test_window_size_none_samples_with_full_attention(models, photo, tmp_path, capsys):
+    """`--window-size none` (YAML null) asks for full temporal attention; no flag keeps the checkpoint's window
+    (80 here); a narrow window gives another video."""
+    import json
+
+    from dawn_train.inference.generate import GenerateOptions
+    from dawn_train.inference.pipeline import window_arg
+
+    lfg, a2v = models
+    speech = stereo_wav(tmp_path / "speech.wav", 0.6)  # 15 frames
+    io = ["generate", "--image", str(photo), "--audio", str(speech), "--lfg", str(lfg), "--a2v", str(a2v), "--steps",
+          "1", "--size", "64", "--quiet", "--json"]
+    windows = {}
+    for name, flags in (("full", ["--window-size", "none"]), ("default", []), ("narrow", ["--window-size", "2"])):
+        assert main([*io, "--out", str(tmp_path / f"{name}.mp4"), *flags]) == 0
+        windows[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["window_size"]
+    assert windows == {"full": None, "default": 80, "narrow": 2}
+    full, narrow = (read_mp4(tmp_path / f"{name}.mp4")[0].astype(int) for name in ("full", "narrow"))
+    assert np.abs(full - narrow).max() > 0
+    (tmp_path / "g.yaml").write_text("window_size: null\n")
+    assert GenerateOptions.resolve(tmp_path / "g.yaml").window_size is None and GenerateOptions().window_size == "checkpoint"
+    assert [window_arg(w) for w in ("NONE", "null", "full", "40", "checkpoint")] == ["none"] * 3 + [40, "checkpoint"]
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage error
+        main([*io, "--out", str(tmp_path / "bad.mp4"), "--window-size", "wide"])
+    assert exit_info.value.code == 2 and "'none' (full attention)" in capsys.readouterr().err
+
+
+KIND_FLAGS = {"lfg": "--lfg", "a2v": "--a2v", "pbnet-pose": "--pbnet-pose", "pbnet-blink": "--pbnet-blink"}
+
+
+def checkpoints_of_every_kind(lfg: Path, a2v: Path, work: Path) -> dict[str, Path]:
+    return {"lfg": lfg, "a2v": a2v, "pbnet-pose": tiny_pbnet(work / "pose.pt", 6, 0, "pbnet-pose"),
+            "pbnet-blink": tiny_pbnet(work / "blink.pt", 0, 2, "pbnet-blink")}
+
+
+def wrong_kinds(files: dict[str, Path]):
+    """(option's kind, the kind given instead, files with that swap) for every wrong file of every option."""
+    for kind in files:
+        for wrong in files:
+            if wrong != kind:
+                yield kind, wrong, {**files, kind: files[wrong]}
+
+
+def test_every_wrong_kind_of_checkpoint_is_refused_in_one_line(models, photo, tmp_path, capsys):
+    files = checkpoints_of_every_kind(*models, tmp_path)
+    speech = stereo_wav(tmp_path / "speech.wav", 0.3)
+    for kind, wrong, given in wrong_kinds(files):
+        options = [w for k, flag in KIND_FLAGS.items() for w in (flag, str(given[k]))]
+        code = main(["generate", "--image", str(photo), "--audio", str(speech), "--out", str(tmp_path / "o.mp4"),
+                     *options, "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 1 and "Traceback" not in err, (kind, wrong, err[-2000:])
+        (line,) = [line for line in err.splitlines() if line.startswith("dawn-train: error:")]
+        assert f"{files[wrong]}: holds a '{wrong}' checkpoint, expected '{kind}'" in line
+    assert not (tmp_path / "o.mp4").exists()

@@ -16,7 +16,8 @@ from PIL import Image
 from dawn_train.bench.generate import Models, portrait, speech_like, write_demo_models
 from dawn_train.cli import main
 from dawn_train.data.audio import LogMelSpec, log_mel, write_wav
-from dawn_train.inference.generate import generate, log_mel_chunked
+from dawn_train.inference.audio_features import log_mel_chunked
+from dawn_train.inference.generate import generate
 from dawn_train.inference.memory import InsufficientMemory
 from dawn_train.inference.pipeline import load_pipeline
 from dawn_train.inference.pose_blink import PoseBlink
@@ -127,7 +128,7 @@ def test_refused_with_an_estimate_then_generated_in_windows(demo, tmp_path, caps
                  "--lfg", demo.models.lfg, "--a2v", demo.models.a2v, "--steps", "1", "--memory-budget", "0.2",
                  "--quiet", "--json"])
     captured = capsys.readouterr()
-    assert code == 2 and captured.err.count("dawn-train: error: this generation needs about") == 1
+    assert code == 1 and captured.err.count("dawn-train: error: this generation needs about") == 1
     assert json.loads(captured.out)["frames"] == 150
 
     summary = generate(demo.image, demo.audio, tmp_path / "c.mp4", progress=False,

@@ -63,7 +63,7 @@ def test_bad_override_fails_before_anything_is_written(tmp_path, lfg_config, key
         run_sweep(path)
     assert "does not validate" in str(info.value)
     assert not Path(sweep["out_dir"]).exists()
-    assert cli.main(["sweep", str(path)]) == 2  # one clear line, no traceback
+    assert cli.main(["sweep", str(path)]) != 0  # one clear line, no traceback (exit codes: launch/failures.py)
 
 
 def test_fit_sweep_renders_configs_and_array_script(tmp_path, lfg_config, capsys):
@@ -87,6 +87,7 @@ def test_fit_sweep_renders_configs_and_array_script(tmp_path, lfg_config, capsys
         assert wandb["init_args"]["save_dir"] == run_dir and csv["init_args"]["save_dir"] == run_dir
         assert wandb["init_args"]["group"] == "lfg-lr" and wandb["init_args"]["name"] == point["name"]
         assert wandb["init_args"]["tags"] == ["sweep:lfg-lr", f"lr={lr}", "batch_size=2"]
+        assert config["run"]["sweep_values"] == {"lr": lr, "batch_size": 2}  # flat in the W&B config
         args = (out / "points" / f"{point['index']:03d}.args").read_text().splitlines()
         assert args == ["fit", "-c", str(out / "configs" / f"{point['name']}.yaml")]
         assert "WANDB_RUN_GROUP=lfg-lr" in (out / "points" / f"{point['index']:03d}.env").read_text()
@@ -103,22 +104,71 @@ def test_fit_sweep_renders_configs_and_array_script(tmp_path, lfg_config, capsys
     assert failed_points(sweep, expand(sweep)) == [1]
 
 
-def test_window_grid_expands_and_validates(tmp_path):
+DEMO_A2V = [f"experiments/{name}.yaml" for name in ("base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2")]
+
+
+def test_window_sweep_is_one_training_and_five_evals_on_the_official_protocol(tmp_path):
+    """Paper Table 5 is an inference-time ablation: experiments/ablations/window.yaml trains once and evaluates
+    that checkpoint at sampling windows 20/40/80/200/full on 200-frame test videos, DDIM 20, seed 1234."""
     sweep = load_sweep_unchecked(REPO / "experiments" / "ablations" / "window.yaml")
-    assert sweep["grid"] == {"model.init_args.model.init_args.window_size": [20, 40, 80, 200, None]}
-    # validate the same grid against the A2V model through the demo A2V configs (same stage, same key)
-    demo = {**sweep, "configs": [f"experiments/{name}.yaml" for name in
-                                 ("base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2")],
-            "out_dir": str(tmp_path / "window")}
-    loaded = load_sweep(write(tmp_path / "window.yaml", demo))
-    points, configs, _ = plan(loaded)
-    assert [p.name for p in points] == [f"p{i:03d}-window_size={w}" for i, w in
-                                        enumerate(["20", "40", "80", "200", "null"])]
-    assert [c["model"]["init_args"]["model"]["init_args"]["window_size"] for c in configs.values()] == [20, 40, 80, 200, None]
-    real = [Path(c) for c in sweep["configs"]]
-    if all(c.is_file() for c in real):
-        points, configs, _ = plan(load_sweep(REPO / "experiments" / "ablations" / "window.yaml"))
-        assert len(configs) == 5
+    assert sweep["grid"] == {"--window-size": [20, 40, 80, 200, None]}
+    demo = {**sweep, "configs": DEMO_A2V, "out_dir": str(tmp_path / "window")}  # the same keys on the demo stage
+    result = plan(load_sweep(write(tmp_path / "window.yaml", demo)), parser=build_parser())
+    assert [t.name for t in result.trainings] == ["train"] and len(result.jobs) == 6
+    evals = [j for j in result.jobs if j.kind == "eval"]
+    assert [j.name for j in evals] == [f"p{i:03d}-window-size={w}" for i, w in enumerate(["20", "40", "80", "200", "null"])]
+    ckpt = str(tmp_path / "window" / "train" / "checkpoints" / "last.ckpt")
+    for job, window in zip(evals, ["20", "40", "80", "200", "null"]):
+        assert job.argv[:3] == ["eval", "--ckpt", ckpt] and job.needs == 0 and job.env["WANDB_JOB_TYPE"] == "eval"
+        assert job.argv[-2:] == ["--seed=1234", f"--window-size={window}"]
+        assert all(w in job.argv for w in ("--max-frames", "200", "--steps", "20", "--split", "test", "--lfg"))
+    assert result.points[4].columns == {"window_size": None}
+    summary = run_sweep(write(tmp_path / "window.yaml", demo), parser=build_parser())
+    out = tmp_path / "window"
+    assert summary["trainings"] == 1 and summary["evals"] == 5
+    assert "--array=0" in (out / "sweep.sbatch").read_text() and "--array=1,2,3,4,5%5" in (out / "eval.sbatch").read_text()
+    point = json.loads((out / evals[4].name / "point.json").read_text())
+    assert point["values"] == {"window_size": None} and point["training_dir"] == str(out / "train")
+
+
+def dedupe_sweep(tmp_path, **changes) -> dict:
+    """Two points that differ only in the sampling window and one that differs in training."""
+    window, train_window = "model.init_args.model.init_args.window_size", "model.init_args.model.init_args.train_window_size"
+    sweep = {"name": "dedupe", "configs": DEMO_A2V, "out_dir": str(tmp_path / "dedupe"),
+             "grid": [{window: [4, None]}, {train_window: [4], window: [None]}],
+             "eval": {"args": ["--shards", "demo_out/shards", "--max-videos", "1"]}}
+    sweep.update(changes)
+    return sweep
+
+
+def test_points_with_identical_training_configs_train_once_and_share_the_checkpoint(tmp_path):
+    result = plan(load_sweep(write(tmp_path / "s.yaml", dedupe_sweep(tmp_path))), parser=build_parser())
+    assert [t.name for t in result.trainings] == ["train", "train-train_window_size=4"]
+    assert [t.points for t in result.trainings] == [["p000-window_size=4", "p001-window_size=null"],
+                                                    ["p002-train_window_size=4-window_size=null"]]
+    first, second = (t.config["model"]["init_args"]["model"]["init_args"] for t in result.trainings)
+    assert (first["train_window_size"], second["train_window_size"]) == (None, 4)
+    assert first["window_size"] == 80  # the sampling window is the eval's, the training keeps its config's
+    evals = [j for j in result.jobs if j.kind == "eval"]
+    assert [j.needs for j in evals] == [0, 0, 1]
+    assert evals[0].argv[2] == evals[1].argv[2] != evals[2].argv[2]  # the same checkpoint
+    assert [j.argv[-1] for j in evals] == ["--window-size=4", "--window-size=null", "--window-size=null"]
+    assert result.trainings[1].config["run"]["sweep_values"] == {"train_window_size": 4}
+    # without `eval` the sampling window is a training setting (validation samples use it): three trainings
+    no_eval = dedupe_sweep(tmp_path, eval=None, out_dir=str(tmp_path / "no_eval"))
+    del no_eval["eval"]
+    assert len(plan(load_sweep(write(tmp_path / "n.yaml", no_eval))).trainings) == 3
+
+
+def test_repeat_seeds_are_separate_trainings_with_seed_offsets(tmp_path):
+    sweep = dedupe_sweep(tmp_path, grid={"--window-size": [4]}, seeds=[0, 3])
+    result = plan(load_sweep(write(tmp_path / "s.yaml", sweep)), parser=build_parser())
+    assert [t.name for t in result.trainings] == ["train-seed=0", "train-seed=3"]
+    assert [t.config["seed_offset"] for t in result.trainings] == [0, 3]
+    assert [p.name for p in result.points] == ["p000-window-size=4-seed=0", "p000-window-size=4-seed=3"]
+    assert [j.argv[-2] for j in result.jobs if j.kind == "eval"] == ["--seed=1234", "--seed=1237"]
+    with pytest.raises(SweepError, match="seeds"):
+        load_sweep(write(tmp_path / "bad.yaml", {**sweep, "seeds": [1, 1]}))
 
 
 def load_sweep_unchecked(path: Path) -> dict:
@@ -129,8 +179,9 @@ def test_command_sweep_validates_with_the_dawn_train_parser(tmp_path):
     base = {"name": "gen-window", "command": ["generate"], "args": ["--image", "face.png", "--audio", "speech.wav",
                                                                     "--config", "experiments/demo/generate.yaml"],
             "out_arg": "--out", "grid": {"--window-size": [20, 40]}, "out_dir": str(tmp_path / "gen")}
-    points, configs, warnings = plan(load_sweep(write(tmp_path / "ok.yaml", base)), parser=build_parser())
-    assert not configs and not warnings
+    result = plan(load_sweep(write(tmp_path / "ok.yaml", base)), parser=build_parser())
+    assert not result.trainings and not result.warnings
+    points = result.points
     assert points[1].argv[-2:] == [f"--out={tmp_path / 'gen' / points[1].name}", "--window-size=40"]
     with pytest.raises(SweepError, match="window-size"):
         plan(load_sweep(write(tmp_path / "bad.yaml", {**base, "grid": {"--window-size": [20, "wide"]}})),
@@ -142,7 +193,7 @@ def test_command_sweep_validates_with_the_dawn_train_parser(tmp_path):
     with pytest.raises((SweepError, slurm.SlurmError)):
         run_sweep(later, submit=True, parser=build_parser())
     # without dawn-train's parser (launch does not import dawn_train.cli) the points are not validated
-    assert "could not be validated" in plan(load_sweep(write(tmp_path / "np.yaml", base)), strict=False)[2][0]
+    assert "could not be validated" in plan(load_sweep(write(tmp_path / "np.yaml", base)), strict=False).warnings[0]
 
 
 def test_config_whose_directories_ignore_the_run_is_refused(tmp_path, lfg_config):
@@ -158,7 +209,7 @@ def test_config_whose_directories_ignore_the_run_is_refused(tmp_path, lfg_config
 def test_missing_sbatch_is_a_clear_error(tmp_path, lfg_config, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     path = write(tmp_path / "sweep.yaml", lfg_sweep(tmp_path, lfg_config))
-    assert cli.main(["sweep", str(path), "--submit"]) == 2
+    assert cli.main(["sweep", str(path), "--submit"]) == 1
     err = capsys.readouterr().err
     assert "`sbatch` not found on PATH" in err and "--dry-run" in err
     assert not (tmp_path / "sweeps").exists()

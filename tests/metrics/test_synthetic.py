@@ -166,3 +166,30 @@ def test_shifted_correlations_and_rank_merge():
     rank0.merge_state(rank1)  # what the sum reduction does across DDP ranks
     for name, value in whole.compute().items():
         assert float(rank0.compute()[name]) == pytest.approx(float(value)), name
+
+
+def test_head_motion_is_the_std_of_the_angles():
+    from dawn_train.metrics.synthetic import HeadMotion
+
+    t = torch.arange(200, dtype=torch.float64)
+    pose = torch.zeros(2, 200, 6, dtype=torch.float64)
+    pose[0, :, 0] = 3 * torch.sin(t / 7)  # yaw only: std 3 / sqrt(2) over whole periods, mean of 3 angles / 3
+    metric = HeadMotion()
+    metric.update(pose[:1])
+    assert float(metric.compute()) == pytest.approx(3 / 2 ** 0.5 / 3, rel=0.03)
+    frozen = HeadMotion()
+    frozen.update(pose[1:] + 5.0)  # a head held at any angle does not move
+    assert float(frozen.compute()) == 0.0
+
+
+def test_lfg_ceiling_row_only_when_given(probe):
+    real, labels, _ = video_tensors(7, seconds=1.0)
+    mouth = torch.as_tensor(labels["mouth"], dtype=torch.float32)[None]
+    suite = SyntheticSuite(probe)
+    suite.update(real, real, real[:, 0], torch.as_tensor(labels["pose"])[None], mouth=mouth)
+    assert "LFG ceiling" not in suite.compute()
+    suite.reset()
+    half = real * 0.5
+    suite.update(real, real, real[:, 0], torch.as_tensor(labels["pose"])[None], mouth=mouth, reconstruction=half)
+    rows = suite.compute()
+    assert rows["LFG ceiling"]["PSNR"] < rows["generated"]["PSNR"] and rows["LFG ceiling"]["MouthCorr"] is not None

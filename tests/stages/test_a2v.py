@@ -161,6 +161,8 @@ def test_stage1_checkpoint_holds_ema_not_lfg(stage1_run):
     assert not torch.equal(ema, raw_w)
     model, meta = load_a2v(path)
     assert meta.ema and torch.equal(model.state_dict()[name], ema)
+    # generate and eval condition as training did: the demo's log-mel standardisation is in the record
+    assert info["condition"] == meta.condition == {"pose_scale": None, "audio_norm": [-8.6, 3.8]}
     assert torch.equal(checkpoints.load_model(path, "a2v").state_dict()[name], raw_w)
     # a resume restores every weight strictly although the frozen LFG is not in the file
     stage = A2VStage(checkpoints.build(raw["hyper_parameters"]["model"]),
@@ -285,6 +287,9 @@ def test_condition_helpers():
 def test_stage_rejects_bad_settings(lfg_ckpt):
     with pytest.raises(ValueError, match="curriculum_stage"):
         A2VStage(build_a2v(**TINY_A2V), lfg_checkpoint=str(lfg_ckpt), curriculum_stage=3)
+    for std in (0.0, -1.0):
+        with pytest.raises(ValueError, match="audio_std"):
+            A2VStage(build_a2v(**TINY_A2V), lfg_checkpoint=str(lfg_ckpt), audio_std=std)
     stage = A2VStage(build_a2v(**{**TINY_A2V, "ref_channels": 256}), lfg_checkpoint=str(lfg_ckpt))
     with pytest.raises(ValueError, match="ref_channels"):
         stage.prepare(fake_batch(length=2))

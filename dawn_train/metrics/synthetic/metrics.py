@@ -161,6 +161,30 @@ class PoseError(Float64Metric):
         return self.abs_sum / self.frames.clamp(min=1).double()
 
 
+class HeadMotion(Float64Metric):
+    """How much the head moves: the temporal std of the yaw, pitch and roll read from the frames, per clip,
+    averaged over the three angles and the clips (deg).  Natural motion (PBNet-driven videos) is judged by
+    this against the real clips' value: a frozen head scores ~0, jitter scores high.
+
+    update(pose, lengths=None): (B, T, 6), angles in degrees first.  compute(): scalar."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("std_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("clips", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, pose: Tensor, lengths: Tensor | None = None) -> None:
+        if pose.ndim != 3 or pose.shape[-1] < 3:
+            raise ValueError(f"expected pose (B, T, 6), got {tuple(pose.shape)}")
+        for read, n in zip(pose, _lengths(lengths, *pose.shape[:2])):
+            if n > 1:
+                self.std_sum += read[:n, :3].double().std(dim=0).mean().to(self.std_sum.device)
+                self.clips += 1
+
+    def compute(self) -> Tensor:
+        return self.std_sum / self.clips.clamp(min=1).double()
+
+
 class IdentityError(Float64Metric):
     """Identity drift: mean absolute difference of identity parameters between frames and the source.
 

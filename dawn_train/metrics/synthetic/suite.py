@@ -4,6 +4,8 @@ Rows of `compute()`:
 - "generated": the generated frames;
 - "still frame": the source image held for the whole clip (computed from the source only), the
   score any method must beat;
+- "LFG ceiling" (when `update` gets the reconstruction): the real clip re-rendered by the LFG from its
+  ground-truth motion (encode then decode), the best any A2V-FDM driving this LFG can score;
 - "ground truth": the real frames through the same probe: the floor of PoseErr / IdErr (probe
   error when the driving pose is the ground truth), MouthCorr of the probe against the true
   opening, and the real Blink/s (a sanity check of the probe and the blink detector).
@@ -20,14 +22,21 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from dawn_train.metrics.blink import BlinkRate
-from dawn_train.metrics.synthetic.metrics import FrameFidelity, IdentityError, MouthSync, PoseError, frames_of
+from dawn_train.metrics.synthetic.metrics import (
+    FrameFidelity,
+    HeadMotion,
+    IdentityError,
+    MouthSync,
+    PoseError,
+    frames_of,
+)
 from dawn_train.metrics.synthetic.probe import ProbeReading, SynthProbe
 from dawn_train.metrics.synthetic.train import load_probe
 from dawn_train.metrics.weights import HoldsFrozenNet, MetricUnavailable
 
-TABLE = ("PSNR", "SSIM", "MouthCorr", "SyncOffset", "SyncConf", "Blink/s", "PoseErr", "IdErr")
+TABLE = ("PSNR", "SSIM", "MouthCorr", "SyncOffset", "SyncConf", "Blink/s", "PoseErr", "PoseStd", "IdErr")
 PROBE_METRICS = TABLE[2:]
-ROWS = ("generated", "still frame", "ground truth")
+ROWS = ("generated", "still frame", "LFG ceiling", "ground truth")
 
 
 class SyntheticSuite(HoldsFrozenNet):
@@ -43,7 +52,8 @@ class SyntheticSuite(HoldsFrozenNet):
         mouth: (B, T) true mouth opening (the dataset's `mouth` labels, or `mouth_from_landmarks`);
             None: the probe's reading of the real frames;
         lengths: (B,) valid frames per clip.
-    compute(): {row: {metric: float | None}} for the rows in ROWS and the metrics in TABLE.
+    compute(): {row: {metric: float | None}} for the rows in ROWS ("LFG ceiling" only when given) and the
+        metrics in TABLE.
     """
 
     def __init__(self, probe: str | Path | SynthProbe | None = None, *, max_offset: int = 5, chunk: int = 256):
@@ -58,11 +68,12 @@ class SyntheticSuite(HoldsFrozenNet):
         self.hold(probe)  # outside the module tree: not in checkpoints, never in train mode
         self.chunk = chunk
         self.rows = nn.ModuleDict()
+        self.has_ceiling = False
         for row in ROWS:
             metrics = nn.ModuleDict() if row == "ground truth" else nn.ModuleDict({"fidelity": FrameFidelity()})
             if probe is not None:
                 metrics.update({"sync": MouthSync(max_offset=max_offset), "blink": BlinkRate(),
-                                "pose": PoseError(), "identity": IdentityError()})
+                                "pose": PoseError(), "motion": HeadMotion(), "identity": IdentityError()})
             self.rows[row.replace(" ", "_")] = metrics
 
     @property
@@ -77,9 +88,12 @@ class SyntheticSuite(HoldsFrozenNet):
 
     @torch.no_grad()
     def update(self, generated: Tensor, real: Tensor, source: Tensor, driving_pose: Tensor,
-               mouth: Tensor | None = None, lengths: Tensor | None = None) -> ProbeReading | None:
-        """Returns the probe's reading of the generated frames ((B, T, ...) fields; None without a probe), so a
-        caller can measure more on them (head motion for BAS, eye openness for Blink/s)."""
+               mouth: Tensor | None = None, lengths: Tensor | None = None,
+               reconstruction: Tensor | None = None) -> ProbeReading | None:
+        """`reconstruction` (B, T, 3, H, W): the real clip decoded by the LFG from its ground-truth motion (the
+        "LFG ceiling" row; give it for every update or never).  Returns the probe's reading of the generated
+        frames ((B, T, ...) fields; None without a probe), so a caller can measure more on them (head motion for
+        BAS, eye openness for Blink/s)."""
         if generated.ndim != 5 or generated.shape != real.shape:
             raise ValueError(f"expected generated and real videos (B, T, 3, H, W) of one shape, got "
                              f"{tuple(generated.shape)} and {tuple(real.shape)}")
@@ -90,6 +104,9 @@ class SyntheticSuite(HoldsFrozenNet):
         still = source[:, None].expand_as(real)
         self.rows["generated"]["fidelity"].update(generated, real, lengths)
         self.rows["still_frame"]["fidelity"].update(still, real, lengths)
+        if reconstruction is not None:
+            self.has_ceiling = True
+            self.rows["LFG_ceiling"]["fidelity"].update(reconstruction, real, lengths)
         if self.probe is None:
             return None
         read_source = self.probe(source, chunk=self.chunk)  # (B, ...)
@@ -99,18 +116,23 @@ class SyntheticSuite(HoldsFrozenNet):
                                            for k, v in read_source.as_dict().items()}),
             "ground_truth": self.read(real),
         }
+        if reconstruction is not None:
+            readings["LFG_ceiling"] = self.read(reconstruction)
         reference = readings["ground_truth"].mouth if mouth is None else mouth.to(generated.device)
         for row, reading in readings.items():
             metrics = self.rows[row]
             metrics["sync"].update(reading.mouth, reference, lengths)
             metrics["blink"].update(reading.eyes, lengths)
             metrics["pose"].update(reading.pose, driving_pose.to(reading.pose.device), lengths)
+            metrics["motion"].update(reading.pose, lengths)
             metrics["identity"].update(reading.identity, read_source.identity, lengths)
         return readings["generated"]
 
     def compute(self) -> dict[str, dict[str, float | None]]:
         out = {}
         for row in ROWS:
+            if row == "LFG ceiling" and not self.has_ceiling:
+                continue
             values: dict[str, float | None] = {name: None for name in TABLE}
             metrics = self.rows[row.replace(" ", "_")]
             if "fidelity" in metrics:
@@ -119,11 +141,13 @@ class SyntheticSuite(HoldsFrozenNet):
                 values.update({k: float(v) for k, v in metrics["sync"].compute().items()})
                 values["Blink/s"] = float(metrics["blink"].compute())
                 values["PoseErr"] = float(metrics["pose"].compute().mean())
+                values["PoseStd"] = float(metrics["motion"].compute())
                 values["IdErr"] = float(metrics["identity"].compute())
             out[row] = values
         return out
 
     def reset(self) -> None:
+        self.has_ceiling = False
         for metrics in self.rows.values():
             for metric in metrics.values():
                 metric.reset()

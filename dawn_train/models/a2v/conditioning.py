@@ -60,14 +60,20 @@ def mouth_mask(mouth_lmk: Tensor, height: int, width: int, size: int) -> Tensor:
 
 
 def condition(audio_feat: Tensor, pose: Tensor, blink: Tensor, ref_pose: Tensor, ref_blink: Tensor,
-              pose_scale: Optional[Tensor] = None) -> Tensor:
+              pose_scale: Optional[Tensor] = None, audio_norm: Optional[tuple[float, float]] = None) -> Tensor:
     """Per-frame condition (B, T, D + 6 + 2) = [audio (B, T, D) | pose - ref_pose | blink - ref_blink]
     (pose (B, T, 6), blink (B, T, 2), ref_pose (B, 6), ref_blink (B, 2), raw units).  `pose_scale` (6,)
-    optionally multiplies the pose deltas (a stage setting for datasets whose units differ wildly)."""
+    optionally multiplies the pose deltas (a stage setting for datasets whose units differ wildly);
+    `audio_norm` = (mean, std) standardises the audio features.  Every condition part enters the UNet through
+    SiLU -> Linear, so features far below zero (log-mel, mean about -9) reach it as ~0 and the model cannot
+    hear them; HuBERT features are near zero-mean already (official: no normalisation)."""
+    audio = audio_feat.float()
+    if audio_norm is not None:
+        audio = (audio - float(audio_norm[0])) / float(audio_norm[1])
     dpose = pose.float() - ref_pose.float()[:, None]
     if pose_scale is not None:
-        dpose = dpose * pose_scale
-    return torch.cat((audio_feat.float(), dpose, blink.float() - ref_blink.float()[:, None]), dim=-1)
+        dpose = dpose * torch.as_tensor(pose_scale, dtype=dpose.dtype, device=dpose.device)
+    return torch.cat((audio, dpose, blink.float() - ref_blink.float()[:, None]), dim=-1)
 
 
 def audio_dim(cond_dim: int) -> int:

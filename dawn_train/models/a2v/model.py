@@ -74,7 +74,8 @@ def build_a2v(
     init_kernel_size: int = 7,
     resnet_groups: int = 8,
     use_sparse_linear_attn: bool = True,
-    window_size: Optional[int] = 80,  # paper count ("total"): +-40 frames = official win_width 40
+    window_size: Optional[int] = 80,  # sampling; paper count ("total"): +-40 frames = official win_width 40
+    train_window_size: Optional[int] = None,  # training: the official code trains with full attention
     window_convention: WindowConvention = "total",
     attn_block_size: Optional[int] = None,
     attn_backend: AttnBackend = "math",
@@ -97,15 +98,16 @@ def build_a2v(
     input 3 + 256 (LFG reference feature, ``ref_channels``) + 16 (face location) channels, HuBERT
     ``cond_aud`` 1024 + pose 6 + eye 2, cosine schedule over 1000 steps, DDIM 20 steps with eta 1 and the
     official grid, and the inference window of the release config (``win_width: 40`` per side = 80 in the
-    paper's count; clips of <= 41 frames are never affected by it, so training matches the release's
-    unmasked training UNet).  ``window_size=None`` = full temporal attention.  ``objective="pred_x0"`` makes the UNet
+    paper's count).  ``window_size`` is the sampling window (eval mode: validation samples, generation,
+    eval), ``train_window_size`` the training one (train mode), by default none as in the release, whose
+    training UNet attends over the whole clip.  None = full temporal attention.  ``objective="pred_x0"`` makes the UNet
     predict the clean flow/occlusion instead of the noise (not the release; learns far faster on small budgets)."""
     unet = Unet3D(
         dim, dim_mults=tuple(dim_mults), channels=3 + ref_channels + FACE_LOC_CHANNELS, cond_aud=cond_aud,
         cond_pose=cond_pose, cond_eye=cond_eye, attn_heads=attn_heads, attn_dim_head=attn_dim_head,
         init_kernel_size=init_kernel_size, resnet_groups=resnet_groups, use_sparse_linear_attn=use_sparse_linear_attn,
-        window_size=window_size, window_convention=window_convention, attn_block_size=attn_block_size,
-        attn_backend=attn_backend, use_checkpoint=use_checkpoint)
+        window_size=window_size, train_window_size=train_window_size, window_convention=window_convention,
+        attn_block_size=attn_block_size, attn_backend=attn_backend, use_checkpoint=use_checkpoint)
     diffusion = GaussianDiffusion(
         unet, channels=3, timesteps=timesteps, beta_schedule_name=beta_schedule_name,
         sampling_timesteps=sampling_timesteps, ddim_sampling_eta=ddim_sampling_eta, ddim_convention=ddim_convention,

@@ -7,6 +7,9 @@ wrapping this UNet.  Differences from the official classes (no effect on weights
 * the number of frames comes from the input (no ``update_num_frames`` state);
 * one module covers the training (full), banded and ``local_opt`` official variants through
   ``window_size`` / ``window_convention`` (see :mod:`.local_attention`), with O(T * w) memory;
+  ``window_size`` is the sampling window (eval mode) and ``train_window_size`` the one used in train
+  mode, None (full attention) by default: the official code trains without a window and applies it
+  only when sampling (paper Table 5 is an inference-time ablation);
 * ``learn_null_cond=True`` uses one learned per-frame vector (1, 1, cond_dim) instead of the
   official re-drawn random parameter; the null-condition mask can be passed in;
 * optional gradient checkpointing and an SDPA attention backend.
@@ -76,6 +79,7 @@ class Unet3D(nn.Module):
         rel_pos_buckets: int = 32,
         rel_pos_max_distance: int = 32,  # official: only ~27 frames are resolved, beyond saturates
         window_size: Optional[int] = None,
+        train_window_size: Optional[int] = None,
         window_convention: WindowConvention = "total",
         attn_block_size: Optional[int] = None,
         attn_backend: AttnBackend = "math",
@@ -86,9 +90,11 @@ class Unet3D(nn.Module):
         if init_kernel_size % 2 != 1:
             raise ValueError(f"init_kernel_size must be odd, got {init_kernel_size}")
         half_width(window_size, window_convention)  # validate early
+        half_width(train_window_size, window_convention)
         self.channels = channels
         self.cond_dim = cond_aud + cond_pose + cond_eye
         self.window_size = window_size
+        self.train_window_size = train_window_size
         self.window_convention = window_convention
         self.attn_block_size = attn_block_size
         self.attn_backend = attn_backend
@@ -157,8 +163,10 @@ class Unet3D(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def half_width(self) -> Optional[int]:
-        """Frames attended on each side in temporal attention (None = all)."""
-        return half_width(self.window_size, self.window_convention)
+        """Frames attended on each side in temporal attention (None = all): the training window in train
+        mode, the sampling window in eval mode (validation, generation)."""
+        window = self.train_window_size if self.training else self.window_size
+        return half_width(window, self.window_convention)
 
     def _run(self, fn: nn.Module, *args, **kwargs) -> Tensor:
         if self.use_checkpoint and torch.is_grad_enabled():

@@ -47,7 +47,7 @@ class PBNet(nn.Module):
         super().__init__()
         if pos_dim + eye_dim < 1:
             raise ValueError(f"pos_dim + eye_dim must be >= 1, got {pos_dim} + {eye_dim}")
-        self.pos_dim, self.eye_dim = pos_dim, eye_dim
+        self.pos_dim, self.eye_dim, self.audio_dim = pos_dim, eye_dim, audio_dim
         self.audio_latent_dim = audio_latent_dim
         shared = dict(pos_dim=pos_dim, eye_dim=eye_dim, audio_dim=audio_dim, pose_latent_dim=pose_latent_dim,
                       audio_latent_dim=audio_latent_dim, ff_size=ff_size, num_layers=num_layers,

@@ -78,6 +78,23 @@ def test_window_binding_and_not_binding():
         torch.testing.assert_close(full(x, time, cond), local, rtol=0, atol=0)
 
 
+def test_training_window_and_sampling_window_are_separate():
+    """`window_size` binds in eval mode (sampling), `train_window_size` in train mode; by default training attends
+    over the whole clip, as the official code trains."""
+    torch.manual_seed(0)
+    unet = Unet3D(**TINY, window_size=4)
+    x, time, cond = _inputs(t=9)
+    assert unet.train().half_width() is None and unet.eval().half_width() == 2
+    with torch.no_grad():
+        sampled = unet.eval()(x, time, cond)
+        unet.window_size = None
+        full = unet(x, time, cond)
+        unet.train()  # train mode, still no window: the full-attention output (dropout-free UNet)
+        torch.testing.assert_close(unet(x, time, cond), full, rtol=0, atol=0)
+        unet.train_window_size = 4
+        torch.testing.assert_close(unet(x, time, cond), sampled, rtol=0, atol=0)
+
+
 def test_learn_null_cond_and_final_activation():
     torch.manual_seed(0)
     m = Unet3D(**TINY, learn_null_cond=True, use_final_activation=True)

@@ -1,0 +1,121 @@
+"""The quality results file of `make quality` (experiments/synth/RESULTS.md): the measured table of each eval
+beside its baselines, every goal met or not, what limits an unmet goal, and the learning curves.
+
+    write_results(out_dir, evals={"ground-truth pose/blink": eval_json, ...}, curves=report_dir, ...)
+
+An unmet goal is attributed by the LFG ceiling row (the held-out clip re-rendered by the LFG from its own
+ground-truth motion): if the ceiling misses the goal too, no A2V-FDM driving this LFG can meet it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from dawn_train.metrics.synthetic.goals import GoalCheck
+from dawn_train.metrics.synthetic.suite import ROWS, TABLE
+
+ROW_NAMES = {"generated": "generated", "still frame": "still frame (baseline)",
+             "LFG ceiling": "LFG, ground-truth motion (ceiling)", "ground truth": "real frames (probe floor)"}
+# the curves people look at first, when the report drew them
+KEY_CURVES = ("val_l1.png", "val_mouth_l1.png", "val_synth_PSNR.png", "val_synth_MouthCorr.png", "val_loss.png",
+              "train_loss.png")
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def table_markdown(synthetic: dict) -> list[str]:
+    lines = ["| | " + " | ".join(TABLE) + " |", "|---" * (len(TABLE) + 1) + "|"]
+    for row in ROWS:
+        if row in synthetic:
+            lines.append(f"| {ROW_NAMES[row]} | " + " | ".join(_cell(synthetic[row].get(m)) for m in TABLE) + " |")
+    return lines
+
+
+def limit_of(check: GoalCheck, synthetic: dict, goal_met_by_ceiling) -> str:
+    if check.met is None:
+        return "not measurable (no probe reading)"
+    if check.met:
+        return ""
+    ceiling = synthetic.get("LFG ceiling", {}).get(check.metric)
+    if ceiling is None:
+        return "no LFG ceiling measured"
+    if not goal_met_by_ceiling(ceiling):
+        return f"the LFG: its ceiling is {_cell(ceiling)}, so no A2V-FDM driving it can meet the goal"
+    return f"the A2V-FDM: the LFG ceiling ({_cell(ceiling)}) meets the goal"
+
+
+def goals_markdown(result: dict) -> list[str]:
+    from dawn_train.metrics.synthetic.goals import GOALS
+
+    checks = [GoalCheck(**c) for c in result.get("goals") or []]
+    if not checks:
+        return []
+    synthetic = result["synthetic"]
+    by_metric = {goal.metric: goal for goals in GOALS.values() for goal in goals}
+    lines = ["| metric | generated | still frame | ground truth | goal | met | limited by |", "|---" * 7 + "|"]
+    for c in checks:
+        goal = by_metric.get(c.metric)
+
+        def ceiling_meets(value, goal=goal, c=c):
+            return goal is not None and goal.met(value, c.still_frame, c.ground_truth)
+
+        verdict = {True: "yes", False: "**no**", None: "n/a"}[c.met]
+        lines.append(f"| {c.metric} | {_cell(c.generated)} | {_cell(c.still_frame)} | {_cell(c.ground_truth)} | "
+                     f"{c.goal} | {verdict} | {limit_of(c, synthetic, ceiling_meets)} |")
+    return lines
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_results(out_dir: str | Path, evals: dict[str, str | Path], curves: str | Path | None = None,
+                  minutes: float | None = None, command: str = "make quality", lfg_goal_db: float = 28.0) -> Path:
+    """Write `out_dir`/RESULTS.md and copy the curves (PNG) into `out_dir`/results/.  `evals`: title -> eval
+    json (`dawn-train eval --probe --goals ...`).  Returns the markdown file."""
+    out_dir = Path(out_dir)
+    figures = out_dir / "results"
+    figures.mkdir(parents=True, exist_ok=True)
+    lines = ["# Quality results on the synthetic dataset", "",
+             f"Written by `{command}` (experiments/synth/quality.sh) on {time.strftime('%Y-%m-%d')}, commit "
+             f"{_commit()}, {os.cpu_count()} CPU cores" + (f", {minutes:.0f} minutes in total." if minutes else "."),
+             "Held-out identities; the first frame is the source, the clip's own audio drives the mouth. Every figure "
+             "stands beside the still frame (the source held for the whole clip) and the LFG ceiling.", ""]
+    for title, path in evals.items():
+        result = json.loads(Path(path).read_text())
+        synthetic = result.get("synthetic")
+        if not synthetic:
+            raise ValueError(f"{path}: no synthetic ground-truth metrics (run eval with --probe)")
+        settings = result["settings"]
+        lines += [f"## {title}", "",
+                  f"{settings['videos']} videos, up to {settings['max_frames']} frames, DDIM {settings['steps']} "
+                  f"steps, pose/blink from {settings['pose_blink']} (`{path}`).", ""]
+        lines += table_markdown(synthetic) + [""]
+        lines += goals_markdown(result) + [""]
+        ceiling = synthetic.get("LFG ceiling", {}).get("PSNR")
+        if ceiling is not None and title == next(iter(evals)):
+            met = "met" if ceiling >= lfg_goal_db else "**not met**"
+            lines += [f"LFG reconstruction PSNR on these clips: {ceiling:.2f} dB (goal >= {lfg_goal_db:.0f} dB: {met}).",
+                      ""]
+    if curves and Path(curves).is_dir():
+        pngs = sorted(Path(curves).glob("*.png"))
+        for png in pngs:
+            shutil.copy(png, figures / png.name)
+        shown = [name for name in KEY_CURVES if (figures / name).exists()]
+        lines += ["## Learning curves", ""] + [f"![{name}](results/{name})" for name in shown]
+        others = [p.name for p in pngs if p.name not in shown]
+        if others:
+            lines += ["", "More: " + ", ".join(f"[{name}](results/{name})" for name in others)]
+    path = out_dir / "RESULTS.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

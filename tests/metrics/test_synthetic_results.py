@@ -1,0 +1,44 @@
+"""The quality results file: tables beside their baselines, goals, what limits an unmet goal, curves."""
+import json
+
+from PIL import Image
+
+from dawn_train.metrics.synthetic.goals import QUALITY, check_goals
+from dawn_train.metrics.synthetic.results import write_results
+from dawn_train.metrics.synthetic.suite import TABLE
+
+
+def synthetic_rows(mouth_ceiling: float) -> dict:
+    def row(**values):
+        return {m: values.get(m, 1.0) for m in TABLE}
+
+    return {"generated": row(PSNR=22.0, MouthCorr=0.1, **{"Blink/s": 0.25}, PoseErr=1.0),
+            "still frame": row(PSNR=21.0, MouthCorr=0.0, **{"Blink/s": 0.0}, PoseErr=4.0),
+            "LFG ceiling": row(PSNR=26.5, MouthCorr=mouth_ceiling, **{"Blink/s": 0.25}, PoseErr=0.8),
+            "ground truth": row(PSNR=None, MouthCorr=0.99, **{"Blink/s": 0.25}, PoseErr=0.4)}
+
+
+def eval_file(path, mouth_ceiling):
+    synthetic = synthetic_rows(mouth_ceiling)
+    result = {"synthetic": synthetic, "goals": [c.as_dict() for c in check_goals(synthetic, QUALITY)],
+              "settings": {"videos": 4, "max_frames": 100, "steps": 10, "pose_blink": "ground truth"}}
+    path.write_text(json.dumps(result))
+    return path
+
+
+def test_results_file_attributes_unmet_goals_and_shows_curves(tmp_path):
+    out, curves = tmp_path / "my results.v1", tmp_path / "report"
+    curves.mkdir()
+    Image.new("RGB", (8, 8)).save(curves / "val_l1.png")
+    lfg_limited = eval_file(tmp_path / "a.json", mouth_ceiling=0.05)
+    a2v_limited = eval_file(tmp_path / "b.json", mouth_ceiling=0.9)
+    text = write_results(out, {"GT": lfg_limited, "PBNet": a2v_limited}, curves=curves, minutes=55).read_text()
+    assert "| still frame (baseline) | 21.00 |" in text and "LFG, ground-truth motion (ceiling)" in text
+    gt, pbnet = text.split("## PBNet")
+    # PSNR 22 vs still 21 misses "+4 dB" and so does the LFG ceiling (26.5 < 25? no: it meets it) -> the A2V-FDM
+    assert "| PSNR |" in gt and "the A2V-FDM: the LFG ceiling (26.50) meets the goal" in gt
+    assert "the LFG: its ceiling is 0.050" in gt  # mouth: no A2V-FDM driving this LFG can talk
+    assert "the A2V-FDM: the LFG ceiling (0.900)" in pbnet
+    assert "LFG reconstruction PSNR on these clips: 26.50 dB (goal >= 28 dB: **not met**)" in text
+    assert "![val_l1.png](results/val_l1.png)" in text and (out / "results" / "val_l1.png").exists()
+    assert "55 minutes" in text
