@@ -21,11 +21,26 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-def skip_unless_ci(reason: str) -> NoReturn:
-    """Skip the test locally; under CI fail it instead, so that CI never goes green by skipping."""
+def skip_unless_ci(reason: str, allow_module_level: bool = False) -> NoReturn:
+    """Skip the test (or, `allow_module_level`, the whole module when called at its top) locally; under CI fail
+    it instead, so that CI never goes green by skipping."""
     if in_ci():
         pytest.fail(f"{reason} (CI={os.environ['CI']}: this must not skip in CI)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=allow_module_level)
+
+
+PREP_EXTRA = "the prep extra: pip install 'dawn-train[prep]'"
+
+
+def require_module(name: str, install: str = PREP_EXTRA):
+    """`pytest.importorskip` that never skips in CI: import `name`, or skip the test (or the module, at its top)
+    locally and fail it under CI=true."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        skip_unless_ci(f"{name} is not installed ({install})", allow_module_level=True)
 
 
 def missing_reference(path: Path) -> NoReturn:

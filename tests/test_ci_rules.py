@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, missing_reference, skip_unless_ci
+from tests.conftest import REPO, missing_reference, require_module, skip_unless_ci
 
 SKIP, FAIL = pytest.skip.Exception, pytest.fail.Exception
 
@@ -85,3 +85,21 @@ def test_slow_target_fails_in_ci_when_the_cluster_does_not_start():
     failed = run("false", "true")
     assert failed.returncode != 0 and "slurm tests must run in CI" in failed.stderr
     assert run("true", "true").returncode == 0
+
+
+def test_missing_module_skips_locally_fails_in_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    assert require_module("json").dumps([]) == "[]"
+    with pytest.raises(SKIP, match="no_such_module_x is not installed .*dawn-train\\[prep\\]"):
+        require_module("no_such_module_x")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(FAIL, match="no_such_module_x is not installed .*must not skip in CI"):
+        require_module("no_such_module_x")
+
+
+def test_optional_modules_are_required_not_skipped():
+    """Optional dependencies are required through `require_module` (fails under CI), never importorskip."""
+    call = "importorskip" + "("
+    offenders = [str(path.relative_to(REPO)) for path in sorted((REPO / "tests").rglob("*.py"))
+                 if call in path.read_text()]
+    assert not offenders, f"use tests.conftest.require_module instead of pytest.importorskip in {offenders}"

@@ -107,7 +107,7 @@ def decode_audio(path: str | Path, stream_index: int = 0) -> tuple[np.ndarray, f
             for frame in container.decode(stream):
                 chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
             chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    except AudioError:
+    except (AudioError, MemoryError):  # out of memory is not a broken file
         raise
     except Exception as exc:  # PyAV raises av.error.* (InvalidDataError, ...) for broken files
         raise AudioError(f"{path}: cannot decode audio ({exc})") from exc

@@ -39,6 +39,12 @@ KERNEL, STRIDE = 400, 320  # receptive field and hop of HuBERT's conv front end,
 OFFICIAL_WINDOW_FRAMES = 1000  # rows per model call in the official code (20 s)
 # The files that decide what the features are; others (README, .git, tokenizer files) do not enter the hash.
 MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin")
+INSTALL = "pip install 'dawn-train[hubert]'"
+
+
+class HubertExtraMissing(ValueError):
+    """transformers (the `hubert` extra) is not installed: one line naming the install command (a ValueError, so
+    the CLI prints it and exits 1)."""
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
@@ -123,7 +129,10 @@ class HubertFeatures:
         self.window_frames, self.batch_size = int(window_frames), int(batch_size)
         # huggingface_hub reads this when imported: a path that is not there never turns into a hub look-up
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import HubertModel, Wav2Vec2FeatureExtractor
+        try:
+            from transformers import HubertModel, Wav2Vec2FeatureExtractor
+        except ImportError as exc:
+            raise HubertExtraMissing(f"HuBERT features need transformers ({exc}): {INSTALL}") from exc
 
         try:
             model, info = HubertModel.from_pretrained(str(self.path), local_files_only=True, output_loading_info=True)

@@ -22,6 +22,7 @@ from dawn_train.data import schema
 from dawn_train.data.sample import decode_frames, parse_sample
 from dawn_train.data.shards import check_shards_match, iter_tar, load_manifest
 from dawn_train.data.video import encode_mp4
+from dawn_train.inference.outputs import check_output_file
 from dawn_train.inference.pipeline import CHECKPOINT_WINDOW, load_pipeline
 from dawn_train.inference.pose_blink import PoseBlink
 from dawn_train.log import get_logger
@@ -80,6 +81,8 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
 
     if goals and not probe:
         raise ValueError(f"goals '{goals}' are checked on the synthetic ground-truth metrics: give --probe FILE")
+    # before any model is loaded: a path that cannot be written fails now, not after the whole evaluation
+    out_path = check_output_file(out if out else default_output(a2v), "eval.json")
     pipe = load_pipeline(lfg, a2v, pbnet_pose=pbnet_pose, pbnet_blink=pbnet_blink, device=device)
     try:  # a checkpoint trained on other frames or audio features than these shards is an error, not a number
         check_shards_match(load_manifest(shards), pipe.image_size, pipe.info.audio_feature, pipe.audio_dim)
@@ -95,7 +98,6 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         log.warning("%s", reason)
 
     videos, per_video = 0, []
-    out_path = Path(out) if out else default_output(a2v)
     for parsed in tqdm(split_samples(shards, split), desc=f"eval ({split})", total=max_videos, disable=not progress):
         if max_videos is not None and videos >= max_videos:
             break

@@ -24,9 +24,9 @@ What is checked about the image: that it decodes, its mode (RGB is used as is; g
 and CMYK are converted with a message; other modes are refused), its size (at least 32 px) and that it is
 not blank.  By default the face is found and cropped as `data prep` crops videos (`inference/source_image.py`:
 any photo with one face, or `face_index`), and its measured pose, eye openness and face box are the reference
-state (written to `crop.png` and `initial_state.json` beside the output).  With `no_crop` the image is used
-whole as the face crop, and the face box that conditions the model is the mean training box recorded in
-the A2V checkpoint (or `face_box`).
+state (written beside the output as `<out stem>.crop.png` and `<out stem>.initial_state.json`).  With `no_crop`
+the image is used whole as the face crop, and the face box that conditions the model is the mean training box
+recorded in the A2V checkpoint (or `face_box`).
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from dawn_train.data.schema import BLINK_DIM, FPS, POSE_DIM, SAMPLE_RATE
 from dawn_train.data.video import encode_mp4
 from dawn_train.inference.audio_features import audio_features, feature_kind, hubert_call_bytes, open_hubert
 from dawn_train.inference.memory import check_fits, gib, memory_budget, process_rss
+from dawn_train.inference.outputs import check_output_file
 from dawn_train.inference.pipeline import CHECKPOINT_WINDOW, Pipeline, load_pipeline, window_arg
 from dawn_train.inference.pose_blink import (
     GenerationRequest,
@@ -202,12 +203,7 @@ def load_audio(path: str | Path, max_seconds: Optional[float] = None) -> np.ndar
 
 def check_output(out: str | Path) -> Path:
     """The output path must be a new or existing .mp4 file in a writable place (checked before any work)."""
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"{out}: is a directory; give the output file, e.g. {out / 'talking.mp4'}")
-    if out.suffix.lower() != ".mp4":
-        raise ValueError(f"{out}: the output is an MP4 video (H.264 + AAC); name it with .mp4")
-    return out
+    return check_output_file(out, "talking.mp4", ".mp4", "the output is an MP4 video (H.264 + AAC)")
 
 
 # ---- the pipeline -------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ motion of all frames); each phase adds its working memory while it runs:
               windows, the window's pre-drawn noise (steps + 1 latents)
     decode    one LFG decode of `decode_chunk` frames, their uint8 copy and the H.264 encoder
 
-The torch phases are not guessed from formulas: :func:`live_tensor_peak` runs the loaded models on the meta
-device (shapes and dtypes only, no arithmetic and no memory) and records the peak of live tensor bytes, so
-the estimate follows the actual model sizes, latent size, frame count, window and dtype, and stays right
-when a model changes.  Beyond what tensors hold, a process needs allocator and kernel workspace (oneDNN
-reorders, glibc heap), calibrated on CPU against measured peak RSS:
+The torch phases are not guessed from formulas: :func:`live_tensor_peak` (`inference/meta_trace.py`) runs the
+loaded models on the meta device (shapes and dtypes only, no arithmetic and no memory) and records the peak of
+live tensor bytes, so the estimate follows the actual model sizes, latent size, frame count, window and dtype,
+and stays right when a model changes.  Beyond what tensors hold, a process needs allocator and kernel workspace
+(oneDNN reorders, glibc heap), calibrated on CPU against measured peak RSS:
 
     CPU RSS above the loaded models  ~=  live + min(0.75 x live, 600 MiB + 0.1 x live)
 
@@ -46,16 +46,13 @@ The budget is what the device can still give: `MemAvailable` of /proc/meminfo (p
 from __future__ import annotations
 
 import math
-import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
-from torch import Tensor, nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch import nn
+
+from dawn_train.inference.meta_trace import architecture, live_tensor_peak, meta_like  # noqa: F401 (re-exported)
 
 GiB, MiB, KiB = 2 ** 30, 2 ** 20, 2 ** 10
 FEATURE_BYTES_PER_FRAME = 10 * KiB  # log-mel: STFT (complex64, 513 bins) + power + mel, measured 9.4 KiB
@@ -74,117 +71,6 @@ class InsufficientMemory(ValueError):
     def __init__(self, message: str, estimate: Optional["MemoryEstimate"] = None, budget: Optional[int] = None):
         super().__init__(message)
         self.estimate, self.budget = estimate, budget
-
-
-# ---- tracing on the meta device ---------------------------------------------------------------------
-class _LiveBytes(TorchDispatchMode):
-    """Counts the bytes of tensor storages created under it while they are referenced; keeps the peak."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-        self._refs: dict[int, list[int]] = {}  # storage id -> [tensors referencing it, bytes]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_flatten(out)[0]:
-            if isinstance(tensor, Tensor):
-                storage = tensor.untyped_storage()
-                key = storage._cdata
-                if key not in self._refs:
-                    self._refs[key] = [0, storage.nbytes()]
-                    self.live += storage.nbytes()
-                self._refs[key][0] += 1
-                weakref.finalize(tensor, self._release, key)
-        self.peak = max(self.peak, self.live)
-        return out
-
-    def _release(self, key: int) -> None:
-        entry = self._refs[key]
-        entry[0] -= 1
-        if entry[0] == 0:
-            self.live -= entry[1]
-            del self._refs[key]
-
-
-@contextmanager
-def _weights_on_meta(module: nn.Module) -> Iterator[None]:
-    """Swap every parameter and buffer of `module` for a meta tensor of the same shape and dtype (shared ones
-    stay shared), restore them on exit: the real weights are neither copied nor touched."""
-    swapped, twins = [], {}
-    for sub in module.modules():  # each module once, also when it is reachable by several names
-        for table in (sub._parameters, sub._buffers):
-            for name, tensor in table.items():
-                if tensor is None:
-                    continue
-                if id(tensor) not in twins:
-                    twin = torch.empty_like(tensor, device="meta")
-                    twins[id(tensor)] = nn.Parameter(twin, tensor.requires_grad) if isinstance(tensor, nn.Parameter) \
-                        else twin
-                swapped.append((table, name, tensor))
-                table[name] = twins[id(tensor)]
-    try:
-        yield
-    finally:
-        for table, name, tensor in swapped:
-            table[name] = tensor
-
-
-def meta_like(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
-    return torch.empty(tuple(shape), dtype=dtype, device="meta")
-
-
-def architecture(module: nn.Module) -> tuple:
-    """What a trace of `module` depends on: every submodule's type and plain settings (window sizes, flags,
-    train/eval mode) and every parameter's and buffer's shape and dtype.  Equal for equally built modules."""
-    plain = (bool, int, float, str, type(None))
-    parts = []
-    for name, sub in module.named_modules(remove_duplicate=False):
-        settings = tuple(sorted((k, v) for k, v in vars(sub).items() if not k.startswith("_") and (
-            isinstance(v, plain) or (isinstance(v, tuple) and all(isinstance(x, plain) for x in v)))))
-        tensors = tuple((k, tuple(t.shape), str(t.dtype)) for table in (sub._parameters, sub._buffers)
-                        for k, t in table.items() if t is not None)
-        parts.append((name, type(sub).__qualname__, settings, tensors))
-    return tuple(parts)
-
-
-class _Traced:
-    """A module, method and input shapes, equal (and hashed) by architecture: the key of the trace memo
-    (it holds the module weakly, so the memo never keeps a model alive)."""
-
-    def __init__(self, module: nn.Module, method: str, inputs: tuple) -> None:
-        self.module, self.key = weakref.ref(module), (architecture(module), method, inputs)
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _Traced) and self.key == other.key
-
-
-@lru_cache(maxsize=256)
-def _trace(traced: _Traced) -> int:
-    _, method, inputs = traced.key
-    tensors = [meta_like(shape, getattr(torch, dtype.removeprefix("torch."))) for shape, dtype in inputs]
-    mode = _LiveBytes()
-    module = traced.module()
-    with torch.no_grad(), _weights_on_meta(module), mode:
-        out = getattr(module, method)(*tensors)
-    del out
-    return mode.peak
-
-
-def live_tensor_peak(module: nn.Module, method: str, *shapes: Sequence[int] | Tensor,
-                     dtype: Optional[torch.dtype] = None) -> int:
-    """Peak bytes of the tensors that `module.<method>(*inputs)` creates, traced on the meta device (no
-    arithmetic, no allocation; the module's own weights are swapped out and back, not copied).  `shapes`: input
-    shapes (float inputs of the module's dtype, or `dtype`) or meta tensors (their shape and dtype are used).
-    Inputs are not counted.  A trace is a pure function of the architecture (:func:`architecture`) and the
-    input shapes, so it is memoised: a second generation with the same models costs nothing."""
-    first = next(module.parameters(), None)
-    dtype = dtype or (first.dtype if first is not None else torch.float32)
-    inputs = tuple((tuple(s.shape), str(s.dtype)) if isinstance(s, Tensor) else (tuple(s), str(dtype)) for s in shapes)
-    return _trace(_Traced(module, method, inputs))
 
 
 def process_bytes(live: float, device: torch.device | str) -> int:

@@ -1,9 +1,10 @@
 """The source image of `generate`: read and checked, then the face cropped as `data prep` crops its videos
 (the default, any photo with one face), or the whole image resized (`--no-crop`, a ready face crop).
 
-The crop path writes `crop.png` (what the model animates) and `initial_state.json` (the image's pose, eye
-openness and face box measured by prep's estimators, in dawn_train units, plus the crop box in the photo)
-beside the output video; that state is the reference of the generation (PBNet's start, the anchor of
+The crop path writes `<out stem>.crop.png` (what the model animates) and `<out stem>.initial_state.json` (the
+image's pose, eye openness and face box measured by prep's estimators, in dawn_train units, plus the crop box in
+the photo) beside the output video (`talk.mp4` -> `talk.crop.png`, `talk.initial_state.json`: generations into one
+folder keep their own); that state is the reference of the generation (PBNet's start, the anchor of
 `--pose-from` driving) unless --init-pose / --init-blink / --face-box are given."""
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dawn_train.log import get_logger
 
 log = get_logger(__name__)
 CONVERTIBLE_MODES = {"L", "LA", "P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "I;16"}
-CROP_FILE, STATE_FILE = "crop.png", "initial_state.json"
+CROP_SUFFIX, STATE_SUFFIX = ".crop.png", ".initial_state.json"
 
 
 class ImageError(ValueError):
@@ -53,6 +54,12 @@ def read_image(path: str | Path):
     return image
 
 
+def side_files(out: str | Path) -> dict[str, str]:
+    """The crop and initial-state files of the output video `out`: named after it, in its folder."""
+    out = Path(out)
+    return {"crop": str(out.with_name(out.stem + CROP_SUFFIX)), "initial_state": str(out.with_name(out.stem + STATE_SUFFIX))}
+
+
 @dataclass
 class CroppedSource:
     """The face crop (size, size, 3) uint8 and its measured state (dawn_train units), files written."""
@@ -66,7 +73,7 @@ class CroppedSource:
 
 def crop_source(path: str | Path, size: int, face_index: Optional[int], out: Path) -> CroppedSource:
     """Detect the face of the photo at `path`, crop it as prep does, measure its state, and write
-    `crop.png` and `initial_state.json` into `out`'s folder.  Raises ImageError (no face, several faces
+    `<out stem>.crop.png` and `<out stem>.initial_state.json` beside `out` (`side_files`).  Raises ImageError (no face, several faces
     without `face_index`, the prep extra missing) with one line saying what to do."""
     photo = np.asarray(read_image(path), dtype=np.uint8)
     try:
@@ -79,7 +86,7 @@ def crop_source(path: str | Path, size: int, face_index: Optional[int], out: Pat
     from PIL import Image
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = {"crop": str(out.parent / CROP_FILE), "initial_state": str(out.parent / STATE_FILE)}
+    files = side_files(out)
     Image.fromarray(crop.image).save(files["crop"])
     Path(files["initial_state"]).write_text(json.dumps({"image": str(path), **crop.state()}, indent=1))
     log.info("%s: face %s cropped (box %s in the photo) -> %s", path, face_index or 0, crop.box.as_list(), files["crop"])

@@ -4,6 +4,7 @@ truth's value is best (paper Table 1: BAS, Blink/s); None: no direction (counter
 from __future__ import annotations
 
 import math
+import re
 from typing import Optional, Sequence
 
 # by the last part of the key (`val/synth/PSNR` -> PSNR); paper Table 1 and the synthetic probe's table
@@ -13,8 +14,9 @@ BY_NAME = {
     "PSNR": "max", "SSIM": "max", "MouthCorr": "max", "SyncConf": "max", "SyncOffset": "target",
     "PoseErr": "min", "IdErr": "min",
 }
-# key fragments that mean an error to minimise (losses, reconstruction errors)
-LOWER_IS_BETTER = ("loss", "l1", "l2", "rc", "mse", "mae", "err", "kl")
+# name parts that mean an error to minimise (losses, reconstruction errors): whole parts of the key split on "/",
+# "_" and "-" (`val/loss_mouth`, `train/l1-pyramid`), never a fragment of a word (`rc` is not in `val/src_frac`)
+LOWER_IS_BETTER = ("loss", "l1", "l2", "rc", "mse", "mae", "err", "error", "kl")
 # prefixes of what is not a quality figure (throughput, data health, schedules)
 NO_DIRECTION = ("perf/", "data/", "lr", "trainer/", "epoch", "effective_batch_size", "world_size", "train/clip_len")
 
@@ -26,9 +28,8 @@ def metric_direction(key: str) -> Optional[str]:
     for name, direction in BY_NAME.items():  # names may hold a slash themselves (Blink/s)
         if key == name or key.endswith("/" + name):
             return direction
-    name = key.rsplit("/", 1)[-1]
-    lowered = name.lower()
-    if any(part in lowered for part in LOWER_IS_BETTER):
+    parts = re.split(r"[/_-]", key.lower())
+    if any(part in LOWER_IS_BETTER for part in parts):
         return "min"
     return None
 

@@ -49,6 +49,7 @@ class Row:
     history: dict = field(default_factory=dict)  # metric -> [(step, value)] of the training run
     training: Optional[str] = None  # the training run's folder
     wandb: dict = field(default_factory=dict)  # {"project", "group", "id"} of the training run
+    training_values: dict = field(default_factory=dict)  # the training run's own swept values (W&B config keys)
 
 
 def read_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -90,6 +91,16 @@ def read_eval(path: Path) -> tuple[dict, dict]:
     return metrics, truth
 
 
+def training_values(run_dir: Path) -> dict:
+    """A sweep training's swept values by column (`run.sweep_values` of its config.yaml), as its W&B config holds
+    them flat (`stages/run_config.py`); eval-only settings are not among them.  {} for other runs."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    config = yaml.safe_load(path.read_text()) or {}
+    return dict(((config.get("run") or {}).get("sweep_values")) or {})
+
+
 def make_row(name: str, training: Optional[Path], eval_json: Optional[Path], values: dict, seed=None) -> Row:
     row = Row(name=name, values=dict(values), seed=seed, training=str(training) if training else None)
     if training is not None:
@@ -97,6 +108,7 @@ def make_row(name: str, training: Optional[Path], eval_json: Optional[Path], val
         row.metrics, row.best_step = summarise(row.history)
         record = read_run_record(training) or {}
         row.wandb = {k: record.get(k) for k in ("project", "group", "id")}
+        row.training_values = training_values(training)
     if eval_json is not None:
         metrics, row.ground_truth = read_eval(eval_json)
         row.metrics.update(metrics)
@@ -201,7 +213,7 @@ def group_seeds(rows: list[Row]) -> list[Row]:
         first = members[0]
         merged = Row(name=seed_suffix(first.name, first.seed), values=first.values, seeds=[m.seed for m in members],
                      ground_truth=first.ground_truth, history=first.history, training=first.training,
-                     wandb=first.wandb, best_step=first.best_step)
+                     wandb=first.wandb, best_step=first.best_step, training_values=first.training_values)
         for metric in {k for m in members for k in m.metrics}:
             numbers = [m.metrics[metric] for m in members if is_number(m.metrics.get(metric))]
             if numbers:

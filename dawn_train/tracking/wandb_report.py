@@ -3,7 +3,9 @@ dawn-train[report]`, part of the `dev` extra).
 
     title, the comparison table and the paper's layout (markdown blocks, best values in bold)
     "Training" panel grid   runset: the group's training runs; one line plot per val/* metric against the
-                            step, grouped by the swept setting
+                            step, grouped by the first swept setting the training runs themselves carry
+                            (`run.sweep_values`; not an eval-only one such as the sampling window, not the
+                            seed), ungrouped when there is none (one line per run)
     "Evaluation" panel grid runset: the group's eval runs (job type "eval"); a parallel-coordinates panel from
                             the swept settings to the eval metrics, a media panel of the generated sample videos
 
@@ -38,6 +40,16 @@ def runset_filter(we, group: Optional[str], names: list[str], eval_runs: bool):
     return we.And(who, kind)
 
 
+def training_group_key(rows: list[Row], columns: list[str]) -> Optional[str]:
+    """The column the training curves are grouped by: the first that every training run has in its own W&B config
+    (its swept training values), except the seed (a group averages the seeds); None when there is none."""
+    trained = [row.training_values for row in rows if row.training]
+    for column in columns:
+        if column != "seed" and trained and all(column in values for values in trained):
+            return column
+    return None
+
+
 def build_wandb_report(rows: list[Row], table: dict, tables_markdown: str, *, project: str, entity: str = "",
                        group: Optional[str] = None, title: Optional[str] = None, runset_entity: str = "",
                        runset_project: str = ""):
@@ -50,7 +62,7 @@ def build_wandb_report(rows: list[Row], table: dict, tables_markdown: str, *, pr
     trainings = sorted({Path(row.training).name for row in rows if row.training})
     val_metrics = sorted({k for row in rows for k in row.history if k.startswith("val/")})
     eval_metrics = [m for m in table["metrics"] if m.startswith("eval/")]
-    group_by = columns[0] if columns else None
+    group_by = training_group_key(rows, columns)
 
     def runset(name: str, eval_runs: bool):
         return wr.Runset(entity=runset_entity, project=runset_project, name=name,

@@ -102,6 +102,25 @@ def test_missing_or_wrong_model_dir_fails_at_once_naming_it(tmp_path, capsys):
     assert not out.exists()  # failed before anything was listed or written
 
 
+def test_missing_hubert_extra_is_one_line(tmp_path, monkeypatch, capsys):
+    """Without transformers (blocked here), `--features hubert` says which extra to install, in one line."""
+    import sys
+
+    model = tmp_path / "hubert-large-ls960-ft"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "hubert"}')
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ValueError, match=re.escape("HuBERT features need transformers")):
+        HubertFeatures(model)
+    out = tmp_path / "shards"
+    code = main(["data", "shards", "--src", str(tmp_path / "src"), "--out", str(out), "--features", "hubert",
+                 "--hubert-dir", str(model)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("dawn-train: error: HuBERT features need transformers") and "pip install 'dawn-train[hubert]'" in err
+    assert not out.exists()
+
+
 def test_spec_names_the_model_and_its_hash(tiny_hubert, tmp_path):
     import shutil
 

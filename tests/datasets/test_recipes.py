@@ -1,20 +1,28 @@
 """The dataset READMEs' commands, run as written on a small stand-in of each raw layout: the blocks after
-`<!-- recipe: local` (and `<!-- recipe: slurm`, on the one-node cluster) in datasets/*/README.md."""
+`<!-- recipe: local` (and `<!-- recipe: slurm`, on the one-node cluster) in datasets/*/README.md.
+
+The stand-in is a checkout-like folder: slurm/ and the official split lists of datasets/ as in the repository,
+raw videos named as the real ones (HDTF: an id of test_ids.txt, one of excluded_ids.txt and two others; CREMA-D:
+a test speaker's clip and clips of two other speakers, one with two clips), and the README's HuBERT directory
+`weights/hubert-large-ls960-ft` pointing at the tiny random HuBERT of tests/conftest.py.  The shards must hold
+the official split: test ids in test shards only, excluded ids nowhere, CREMA-D speakers in one split each."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, require_module
 
-pytest.importorskip("mediapipe", reason="the prep extra (pip install 'dawn-train[prep]') is not installed")
+require_module("mediapipe")
 
 
 def recipe(dataset: str, kind: str) -> str:
@@ -52,18 +60,30 @@ def write_video(path: Path, seconds: float, fps: int, seed: int) -> None:
 
 
 RAW = {  # dataset -> its raw layout: (path, seconds, fps); HDTF at 25 and 30 fps, CREMA-D flv at 30 fps
-    "hdtf": [("datasets/hdtf/raw/WRA_KristiNoem2_000.mp4", 2.0, 25), ("datasets/hdtf/raw/RD_Radio30_000.mp4", 2.0, 30)],
+    "hdtf": [("datasets/hdtf/raw/WRA_KristiNoem2_000.mp4", 1.6, 25),  # excluded_ids.txt
+             ("datasets/hdtf/raw/RD_Radio30_000.mp4", 1.6, 30),  # test_ids.txt
+             ("datasets/hdtf/raw/WDA_BernieSanders_000.mp4", 1.2, 25), ("datasets/hdtf/raw/WDA_JoeBiden_000.mp4", 1.2, 30)],
     "crema": [("datasets/crema/raw/VideoFlash/1001_DFA_ANG_XX.flv", 1.6, 30),
-              ("datasets/crema/raw/VideoFlash/1064_IEO_HAP_LO.flv", 1.6, 30)],
+              ("datasets/crema/raw/VideoFlash/1001_IEO_HAP_LO.flv", 1.2, 30),
+              ("datasets/crema/raw/VideoFlash/1002_DFA_SAD_XX.flv", 1.2, 30),
+              ("datasets/crema/raw/VideoFlash/1064_IEO_HAP_LO.flv", 1.6, 30)],  # s64 of test_speakers.txt
 }
+# dataset -> (videos prepared, test video ids, excluded video ids)
+EXPECTED = {"hdtf": (4, {"RD_Radio30_000"}, {"WRA_KristiNoem2_000"}), "crema": (4, {"1064_IEO_HAP_LO"}, set())}
 
 
 @pytest.fixture
-def workdir(tmp_path, request) -> Path:
-    """A checkout-like folder (slurm/ linked) holding the stand-in raw videos of the dataset parameter."""
+def workdir(tmp_path, request, tiny_hubert) -> Path:
+    """A checkout-like folder (slurm/ linked, the split lists copied, the README's HuBERT directory linked to the
+    tiny HuBERT) holding the stand-in raw videos of the dataset parameter."""
     work = tmp_path / "work dir.x"
-    work.mkdir()
+    (work / "datasets").mkdir(parents=True)
     (work / "slurm").symlink_to(REPO / "slurm")
+    (work / "datasets" / request.param).mkdir()
+    for listing in (REPO / "datasets" / request.param).glob("*.txt"):
+        shutil.copy(listing, work / "datasets" / request.param / listing.name)
+    (work / "weights").mkdir()
+    (work / "weights" / "hubert-large-ls960-ft").symlink_to(tiny_hubert, target_is_directory=True)
     for index, (relative, seconds, fps) in enumerate(RAW[request.param]):
         (work / relative).parent.mkdir(parents=True, exist_ok=True)
         write_video(work / relative, seconds, fps, index)
@@ -79,20 +99,52 @@ def run_block(block: str, work: Path, timeout: float, **env) -> str:
     return proc.stdout
 
 
-def check_shards(work: Path, shards: str, videos: int) -> None:
+def videos_by_split(shards: Path) -> dict[str, set[str]]:
+    """split -> the video ids of the samples in its tar files (read from each sample's json, not the manifest)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(shards.glob("*.tar")):
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    meta = json.loads(tar.extractfile(member).read())
+                    assert path.name.startswith(f"{meta['split']}-"), (path.name, meta["split"])
+                    found.setdefault(meta["split"], set()).add(meta["video_id"])
+    return found
+
+
+def check_shards(work: Path, shards: str, dataset: str) -> None:
+    """The shards of the recipe: 128 px, tiny-HuBERT features, and the official split (module docstring)."""
+    from dawn_train.data.splits import speaker_of
+    from tests.conftest import TINY_HUBERT_DIM
+
+    videos, test, excluded = EXPECTED[dataset]
     manifest = json.loads((work / shards / "manifest.json").read_text())
     assert manifest["frame_size"] == 128 and not manifest["failed_videos"]
-    assert sum(split["videos"] for split in manifest["splits"].values()) == videos
+    assert manifest["feature"]["type"] == "hubert" and manifest["feature"]["dim"] == TINY_HUBERT_DIM
+    assert sum(split["videos"] for split in manifest["splits"].values()) == videos - len(excluded)
+    assert sorted(manifest["split"]["excluded"]) == sorted(excluded) and manifest["split"]["files"]
+    split = videos_by_split(work / shards)
+    assert split["test"] == test and set(split) <= {"train", "val", "test"}
+    assert not excluded & set().union(*split.values())  # excluded ids in no shard at all
+    assert not test & (split["train"] | split.get("val", set()))
+    assert len(set().union(*split.values())) == videos - len(excluded)
+    if dataset == "crema":  # speaker-disjoint: every speaker's clips in one split
+        speakers = {name: {speaker_of(v) for v in ids} for name, ids in split.items()}
+        assert speakers["test"] == {"1064"} and split["val"], speakers
+        names = sorted(speakers)
+        assert all(not speakers[a] & speakers[b] for a in names for b in names if a < b), speakers
 
 
-@pytest.mark.slow  # about a minute each on 2 cores (worker start-up, mediapipe, shards, inspect)
+@pytest.mark.slow  # about a minute each on 2 cores (worker start-up, mediapipe, shards, HuBERT, inspect)
 @pytest.mark.parametrize("workdir, shards", [("hdtf", "datasets/hdtf/shards_128"), ("crema", "datasets/crema/shards")],
                          indirect=["workdir"])
 def test_local_recipe(workdir, shards):
     dataset = shards.split("/")[1]
-    out = run_block(recipe(dataset, "local"), workdir, timeout=600)
-    assert "2 done, 0 skipped" in out and "0 failed of 2 videos" in out and "all samples valid" in out
-    check_shards(workdir, shards, 2)
+    block = recipe(dataset, "local")
+    assert "--split-file" in block and "--hubert-dir weights/hubert-large-ls960-ft" in block
+    out = run_block(block, workdir, timeout=600)
+    assert "4 done, 0 skipped" in out and "0 failed of 4 videos" in out and "all samples valid" in out
+    check_shards(workdir, shards, dataset)
     meta = json.loads(next((workdir / "datasets" / dataset / "prepared").glob("*.json")).read_text())
     assert meta["fps"] == 25 and meta["source_fps"] in (25.0, 30.0)
 
@@ -111,4 +163,4 @@ def test_slurm_recipe(workdir, shards):
     states = slurm.wait(job, timeout=600)
     logs = "\n".join(p.read_text()[-2000:] for p in sorted((workdir / "logs").glob("*.out")))
     assert set(states.values()) == {"COMPLETED"}, f"{states}\n{logs}"
-    check_shards(workdir, shards, 2)
+    check_shards(workdir, shards, shards.split("/")[1])

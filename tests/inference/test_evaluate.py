@@ -1,5 +1,6 @@
 """`dawn-train eval`: generates the test split with a checkpoint and reports Table 1's metrics."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,7 +150,8 @@ def test_eval_writes_into_the_training_run_and_declares_the_checkpoint_it_used(m
     assert training["metrics"]["val/loss"]["summary"] == {"min": True, "last": True}
     assert training["metrics"]["val/LSE-C"]["summary"] == {"max": True, "last": True}
     assert training["summary"]["eval/LSE-D"] == pytest.approx(result["metrics"]["LSE-D"])
-    assert training["summary"]["eval/settings"]["window_size"] is None
+    assert training["summary"]["eval/window=none/LSE-D"] == training["summary"]["eval/LSE-D"]
+    assert training["summary"]["eval/window=none/settings"]["window_size"] is None
     (logged,) = [a for a in training["artifacts"] if a["type"] == "model"]
     run_id = (run / "wandb_run_id").read_text().strip()
     assert logged["name"] == f"model-{run_id}" and logged["type"] == "model" and not logged["use_after_commit"]
@@ -181,3 +183,28 @@ def test_every_wrong_kind_of_checkpoint_is_refused_in_one_line(models, synth_sha
         (line,) = [line for line in err.splitlines() if line.startswith("dawn-train: error:")]
         assert f"{files[wrong]}: holds a '{wrong}' checkpoint, expected '{kind}'" in line
     assert not (tmp_path / "e.json").exists()
+
+
+def test_eval_output_is_checked_before_any_model_is_loaded(tmp_path, monkeypatch, capsys):
+    """A directory, a path under a file or an unwritable folder as `--out` fails at once in one line (the
+    checkpoints named here do not exist: they are never read)."""
+    import os
+
+    from dawn_train.inference import outputs
+
+    missing = tmp_path / "no such.ckpt"
+    blocker = tmp_path / "a file"
+    blocker.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    for out, message in ((tmp_path, "is a directory; give the output file, e.g."),
+                         (blocker / "eval.json", "is a file, not a folder"),
+                         (locked / "sub" / "eval.json", "permission denied")):
+        code = main(["eval", "--ckpt", str(missing), "--lfg", str(missing), "--shards", str(tmp_path),
+                     "--out", str(out), "--quiet", "--no-wandb"])
+        err = capsys.readouterr().err
+        assert code == 1 and "Traceback" not in err, err
+        (line,) = [line for line in err.splitlines() if line.startswith("dawn-train: error:")]
+        assert message in line and str(out) in line and "no such.ckpt" not in line

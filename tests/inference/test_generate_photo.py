@@ -1,5 +1,6 @@
 """`dawn-train generate` from any photo: the face is found and cropped as `data prep` crops, its pose and
-eye openness are the reference state, and crop.png / initial_state.json are written beside the video."""
+eye openness are the reference state, and `<out stem>.crop.png` / `<out stem>.initial_state.json` are written
+beside the video."""
 from __future__ import annotations
 
 import json
@@ -15,10 +16,11 @@ from dawn_train import checkpoints
 from dawn_train.cli import main
 from dawn_train.inference.generate import ImageError, generate
 from dawn_train.inference.pose_blink import GenerationRequest, PoseBlink
+from tests.conftest import require_module
 from tests.inference.test_generate import read_mp4, stereo_wav
 from tests.stages.test_a2v import TINY_A2V, make_tiny_lfg
 
-pytest.importorskip("mediapipe", reason="the prep extra (pip install 'dawn-train[prep]') is not installed")
+require_module("mediapipe")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -65,14 +67,15 @@ def test_generate_crops_the_face_of_any_photo(models, photos, tmp_path):
     assert len(frames) == summary["frames"] == int(0.92 * 25) and abs(seconds - len(frames) / 25) < 0.05
     from PIL import Image
 
-    crop = np.asarray(Image.open(out.parent / "crop.png"))
+    crop = np.asarray(Image.open(out.parent / "talking.crop.png"))
     assert crop.shape == (64, 64, 3) and np.array_equal(crop, seen[0])
-    state = json.loads((out.parent / "initial_state.json").read_text())
+    state = json.loads((out.parent / "talking.initial_state.json").read_text())
     assert state["faces_found"] == 1 and len(state["pose"]) == 6 and len(state["blink"]) == 2
     assert abs(state["pose"][2]) < 8 and 0.2 < state["blink"][0] < 0.5  # upright, eyes open
     x0, y0, side = state["crop_box"]
     assert 180 < x0 + side / 2 < 280 and side < 300  # around her face (x ~ 225 px), not the whole photo
     assert summary["face_box"] == pytest.approx(state["face_box"])
+    assert summary["crop"] == str(out.parent / "talking.crop.png")
 
 
 def test_pose_from_file_is_anchored_on_the_photo(models, photos, tmp_path):
@@ -82,7 +85,7 @@ def test_pose_from_file_is_anchored_on_the_photo(models, photos, tmp_path):
     summary = generate(photos["astronaut"], speech, tmp_path / "a.mp4", lfg=str(lfg), a2v=str(a2v), steps=1,
                        size=64, pose_from=str(tmp_path / "pose.npy"), progress=False)
     assert summary["frames"] == 10
-    state = json.loads((tmp_path / "initial_state.json").read_text())
+    state = json.loads((tmp_path / "a.initial_state.json").read_text())
     from dawn_train.inference.pose_blink import pose_blink_from_files
 
     motion = pose_blink_from_files(str(tmp_path / "pose.npy"), None, state["pose"], state["blink"])(
@@ -100,7 +103,15 @@ def test_no_face_and_several_faces_are_clear_errors(models, photos, tmp_path, ca
         generate(photos["twins"], speech, tmp_path / "x.mp4", **common)
     args = ["generate", "--image", str(photos["twins"]), "--audio", str(speech), "--out", str(tmp_path / "y.mp4"),
             "--lfg", str(lfg), "--a2v", str(a2v), "--steps", "1", "--size", "64", "--quiet", "--face-index", "1"]
-    assert main(args) == 0 and (tmp_path / "crop.png").is_file()
+    assert main(args) == 0 and (tmp_path / "y.crop.png").is_file()
+    # a second generation into the folder, of the other face: each output keeps its own crop and state
+    from PIL import Image
+
+    assert main([*args[:6], str(tmp_path / "z.mp4"), *args[7:-1], "0"]) == 0
+    first, second = (json.loads((tmp_path / f"{name}.initial_state.json").read_text()) for name in ("y", "z"))
+    assert first["crop_box"] != second["crop_box"]
+    assert not np.array_equal(*(np.asarray(Image.open(tmp_path / f"{name}.crop.png")) for name in ("y", "z")))
+    assert not (tmp_path / "crop.png").exists() and not (tmp_path / "initial_state.json").exists()
 
 
 def test_missing_prep_extra_is_one_line(photos, tmp_path):

@@ -13,10 +13,10 @@ import pytest
 
 from dawn_train.cli import main
 from dawn_train.data.clips import lfg_pair
-from dawn_train.data.schema import STAGE_KEYS
+from dawn_train.data.schema import STAGE_KEYS, SchemaError
 from dawn_train.data.shards import load_manifest, shard_urls
 from dawn_train.data.stream import EpochDataLoader, TooManyBadSamples, make_pipeline
-from dawn_train.launch.failures import classify, debug_requested
+from dawn_train.launch.failures import BUG_HINT, classify, debug_requested
 from dawn_train.stages.config_errors import ConfigError
 
 from .conftest import REPO, dawn_env
@@ -89,3 +89,34 @@ def test_an_error_from_a_dataloader_worker_keeps_its_own_message(synth_shards, t
     code, message = classify(raised.value)
     assert code == 1 and re.match(r"\d+ of \d+ samples read were bad", message)
     assert "max_skip_fraction=0.1" in message and "Traceback" not in message and "train-000000.tar" in message
+
+
+def test_a_value_error_from_inside_torch_is_a_bug_with_its_traceback(tmp_path, monkeypatch, capsys):
+    """Only dawn_train's own error types, and ValueError/OSError that dawn_train code raised, are known failures: a
+    ValueError raised inside torch (a shape check) keeps its traceback, with a one-line hint after it."""
+    import torch
+
+    try:
+        torch.nn.functional.binary_cross_entropy(torch.zeros(2), torch.zeros(3))  # ValueError in torch's code
+    except ValueError as exc:
+        assert classify(exc) is None and exc.__notes__ == [BUG_HINT]
+    try:
+        load_manifest(tmp_path / "no shards")  # our code (through pathlib): known
+    except FileNotFoundError as exc:
+        assert classify(exc)[0] == 1
+    assert classify(SchemaError("shard x: bad key")) == (1, "shard x: bad key")  # our own type, wherever raised
+
+    # through the command line: `main` lets it through (Python prints the traceback), the hint is its last line
+    import traceback
+
+    import dawn_train.tracking.report as report
+
+    monkeypatch.delenv("DAWN_DEBUG", raising=False)
+    monkeypatch.setattr(report, "build_report", lambda *a, **k: torch.nn.functional.binary_cross_entropy(
+        torch.zeros(2), torch.zeros(3)))
+    with pytest.raises(ValueError) as raised:
+        main(["report", str(tmp_path), "--out", str(tmp_path / "r")])
+    printed = "".join(traceback.format_exception(raised.value))
+    assert "dawn-train: error:" not in capsys.readouterr().err
+    assert printed.startswith("Traceback (most recent call last)") and "torch/nn/functional.py" in printed
+    assert printed.strip().splitlines()[-1] == BUG_HINT

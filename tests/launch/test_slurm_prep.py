@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dawn_train.launch import slurm
+from tests.conftest import require_module
 from tests.launch.test_slurm import JOB_TIMEOUT, cluster, job_env  # noqa: F401 - fixtures
 
 from .conftest import REPO
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def test_prep_array_prepares_each_video_once(cluster, job_env, tmp_path):  # noqa: F811
-    pytest.importorskip("mediapipe", reason="the prep extra is not installed")
+    require_module("mediapipe")
     from skimage.data import astronaut
 
     from dawn_train.data.prep.animate import PhotoAnimation, known_motion

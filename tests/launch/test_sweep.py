@@ -13,7 +13,7 @@ from dawn_train.cli import build_parser
 from dawn_train.launch import slurm
 from dawn_train.launch.sweep import SweepError, expand, failed_points, load_sweep, plan, run_sweep
 
-from .conftest import REPO, tiny_lfg_config
+from .conftest import DEMO_LFG, REPO, tiny_lfg_config
 
 
 def write(path: Path, content: dict) -> Path:
@@ -169,6 +169,30 @@ def test_repeat_seeds_are_separate_trainings_with_seed_offsets(tmp_path):
     assert [j.argv[-2] for j in result.jobs if j.kind == "eval"] == ["--seed=1234", "--seed=1237"]
     with pytest.raises(SweepError, match="seeds"):
         load_sweep(write(tmp_path / "bad.yaml", {**sweep, "seeds": [1, 1]}))
+
+
+def test_seed_offset_changes_the_initial_weights_and_draws(tmp_path, monkeypatch):
+    """`--seed_offset` (a sweep's repeat seeds) reseeds before any class is built: another offset gives other
+    initial weights and random draws, the same offset the same ones, and offset k from seed s is seed s + k."""
+    import lightning as L
+    import torch
+
+    from dawn_train.stages.cli import DawnCLI
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+
+    def start(*extra: str) -> tuple[torch.Tensor, torch.Tensor]:
+        args = [w for f in DEMO_LFG for w in ("-c", str(f))] + [f"--run.root={tmp_path / 'runs'}",
+                                                                "--trainer.logger=false", *extra]
+        built = DawnCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                        run=False, args=args, save_config_callback=None)
+        return next(built.model.parameters()).detach().clone(), torch.rand(4)
+
+    weights, draws = zip(*(start(*offset) for offset in ([], ["--seed_offset=3"], ["--seed_offset=3"],
+                                                          ["--seed_everything=3"])))
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(draws[0], draws[1])
+    assert torch.equal(weights[1], weights[2]) and torch.equal(draws[1], draws[2])
+    assert torch.equal(weights[1], weights[3]) and torch.equal(draws[1], draws[3])  # demo seed_everything: 0
 
 
 def load_sweep_unchecked(path: Path) -> dict:

@@ -65,6 +65,16 @@ def test_globbed_sweep_folders_are_skipped_and_an_empty_selection_fails(tmp_path
     assert "no run folder" in capsys.readouterr().err
 
 
+def test_lower_is_better_matches_whole_name_parts_only():
+    for key in ("val/rc", "val/kl", "train/loss_diffusion", "val/mouth_l1", "train/l1-pyramid", "val/recon_err",
+                "val/loss/mouth"):
+        assert metric_direction(key) == "min", key
+    # "rc", "kl", "err", "l1" inside other words say nothing about the direction
+    for key in ("val/src_frac", "val/circle_fit", "val/sparkle", "val/ankle_angle", "val/terror_rate",
+                "val/l1ratio", "val/blink_rate_data"):
+        assert metric_direction(key) is None, key
+
+
 def eval_point(root, name, window, seed, fvd, training):
     folder = root / name
     folder.mkdir()
@@ -110,11 +120,33 @@ def test_wandb_report_is_built_and_serialised_offline(tmp_path, monkeypatch):
     panels = [p["view_type"] for g in grids for p in g["metadata"]["panel_bank_section_config"]["panels"]]
     assert panels.count("Run History Line Plot") == 1 and "Parallel Coordinates Plot" in panels
     assert "Media Browser" in panels
-    assert '"group_by": "window_size.value"' in text and "eval/FVD16" in text and "eval/samples" in text
+    # the training curves: not grouped by the sampling window (eval-only: training runs do not carry it)
+    assert '"group_by": "window_size.value"' not in text and "eval/FVD16" in text and "eval/samples" in text
+    assert not [p for g in grids for p in g["metadata"]["panel_bank_section_config"]["panels"]
+                if p["view_type"] == "Run History Line Plot" and p["config"].get("group_by")]
     assert "| window | FVD16 (ours) | FVD16 (paper) |" in text
     assert "Parallel" in result["wandb_summary"] and "'dawn_train'" in result["wandb_summary"]
     # --publish saves online only: offline it refuses with what to do
     assert main(["report", *map(str, points), "--out", str(tmp_path / "r"), "--publish"]) == 1
+
+
+def test_training_curves_group_by_a_setting_the_training_runs_carry(tmp_path, monkeypatch):
+    """Two trainings that differ in their training window, each sampled at two windows: the line plots group by
+    `train_window_size` (in each training's `run.sweep_values`, so in its W&B config), the parallel coordinates
+    show both settings."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    points = []
+    for i, train_window in enumerate((None, 4)):
+        train = write_run(tmp_path, f"train-{i}", [2.0, 1.0], [0.5],
+                          {"run": {"name": f"train-{i}", "sweep_values": {"train_window_size": train_window}}})
+        for j, window in enumerate((20, None)):
+            folder = eval_point(tmp_path, f"p{i}{j}-w={window}", window, None, 50.0 + j, train)
+            record = json.loads((folder / "point.json").read_text())
+            record["values"] = {"train_window_size": train_window, "window_size": window}
+            (folder / "point.json").write_text(json.dumps(record))
+            points.append(folder)
+    text = build_report(points, tmp_path / "report", wandb=True)["wandb_report"].read_text()
+    assert '"group_by": "train_window_size.value"' in text and '"group_by": "window_size.value"' not in text
 
 
 def test_smooth_is_a_running_mean():

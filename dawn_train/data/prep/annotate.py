@@ -2,7 +2,7 @@
 
 Everything is measured in the output crop (pixels of the `size` x `size` frames):
     pose       (T, 6)      yaw, pitch, roll (deg), scale, tx, ty (`prep/pose.py`; smoothed over time)
-    pose_3ddfa (T, 6)      the same pose in 3DDFA-V2 units (`pose.to_3ddfa`, accuracy stated there)
+    pose_3ddfa (T, 6)      the same pose in 3DDFA-V2 units (`pose.to_3ddfa`; its error, estimated, not measured, there)
     blink      (T, 2)      eye openness left, right: the official ratio (`prep/landmarks.py`)
     face_box   (T, 4)      x0, y0, x1, y1 of the 68 points (official face box)
     mouth_lmk  (T, 20, 2)  68-point mouth 48-67;  eye_lmk (T, 12, 2): 68-point eyes 36-47

@@ -38,6 +38,8 @@ def _open(path: Path):
 
     try:
         container = av.open(str(path))
+    except MemoryError:  # the machine's problem, not the file's: it stops the run (prep/run.py)
+        raise
     except Exception as exc:  # av.error.InvalidDataError and friends for corrupt or truncated files
         raise PrepFailure(f"corrupt or unreadable file ({type(exc).__name__}: {exc})") from exc
     if not container.streams.video:
@@ -86,7 +88,7 @@ def frames_25fps(path: str | Path) -> Iterator[np.ndarray]:
             while k / FPS < previous_time + source_period / 2 - 1e-6:
                 yield previous
                 k += 1
-    except PrepFailure:
+    except (PrepFailure, MemoryError):
         raise
     except Exception as exc:  # a stream that breaks mid-way (truncated, corrupt packets)
         raise PrepFailure(f"video decoding failed ({type(exc).__name__}: {exc})") from exc

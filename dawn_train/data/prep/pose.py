@@ -24,14 +24,21 @@ dawn_train units of the other three (`pose.npy` columns 3-5), in the output crop
     tx, ty  the rigid points' centroid in crop pixels (x right, y down).
 
 3DDFA-V2 units (`to_3ddfa`): angles as above; s and (tx, ty) = the translation of its camera matrix in its
-120 x 120 crop (y up), that crop being re-detected around the face in every frame.  Its video mode takes the
-crop from the 68 landmarks (`parse_roi_box_from_landmark`: a square of side sqrt(2) x the larger side of
-the landmark box, centred on it), which is what `to_3ddfa` reproduces from our 68-point box; the scale and
-the offset between the BFM origin and our centroid are calibrated so that a frontal face (scikit-image's
-astronaut) gives the 3DDFA mean pose of the official release (s 4.79e-4, tx 56.5, ty 64.9, its fallback
-when no face is found).  Error, not measured against 3DDFA (not available offline): s within about 10 %
-(face shapes differ from the calibration face), tx, ty within about 3 px of 120 near frontal poses and more
-at large yaw/pitch, where the BFM origin (inside the head) and our centroid (on the face surface) project apart.
+120 x 120 crop (y up), i.e. where the BFM origin projects, that crop being re-detected around the face in every
+frame.  Its video mode takes the crop from the 68 landmarks (`parse_roi_box_from_landmark`: a square of side
+sqrt(2) x the larger side of the landmark box, centred on it), which is what `to_3ddfa` reproduces from our
+68-point box.  The BFM origin is a point fixed to the head: its offset from our centroid scales with the face
+and turns with it (the in-plane part, `R[:2, :2]`, of the rotation; its depth part is unknown).  The scale and
+that offset are calibrated on one photo, scikit-image's astronaut (frontal), so that it gives the 3DDFA mean
+pose of the official release (s 4.79e-4, tx 56.5, ty 64.9, its fallback when no face is found).
+
+Error: NOT measured against 3DDFA (3DDFA-V2 cannot run offline here, and no 3DDFA output of any face is at
+hand); the figures are estimates.  s: the calibration face's proportions stand for every face's, so expect
+about 10 % between faces; tx, ty: about 3 px of 120 near frontal poses, more at large yaw/pitch, where the
+unknown depth of the BFM origin (inside the head) behind our centroid (on the face surface) shows.  What the
+tests check (tests/data/prep/test_pose.py) is that the constants reproduce their calibration photo (a
+calibration check, not accuracy) and that re-detections of other renderings of the face (zoomed, moved,
+rolled) move s, tx, ty as 3DDFA's camera model says they must (geometric consistency, not accuracy).
 """
 from __future__ import annotations
 
@@ -48,11 +55,13 @@ POSE_UNITS = ("yaw, pitch, roll in degrees (3DDFA-V2 matrix2angle convention); s
               "tx, ty = face centre in crop pixels (see dawn_train/data/prep/pose.py)")
 
 # 3DDFA-V2 calibration (see the module docstring): its mean pose, and what a frontal face gives in our units
-# relative to the 3DDFA crop (measured once on scikit-image's astronaut, tests/data/prep/test_pose.py checks it)
+# relative to the 3DDFA crop (measured once on scikit-image's astronaut; tests/data/prep/test_pose.py checks that
+# they reproduce it, which is a calibration check: nothing here was compared with 3DDFA's output)
 DDFA_SIZE = 120
 DDFA_MEAN = np.array([4.79e-4, 56.5, 64.9])  # s, tx, ty of the official fallback pose
 FACE_SIZE_IN_ROI = 0.6117  # our face size / 3DDFA crop side, frontal astronaut
 CENTRE_IN_ROI = np.array([0.4994, 0.2820])  # our centroid in the 3DDFA crop, fractions of its side (y down)
+CALIBRATION_ANGLES = np.array([0.602, 2.779, -3.356])  # the astronaut's yaw, pitch, roll (degrees)
 
 
 def face_rotation(points: np.ndarray) -> np.ndarray:
@@ -130,9 +139,20 @@ def to_3ddfa(pose: np.ndarray, lmk68: np.ndarray, crop_size: int) -> np.ndarray:
     pose = np.asarray(pose, dtype=np.float64)
     roi = ddfa_roi(np.asarray(lmk68, dtype=np.float64))
     size_in_roi = pose[..., 3] * crop_size / roi[..., 2]
-    centre_in_roi = (pose[..., 4:6] - roi[..., :2]) / roi[..., 2:3]
-    s = DDFA_MEAN[0] * size_in_roi / FACE_SIZE_IN_ROI
-    # the centroid's offset from the BFM origin scales with the face; y flips (3DDFA: y_image = 120 - y)
-    offset = (DDFA_MEAN[1:] * [1, -1] + [0, DDFA_SIZE]) / DDFA_SIZE - CENTRE_IN_ROI
-    xy = (centre_in_roi + offset * (size_in_roi / FACE_SIZE_IN_ROI)[..., None]) * DDFA_SIZE
-    return np.concatenate([pose[..., :3], s[..., None], xy[..., :1], DDFA_SIZE - xy[..., 1:]], axis=-1).astype(np.float32)
+    centre = (pose[..., 4:6] - roi[..., :2]) / roi[..., 2:3] * [1, -1] + [0, 1]  # in the crop, fractions, y up
+    zoom = size_in_roi / FACE_SIZE_IN_ROI
+    s = DDFA_MEAN[0] * zoom
+    # the BFM origin: our centroid plus the head-fixed offset, turned as the head is turned and scaled with the face
+    offset = np.einsum("...ij,j->...i", angles_to_matrix(pose[..., :3])[..., :2, :2], ORIGIN_OFFSET)
+    txy = (centre + offset * zoom[..., None]) * DDFA_SIZE
+    return np.concatenate([pose[..., :3], s[..., None], txy], axis=-1).astype(np.float32)
+
+
+def _origin_offset() -> np.ndarray:
+    """The BFM origin minus our centroid in the face's own x, y axes (crop fractions at the calibration face
+    size, y up): what the calibration photo shows, with its own rotation taken out."""
+    seen = DDFA_MEAN[1:] / DDFA_SIZE - (CENTRE_IN_ROI * [1, -1] + [0, 1])
+    return np.linalg.solve(angles_to_matrix(CALIBRATION_ANGLES)[:2, :2], seen)
+
+
+ORIGIN_OFFSET = _origin_offset()

@@ -1,5 +1,6 @@
 """Raw videos for the prep tests, made here: scikit-image's astronaut animated with known motion and
-blinks (`data/prep/animate.py`), a video without a face, a corrupt file and one without audio."""
+blinks (`data/prep/animate.py`), and videos that must fail: no face, corrupt, no audio, too short, face lost.  The modules
+that need mediapipe say so at their top (`tests.conftest.require_module`: skipped locally, failed in CI)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,6 @@ import pytest
 from dawn_train.data.schema import FPS
 from dawn_train.data.synth import speech_audio
 from dawn_train.data.video import encode_mp4
-
-pytest.importorskip("mediapipe", reason="the prep extra (pip install 'dawn-train[prep]') is not installed")
 
 N_FRAMES = 125  # 5 s
 SIZE = 128  # crop side of the prepared videos
@@ -39,7 +38,8 @@ def animation(astronaut_photo):
 @pytest.fixture(scope="session")
 def raw_dir(tmp_path_factory, animation) -> Path:
     """A raw-video folder (name with a dot and a space): the animated astronaut (speech muxed), a video with
-    no face, a corrupt mp4 and a video without an audio stream."""
+    no face, a corrupt mp4, a video without an audio stream, one too short and one whose face leaves for
+    longer than prep fills in."""
     raw = tmp_path_factory.mktemp("raw") / "HDTF.v1 raw"
     raw.mkdir()
     (raw / "astro talk.mp4").write_bytes(encode_mp4(animation, audio=speech(N_FRAMES)))
@@ -49,6 +49,11 @@ def raw_dir(tmp_path_factory, animation) -> Path:
     good = (raw / "astro talk.mp4").read_bytes()
     (raw / "broken.mp4").write_bytes(good[: len(good) // 3])  # moov atom at the end: cut off
     (raw / "silent_film.mp4").write_bytes(encode_mp4(np.stack([animation.frame(t) for t in range(30)])))
+    face = [animation.frame(t) for t in range(15)]
+    (raw / "short_take.mp4").write_bytes(encode_mp4(np.stack(face), audio=speech(15, 2)))  # 0.6 s < 1 s
+    # the face, 15 frames of empty wall (more than the 12 that are filled in), the face again
+    walked_off = np.stack(face[:10] + [wall] * 15 + face[:10])
+    (raw / "walked_off.mp4").write_bytes(encode_mp4(walked_off, audio=speech(len(walked_off), 3)))
     return raw
 
 

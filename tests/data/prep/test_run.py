@@ -10,8 +10,11 @@ import pytest
 from dawn_train.cli import main
 from dawn_train.data.prep.failures import FAILURES, read_failures
 from dawn_train.data.prep.run import list_inputs, parse_slice, slice_of
+from tests.conftest import require_module
 
 from .conftest import SIZE
+
+require_module("mediapipe")
 
 PREPARED = (".json", ".mp4", ".wav", ".npz")
 
@@ -22,8 +25,10 @@ def listing(out: Path) -> dict[str, int]:
 
 def test_bad_videos_are_listed_with_their_reason_and_the_run_goes_on(prepared):
     failed = read_failures(prepared)
-    assert set(failed) == {"empty_room", "broken", "silent_film"}
+    assert set(failed) == {"empty_room", "broken", "silent_film", "short_take", "walked_off"}
     assert failed["empty_room"]["reason"] == "no face found"
+    assert failed["short_take"]["reason"] == "too short: 15 frames (0.60 s at 25 fps), need 1 s"
+    assert failed["walked_off"]["reason"].startswith("face lost for 15 frames (0.40-1.00 s; at most 12 are filled in)")
     assert failed["broken"]["reason"].startswith("corrupt or unreadable file")
     assert failed["silent_film"]["reason"] == "no audio stream"
     assert all((prepared / f"astro talk{suffix}").is_file() for suffix in PREPARED)
@@ -33,7 +38,7 @@ def test_bad_videos_are_listed_with_their_reason_and_the_run_goes_on(prepared):
 def test_rerun_does_no_work(prepared, raw_dir, capsys):
     before = listing(prepared)
     assert main(["data", "prep", "--src", str(raw_dir), "--out", str(prepared), "--size", str(SIZE), "--quiet"]) == 0
-    assert "0 done, 4 skipped" in capsys.readouterr().out
+    assert "0 done, 6 skipped" in capsys.readouterr().out
     assert listing(prepared) == before  # nothing rewritten, failures.jsonl not appended
 
 

@@ -13,8 +13,11 @@ import pytest
 
 from dawn_train.data.prep.landmarks import FaceMesh
 from dawn_train.data.prep.pose import face_size, head_pose
+from tests.conftest import require_module
 
 from .conftest import N_FRAMES, SIZE
+
+require_module("mediapipe")
 
 
 @pytest.fixture(scope="module")

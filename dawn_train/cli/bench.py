@@ -1,0 +1,154 @@
+"""`dawn-train bench loader|prep|attention|sample|generate|step`: throughput, time and peak-memory figures."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from dawn_train.cli.output import print_json_or_table
+
+
+def cmd_bench_loader(args) -> int:
+    from dawn_train.bench.loader import bench_loader
+
+    result = bench_loader(args.shards, stage=args.stage, clip_len=args.clip_len, workers=args.workers,
+                          batch_size=args.batch_size, batches=args.batches, max_skip_fraction=args.max_skip_fraction)
+    print_json_or_table(result, args.json, f"loader throughput ({args.stage})")
+    return 0
+
+
+def cmd_bench_prep(args) -> int:
+    from dawn_train.bench.prep import bench_prep
+
+    print_json_or_table(bench_prep(args.seconds, args.videos, args.size), args.json, "data prep on 720p input")
+    return 0
+
+
+def cmd_bench_attention(args) -> int:
+    from dawn_train.bench.attention import bench_attention
+
+    result = bench_attention(args.frames, args.window, positions=args.positions, heads=args.heads,
+                             dim_head=args.dim_head, backend=args.backend, dtype=args.dtype, device=args.device,
+                             repeats=args.repeats)
+    print_json_or_table(result, args.json, "temporal attention: banded (ours) vs masked full (official)")
+    return 0
+
+
+def cmd_bench_sample(args) -> int:
+    from dawn_train.bench.sample import bench_sample
+
+    result = bench_sample(args.frames, args.window, preset=args.preset, latent=args.latent, steps=args.steps,
+                          device=args.device, dtype=args.dtype, attn_backend=args.backend, repeats=args.repeats,
+                          warmup=args.warmup, progress=not args.quiet)
+    print_json_or_table(result, args.json, "A2V-FDM DDIM sampling: banded (ours) vs full temporal attention")
+    return 0
+
+
+def cmd_bench_generate(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dawn_train.bench.generate import TABLE_COLUMNS, Models, bench_generate, table_rows
+
+    if bool(args.lfg) != bool(args.a2v) or bool(args.pbnet_pose) != bool(args.pbnet_blink):
+        raise ValueError("give --lfg and --a2v together (and --pbnet-pose with --pbnet-blink), or none for tiny "
+                         "random demo-architecture models")
+    models = Models(args.lfg, args.a2v, args.pbnet_pose, args.pbnet_blink) if args.lfg else None
+    seconds = [float(s) for s in args.seconds.split(",") if s.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    result = bench_generate(seconds, modes, models=models, chunk_seconds=args.chunk_seconds,
+                            chunk_overlap=args.chunk_overlap, steps=args.steps, budget_gib=args.memory_budget,
+                            device=args.device, decode_chunk=args.decode_chunk, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    steps = f"DDIM steps: {args.steps}" if args.steps else "the checkpoint's DDIM steps"
+    table = Table(title=f"generate on long audio ({result['models']}, {steps}, windows of {args.chunk_seconds:g} s "
+                        f"+ {args.chunk_overlap:g} s overlap; memory above the RSS with models and inputs loaded)")
+    for column in TABLE_COLUMNS:
+        table.add_column(column)
+    for row in table_rows(result):
+        table.add_row(*row)
+    Console(width=max(Console().width, 140)).print(table)
+    return 0
+
+
+def cmd_bench_step(args) -> int:
+    from dawn_train.bench.step import bench_step
+
+    result = bench_step(args.config, steps=args.steps, warmup=args.warmup, overrides=args.override)
+    print_json_or_table(result, args.json, f"training step ({result['stage']})")
+    return 0
+
+
+def add_bench_commands(commands: argparse._SubParsersAction) -> None:
+    """`bench` and its subcommands, added to the top-level `commands`."""
+    bench = commands.add_parser("bench", help="benchmarks (loader, ...)")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH_COMMAND")
+    loader = bench_commands.add_parser("loader", help="training-stream throughput: clips/s, frames/s, MB/s")
+    loader.add_argument("--shards", required=True)
+    loader.add_argument("--stage", default="a2v", choices=("lfg", "pbnet", "a2v"))
+    loader.add_argument("--clip-len", type=int, default=40, help="A2V clip length / PBNet window")
+    loader.add_argument("--workers", type=int, default=1, help="dataloader worker processes")
+    loader.add_argument("--batch-size", type=int, default=4)
+    loader.add_argument("--batches", type=int, default=50, help="timed batches (after 2 warm-up batches)")
+    loader.add_argument("--max-skip-fraction", type=float, default=0.1,
+                        help="bad samples are skipped and counted (as in training) up to this fraction")
+    loader.add_argument("--json", action="store_true")
+    loader.set_defaults(func=cmd_bench_loader)
+    bprep = bench_commands.add_parser("prep", help="data prep throughput on 720p input: videos/s and frames/s per core")
+    bprep.add_argument("--seconds", type=float, default=10.0, help="length of each test video")
+    bprep.add_argument("--videos", type=int, default=2, help="videos prepared one after the other")
+    bprep.add_argument("--size", type=int, default=256, help="crop side")
+    bprep.add_argument("--json", action="store_true")
+    bprep.set_defaults(func=cmd_bench_prep)
+    attention = bench_commands.add_parser("attention", help="banded vs full temporal attention: time and peak memory")
+    attention.add_argument("--frames", type=int, default=200)
+    attention.add_argument("--window", type=int, default=80, help="whole window in frames (paper count; 80 = +-40)")
+    attention.add_argument("--positions", type=int, default=None,
+                           help="sequences (batch x h x w); default 1024 on CUDA, 64 on CPU")
+    attention.add_argument("--heads", type=int, default=8)
+    attention.add_argument("--dim-head", type=int, default=32)
+    sample = bench_commands.add_parser("sample", help="A2V-FDM DDIM generation of T frames, banded vs full attention")
+    sample.add_argument("--frames", type=int, default=200)
+    sample.add_argument("--window", type=int, default=80, help="whole window in frames (paper count; 80 = +-40)")
+    sample.add_argument("--preset", default="demo", choices=("demo", "release"),
+                        help="UNet size (release = 49.9 M params)")
+    sample.add_argument("--latent", type=int, default=None, help="latent size h = R / 4 (default: preset's)")
+    sample.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    sample.add_argument("--warmup", type=int, default=None,
+                        help="untimed generations first (default: 1 on CUDA, 0 on CPU)")
+    sample.add_argument("--quiet", action="store_true", help="no progress bars")
+    for sub in (attention, sample):
+        sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+        sub.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+        sub.add_argument("--backend", default="math", choices=("math", "sdpa"), help="attention kernel")
+        sub.add_argument("--repeats", type=int, default=None)
+        sub.add_argument("--json", action="store_true")
+    attention.set_defaults(func=cmd_bench_attention, repeats=3)
+    sample.set_defaults(func=cmd_bench_sample, repeats=1)
+    bgen = bench_commands.add_parser("generate", help="generate on long audio: peak memory and s per generated s, "
+                                     "windows vs one pass (fresh process per case)")
+    bgen.add_argument("--seconds", default="10,60,600", help="audio lengths, comma-separated")
+    bgen.add_argument("--modes", default="windows,whole,dense",
+                      help="windows (--chunk-seconds), whole (one pass), dense (one pass, official dense PBNet)")
+    bgen.add_argument("--chunk-seconds", type=float, default=10.0, help="window length of the windows mode")
+    bgen.add_argument("--chunk-overlap", type=float, default=2.0, help="cross-faded overlap of windows (seconds)")
+    bgen.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
+    bgen.add_argument("--memory-budget", type=float, default=None,
+                      help="GiB a case may use (default: available memory); cases estimated above are refused")
+    bgen.add_argument("--decode-chunk", type=int, default=32, help="frames per LFG decode call")
+    for name in ("lfg", "a2v", "pbnet-pose", "pbnet-blink"):
+        bgen.add_argument(f"--{name}", default=None, help="checkpoint (default: tiny random demo-architecture models)")
+    bgen.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    bgen.add_argument("--quiet", action="store_true", help="no progress bars")
+    bgen.add_argument("--json", action="store_true")
+    bgen.set_defaults(func=cmd_bench_generate)
+    step = bench_commands.add_parser("step", help="training steps/s, samples/s and peak memory of a config")
+    step.add_argument("-c", "--config", required=True, action="append",
+                      help="config files in order, as for fit (repeat -c): e.g. -c experiments/base.yaml "
+                           "-c experiments/demo/base.yaml -c experiments/demo/lfg.yaml")
+    step.add_argument("--steps", type=int, default=10, help="timed optimizer steps (after warm-up)")
+    step.add_argument("--warmup", type=int, default=2)
+    step.add_argument("--override", action="append", default=[], help="extra CLI override, e.g. --override=--data.init_args.batch_size=2")
+    step.add_argument("--json", action="store_true")
+    step.set_defaults(func=cmd_bench_step)
