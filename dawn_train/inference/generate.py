@@ -1,7 +1,7 @@
 """`dawn-train generate`: one portrait + speech -> talking-head mp4 (the official
 `unified_video_generator.py` pipeline, spec section 6, without its hard-coded paths).
 
-    image --(face found and cropped as prep crops, or with no_crop resized whole to R x R)--> reference frame
+    image --(face found and cropped as prep crops, or with crop off (--no-crop) resized whole to R x R)--> reference frame
     audio --(any format PyAV reads -> 16 kHz mono)--> per-frame audio features (the feature the A2V
           checkpoint was trained with, `inference/audio_features.py`: log-mel, or HuBERT from `hubert_dir`;
           N = floor(seconds * 25) frames)
@@ -24,7 +24,7 @@ What is checked about the image: that it decodes, its mode (RGB is used as is; g
 and CMYK are converted with a message; other modes are refused), its size (at least 32 px) and that it is
 not blank.  By default the face is found and cropped as `data prep` crops videos (`inference/source_image.py`:
 any photo with one face, or `face_index`), and its measured pose, eye openness and face box are the reference
-state (written beside the output as `<out stem>.crop.png` and `<out stem>.initial_state.json`).  With `no_crop`
+state (written beside the output as `<out stem>.crop.png` and `<out stem>.initial_state.json`).  With `crop: false` (`--no-crop`)
 the image is used whole as the face crop, and the face box that conditions the model is the mean training box
 recorded in the A2V checkpoint (or `face_box`).
 """
@@ -108,8 +108,8 @@ class GenerateOptions:
     pbnet_banded: bool = _opt(True, help="PBNet attends in bands beyond its +-200-frame window (O(T x window) "
                               "memory); --no-pbnet-banded builds the official dense T x T bias (O(T^2), comparisons)")
     use_ema: bool = _opt(True, help="sample with the EMA weights when the checkpoint has them")
-    no_crop: bool = _opt(False, help="use the image whole, resized to R x R (a ready face crop, as the official "
-                         "pipeline); default: detect the face and crop it as `data prep` does (needs the prep extra)")
+    crop: bool = _opt(True, help="detect the face and crop it as `data prep` does (needs the prep extra); --no-crop uses "
+                      "the image whole, resized to R x R (a ready face crop, as the official pipeline)")
     face_index: Optional[int] = _opt(help="which face of a photo with several (0 = the largest)")
 
     @classmethod
@@ -287,7 +287,7 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
         if kind == "hubert" else None
 
     # inputs
-    photo = None if opts.no_crop else crop_source(image, size, opts.face_index, out)
+    photo = crop_source(image, size, opts.face_index, out) if opts.crop else None
     frame = load_image(image, size) if photo is None else photo.frame
     # the reference state: given, else measured on the photo, else the training data's mean
     ref_pose = opts.init_pose or (photo.pose if photo else None) or pipe.info.ref_pose_mean

@@ -368,7 +368,7 @@ class A2VStage(DawnStage):
         """The keyword arguments of `condition` this stage trains with (recorded as `condition` in checkpoints)."""
         hp = self.hparams
         return {"pose_scale": None if hp.pose_scale is None else [float(v) for v in hp.pose_scale],
-                "audio_norm": (float(hp.audio_mean), float(hp.audio_std))}
+                "audio_norm": [float(hp.audio_mean), float(hp.audio_std)]}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         means = {k: (v / self._ref_count).tolist() if self._ref_count else None for k, v in self._ref_sum.items()}

@@ -219,7 +219,7 @@ def test_pbnet_drives_pose_and_blink_with_seeded_variety(models, photo, tmp_path
     common = dict(lfg=str(lfg), a2v=str(a2v), steps=1, size=64, progress=False, pbnet_pose=str(pose_ckpt),
                   pbnet_blink=str(blink_ckpt))
     with pytest.raises(ValueError, match="give --init-pose and --init-blink"):
-        generate(photo, speech, tmp_path / "x.mp4", seed=1, no_crop=True, **common)  # a converted A2V file
+        generate(photo, speech, tmp_path / "x.mp4", seed=1, crop=False, **common)  # a converted A2V file
         # records no mean state, and an uncropped image is not measured
     init = dict(init_pose=[0, 0, 0, 0.6, 32, 32], init_blink=[0.3, 0.3])
     seen = []
@@ -243,11 +243,11 @@ def test_options_from_yaml_flags_and_python_are_one(models, photo, tmp_path):
     lfg, a2v = models
     speech = stereo_wav(tmp_path / "speech.wav", 0.3)
     values = dict(lfg=str(lfg), a2v=str(a2v), seed=7, steps=1, size=64, window_size=80, decode_chunk=8,
-                  face_box=[10.0, 8.0, 54.0, 60.0], use_ema=False)
+                  face_box=[10.0, 8.0, 54.0, 60.0], use_ema=False, crop=False)
     config = tmp_path / "generate.yaml"
     config.write_text(yaml.safe_dump(values))
     flags = ["--lfg", str(lfg), "--a2v", str(a2v), "--seed", "7", "--steps", "1", "--size", "64", "--window-size", "80",
-             "--decode-chunk", "8", "--face-box", "10", "8", "54", "60", "--no-use-ema"]
+             "--decode-chunk", "8", "--face-box", "10", "8", "54", "60", "--no-use-ema", "--no-crop"]
     io = ["generate", "--image", str(photo), "--audio", str(speech), "--quiet"]
     parser = build_parser()
     from_yaml = GenerateOptions.from_namespace(parser.parse_args([*io, "--out", "a.mp4", "--config", str(config)]),

@@ -35,7 +35,7 @@ def tiny_lfg_config(path: Path, shards: Path, run_dir: Path, max_steps: int = 6,
     `run_dir`, data from `shards`, a few steps."""
     config = compose(DEMO_LFG)
     config["run"].update(root=str(run_dir.parent), name=run_dir.name)
-    config["data"]["init_args"]["shards"] = str(shards)
+    config["data"]["init_args"].update(shards=str(shards), batch_size=4)  # small batches: tests count them
     config["trainer"].update(max_steps=max_steps, log_every_n_steps=1, val_check_interval=max_steps,
                              limit_val_batches=1 if validate else 0)
     config["checkpoint"]["every_n_train_steps"] = every_n

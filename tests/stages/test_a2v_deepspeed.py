@@ -79,7 +79,7 @@ def test_zero2_bf16_with_ema_trains_resumes_chains_and_feeds_inference(synth_raw
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "face.png")
     proc = run_dawn(["generate", "--lfg", str(lfg), "--a2v", str(last), "--image", str(tmp_path / "face.png"),
                      "--audio", str(tmp_path / "speech.wav"), "--out", str(tmp_path / "out.mp4"), "--steps", "1",
-                     "--quiet"], timeout=300)
+                     "--no-crop", "--quiet"], timeout=300)  # a noise image: no face to crop
     assert (tmp_path / "out.mp4").stat().st_size > 0 and "wrote" in proc.stdout
     run_dawn(["eval", "--ckpt", str(last), "--lfg", str(lfg), "--shards", str(synth_shards), "--max-videos", "1",
               "--max-frames", "8", "--steps", "1", "--out", str(tmp_path / "eval.json"), "--no-wandb", "--quiet"],
