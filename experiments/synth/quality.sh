@@ -4,6 +4,8 @@
 # curriculum stages), then evaluates on held-out identities and writes experiments/synth/RESULTS.md (table,
 # goals, learning curves as PNG).  About 60 minutes on 2 CPU cores.  Every step is a plain `dawn-train`
 # command; the runs land in quality_out/runs/ (experiments/synth/base.yaml).
+# QUALITY_OUT moves quality_out/, QUALITY_RESULTS the folder of RESULTS.md, and QUALITY_PROBE=FILE reuses a probe
+# made by `dawn-train data probe --steps 1000` instead of training one (~7 min; the probe does not depend on the data).
 set -euo pipefail
 OUT=${QUALITY_OUT:-quality_out}
 RESULTS=${QUALITY_RESULTS:-experiments/synth}
