@@ -17,6 +17,7 @@ from lightning.pytorch.cli import OptimizerCallable
 
 from dawn_train.checkpoints import load_model_weights
 from dawn_train.log import get_logger
+from dawn_train.models.a2v.conditioning import mouth_mask
 from dawn_train.models.lfg import LatentFlowGenerator
 from dawn_train.models.lfg.losses import lfg_losses
 from dawn_train.models.lfg.vgg import ImagePyramid, Vgg19Features
@@ -104,17 +105,12 @@ class LFGStage(DawnStage):
         return losses, out
 
     def mouth_region(self, batch: dict, height: int, width: int) -> torch.Tensor | None:
-        """(B, 1, H, W) union of the source's and the driving frame's mouth boxes, or None (weight 0)."""
+        """(B, 1, H, W) union of the source's and the driving frame's mouth boxes (the A2V mouth box, at frame
+        resolution; square frames), or None (weight 0)."""
         if not self.hparams.mouth_weight or "driving_mouth_lmk" not in batch:
             return None
-        lmk = torch.stack((batch["source_mouth_lmk"], batch["driving_mouth_lmk"]), dim=1).float()  # (B, 2, K, 2)
-        lo = (lmk.amin(dim=(1, 2)) - 1).floor()  # (B, 2) x, y
-        hi = (lmk.amax(dim=(1, 2)) + 1).ceil()
-        ys = torch.arange(height, device=lmk.device)[None, :, None]
-        xs = torch.arange(width, device=lmk.device)[None, None, :]
-        inside = ((ys >= lo[:, 1, None, None]) & (ys <= hi[:, 1, None, None]) &
-                  (xs >= lo[:, 0, None, None]) & (xs <= hi[:, 0, None, None]))
-        return inside[:, None].float()
+        lmk = torch.stack((batch["source_mouth_lmk"], batch["driving_mouth_lmk"]), dim=1)  # (B, 2, K, 2)
+        return mouth_mask(lmk, height, width, height).amax(dim=1, keepdim=True)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         source, driving = batch["source"].float() / 255, batch["driving"].float() / 255

@@ -175,3 +175,29 @@ def test_partial_official_checkpoint_lists_what_is_wrong(official_shapes, tmp_pa
     with pytest.raises(CheckpointError, match="missing top-level keys"):
         torch.save({"generator": {}}, tmp_path / "bad.pth")
         convert_official("lfg", tmp_path / "bad.pth", tmp_path / "out.pt")
+
+
+def test_mouth_weight_adds_a_loss_inside_the_mouth_boxes():
+    """`mouth_weight`: an L1 term over the union of both frames' mouth boxes, mirrored with the pair."""
+    import yaml
+
+    from dawn_train import checkpoints
+    from dawn_train.stages.lfg import LFGStage
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "experiments/demo/lfg.yaml").read_text())
+    torch.manual_seed(0)
+    model = checkpoints.build(config["model"]["init_args"]["model"])
+    mouth = torch.tensor([[[20.0, 40.0], [30.0, 44.0]]]).repeat(2, 1, 1)  # (B, K, 2) x, y pixels
+    batch = {"source": torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8),
+             "driving": torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8),
+             "source_mouth_lmk": mouth, "driving_mouth_lmk": mouth + torch.tensor([0.0, 4.0])}
+    off = LFGStage(model, perceptual="l1")
+    assert off.mouth_region(batch, 64, 64) is None
+    stage = LFGStage(model, perceptual="l1", mouth_weight=10.0)
+    region = stage.mouth_region(batch, 64, 64)
+    assert region.shape == (2, 1, 64, 64)
+    rows, cols = region[0, 0].nonzero().unbind(1)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (40, 49, 20, 31)  # both boxes, int(min)..int(max+1)
+    source, driving = batch["source"].float() / 255, batch["driving"].float() / 255
+    losses, _ = stage.losses(source, driving, region)
+    assert losses["mouth_l1"] > 0 and "mouth_l1" not in off.losses(source, driving)[0]
