@@ -10,27 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from dawn_train import checkpoints
 from dawn_train.cli import main
 from dawn_train.inference.generate import ImageError, generate
 from dawn_train.inference.pose_blink import GenerationRequest, PoseBlink
 from tests.conftest import require_module
 from tests.inference.test_generate import read_mp4, stereo_wav
-from tests.stages.test_a2v import TINY_A2V, make_tiny_lfg
 
 require_module("mediapipe")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def models(synth_raw, tmp_path_factory) -> tuple[Path, Path]:
-    work = tmp_path_factory.mktemp("models")
-    lfg = make_tiny_lfg(synth_raw, work / "lfg.pt")
-    torch.manual_seed(0)
-    config = {"class_path": "dawn_train.models.a2v.build_a2v", "init_args": {**TINY_A2V, "dim_mults": [1, 2]}}
-    return lfg, checkpoints.save_converted(checkpoints.build(config), config, "a2v", work / "a2v.pt")
 
 
 @pytest.fixture(scope="module")
