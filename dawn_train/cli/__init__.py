@@ -4,6 +4,7 @@
     dawn-train bench loader ...                throughput figures
     dawn-train bench attention|sample ...      banded vs full temporal attention (time, peak memory)
     dawn-train bench generate --seconds 10,60,600   long audio: peak memory, s per generated s (windows vs one pass)
+    dawn-train bench cases [--release-size]      the performance cases: reference vs fast implementation
     dawn-train generate --image --audio --out  portrait + speech -> talking-head mp4
     dawn-train fit|validate|test -c CONFIG     training (LightningCLI, once a stage is configured)
     dawn-train sweep FILE [--submit]           a grid of runs as a SLURM job array
@@ -13,7 +14,7 @@ Each subcommand parses its arguments and calls one function of the package."""
 # The package: one module per command group, each adding its subparsers and holding their command functions
 # (their imports of the rest of dawn_train stay inside the functions: `dawn-train --help` starts fast).
 #     data.py        data synth|shards|prep|inspect|probe
-#     bench.py       bench loader|prep|attention|sample|generate|step
+#     bench.py       bench loader|prep|attention|sample|generate|step|cases
 #     generate.py    generate
 #     evaluate.py    eval, report, quality-report
 #     train.py       fit|validate|test|predict (LightningCLI), sweep

@@ -1,4 +1,4 @@
-"""`dawn-train bench loader|prep|attention|sample|generate|step`: throughput, time and peak-memory figures."""
+"""`dawn-train bench loader|prep|attention|sample|generate|step|cases`: throughput, time and peak-memory figures."""
 from __future__ import annotations
 
 import argparse
@@ -80,6 +80,32 @@ def cmd_bench_step(args) -> int:
     return 0
 
 
+def cmd_bench_cases(args) -> int:
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from dawn_train.bench.cases import DEFAULT_CASES, bench_cases, errors, table_columns, table_rows
+
+    result = bench_cases(args.cases or DEFAULT_CASES, args.impl, release_size=args.release_size, threads=args.threads,
+                         repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
+                         budget_gib=args.memory_budget, device=args.device, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        table = Table(title=f"bench cases ({result['size']} sizes, {result['threads']} threads, median of "
+                            f"{result['repeats']}; speed-up and memory ratio = reference / fast; peak = above loaded)")
+        for column in table_columns(result):
+            table.add_column(column)
+        for row in table_rows(result):
+            table.add_row(*row)
+        Console(width=max(Console().width, 160)).print(table)
+    for line in errors(result):
+        print(f"dawn-train: error: {line}", file=sys.stderr)
+    return 1 if errors(result) else 0
+
+
 def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     """`bench` and its subcommands, added to the top-level `commands`."""
     bench = commands.add_parser("bench", help="benchmarks (loader, ...)")
@@ -152,3 +178,27 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     step.add_argument("--override", action="append", default=[], help="extra CLI override, e.g. --override=--data.init_args.batch_size=2")
     step.add_argument("--json", action="store_true")
     step.set_defaults(func=cmd_bench_step)
+    add_cases_command(bench_commands)
+
+
+def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
+    cases = bench_commands.add_parser("cases", help="the performance issue's cases (LFG, A2V-FDM, UNet, sampling, PBNet): "
+                                      "reference vs fast implementation, time and peak memory, a fresh process each")
+    cases.add_argument("--cases", default=None, help="comma-separated, of lfg_step_full, lfg_step_l1, lfg_targets, "
+                       "a2v_step_t20, unet_t40, unet_t200, unet_t600, sample_t200, pbnet_step (default: all but the long "
+                       "unet_t600 and sample_t200)")
+    cases.add_argument("--impl", default="reference,fast", help="implementations, comma-separated: reference, fast")
+    cases.add_argument("--release-size", action="store_true", help="the official released model sizes (128 px) "
+                       "instead of the demo sizes (64 px)")
+    cases.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in each case's process")
+    cases.add_argument("--repeats", type=int, default=3, help="timed calls (median)")
+    cases.add_argument("--warmup", type=int, default=1, help="untimed calls first")
+    cases.add_argument("--steps", type=int, default=20, help="DDIM steps of sample_t200")
+    cases.add_argument("--compile", action="store_true", help="also time the fast implementation with the UNet and "
+                       "the LFG generator under torch.compile (column fast+compile)")
+    cases.add_argument("--memory-budget", type=float, default=None,
+                       help="GiB a UNet case may use (default: available memory); cases estimated above are refused")
+    cases.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    cases.add_argument("--quiet", action="store_true", help="no progress lines")
+    cases.add_argument("--json", action="store_true")
+    cases.set_defaults(func=cmd_bench_cases)

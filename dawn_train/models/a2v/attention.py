@@ -8,10 +8,11 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .local_attention import AttnBackend, windowed_attention
+from .local_attention import AttnBackend, band_mask, dense_attention, relative_positions, windowed_attention
 
 
 class RotaryEmbedding(nn.Module):
@@ -30,6 +31,11 @@ class RotaryEmbedding(nn.Module):
         """x: (..., T, D) -> same shape, position t = index along T."""
         t = x.shape[-2]
         pos = torch.arange(t, device=x.device, dtype=self.freqs.dtype)
+        if x.dtype in (torch.float32, torch.float64) and x.shape[-1] == self.dim:
+            # interleaved pairs (x0, x1) are the complex numbers x0 + i x1, rotated by one complex product
+            turn = torch.polar(torch.ones((), device=x.device, dtype=x.dtype),
+                               (pos[:, None] * self.freqs[None, :]).to(x.dtype))  # (T, dim/2)
+            return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous()) * turn).flatten(-2)
         angles = (pos[:, None] * self.freqs[None, :]).repeat_interleave(2, dim=-1)  # (T, dim)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         rot, rest = x[..., : self.dim], x[..., self.dim:]
@@ -76,9 +82,9 @@ class ChannelLayerNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(1, dim, 1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        var = torch.var(x, dim=1, unbiased=False, keepdim=True)
-        mean = torch.mean(x, dim=1, keepdim=True)
-        return (x - mean) / (var + self.eps).sqrt() * self.gamma
+        # fused layer_norm over a channels-last view: ~2x a var/mean pair over the strided channel axis
+        normed = F.layer_norm(x.movedim(1, -1), x.shape[1:2], self.gamma.flatten(), None, self.eps)
+        return normed.movedim(-1, 1)
 
 
 class Residual(nn.Module):
@@ -115,13 +121,20 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: Tensor, pos_bias: Optional[RelativePositionBias] = None, half: Optional[int] = None,
-                block_size: Optional[int] = None, backend: AttnBackend = "math") -> Tensor:
-        """x: (N, L, C) -> (N, L, C); attends within |i - j| <= half (None = all)."""
+                block_size: Optional[int] = None, backend: AttnBackend = "math", masked: bool = False) -> Tensor:
+        """x: (N, L, C) -> (N, L, C); attends within |i - j| <= half (None = all).  ``masked``: the official
+        path (the full (L, L) scores with -inf outside the band) instead of the banded one (same result)."""
         q, k, v = (rearrange(t, "n l (h d) -> n h l d", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
         q = q * self.scale
         if self.rotary_emb is not None:
             q, k = self.rotary_emb.rotate(q), self.rotary_emb.rotate(k)
-        out = windowed_attention(q, k, v, half=half, bias_fn=pos_bias, block_size=block_size, backend=backend)
+        if masked:
+            length = x.shape[1]
+            rel = relative_positions(length, length, device=x.device)
+            bias = pos_bias(rel) if pos_bias is not None else None
+            out = dense_attention(q, k, v, bias, mask=band_mask(length, half, device=x.device), backend=backend)
+        else:
+            out = windowed_attention(q, k, v, half=half, bias_fn=pos_bias, block_size=block_size, backend=backend)
         return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
 
 
@@ -132,9 +145,15 @@ class TemporalAttention(nn.Module):
         super().__init__()
         self.fn = Attention(dim, heads=heads, dim_head=dim_head, rotary_emb=rotary_emb)
 
-    def forward(self, x: Tensor, **kwargs) -> Tensor:
+    def forward(self, x: Tensor, position_chunk: Optional[int] = None, **kwargs) -> Tensor:
+        """``position_chunk``: attend for that many pixels at a time (each pixel's frames are independent), so the
+        projections and scores of long clips never exist for all pixels at once; None = all at once."""
         b, _, _, h, w = x.shape
-        out = self.fn(rearrange(x, "b c t h w -> (b h w) t c"), **kwargs)
+        seqs = rearrange(x, "b c t h w -> (b h w) t c")
+        if position_chunk is None or position_chunk >= seqs.shape[0]:
+            out = self.fn(seqs, **kwargs)
+        else:
+            out = torch.cat([self.fn(part, **kwargs) for part in seqs.split(position_chunk)])
         return rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
 
 
@@ -163,13 +182,23 @@ class SpatialLinearAttention(nn.Module):
         self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
         self.to_out = nn.Conv2d(hidden, dim, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        b, _, _, h, w = x.shape
-        x = rearrange(x, "b c t h w -> (b t) c h w")
+    def forward(self, x: Tensor, frame_chunk: Optional[int] = None) -> Tensor:
+        """``frame_chunk``: attend for that many frames at a time (frames are independent here), so the
+        projections of long clips never exist for all frames at once; None = all at once."""
+        b = x.shape[0]
+        frames = rearrange(x, "b c t h w -> (b t) c h w")
+        if frame_chunk is None or frame_chunk >= frames.shape[0]:
+            out = self.attend(frames)
+        else:
+            out = torch.cat([self.attend(part) for part in frames.split(frame_chunk)])
+        return rearrange(out, "(b t) c h w -> b c t h w", b=b)
+
+    def attend(self, x: Tensor) -> Tensor:
+        """x: (N, C, H, W) frames -> (N, C, H, W)."""
+        h, w = x.shape[-2:]
         q, k, v = (rearrange(t, "n (h d) x y -> n h d (x y)", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=1))
         q = q.softmax(dim=-2) * self.scale
         k = k.softmax(dim=-1)
         context = torch.einsum("n h d p, n h e p -> n h d e", k, v)
         out = torch.einsum("n h d e, n h d p -> n h e p", context, q)
-        out = self.to_out(rearrange(out, "n h e (x y) -> n (h e) x y", x=h, y=w))
-        return rearrange(out, "(b t) c h w -> b c t h w", b=b)
+        return self.to_out(rearrange(out, "n h e (x y) -> n (h e) x y", x=h, y=w))

@@ -3,6 +3,7 @@
 The denoiser is called as ``denoise_fn(x, t, cond=cond, null_cond_mask=mask)`` with
 x: (B, C + C_ctx, T, H, W) = [x_t | context repeated over frames], t: (B,) int64,
 cond: (B, T, D) or None, mask: (B, T) bool (True = null condition); it returns (B, C, T, H, W).
+A denoiser with ``takes_static_context = True`` is called with x_t alone and ``context=`` (B, C_ctx, H, W).
 The 12 schedule buffers keep the official names (they are in the released checkpoint).
 """
 from __future__ import annotations
@@ -164,17 +165,24 @@ class GaussianDiffusion(nn.Module):
             context = context[:, :, None].expand(-1, -1, x.shape[2], -1, -1)
         return torch.cat((x, context.to(x.dtype)), dim=1)
 
+    def denoise(self, x: Tensor, t: Tensor, context: Optional[Tensor], cond: Optional[Tensor],
+                null_cond_mask: Tensor) -> Tensor:
+        """The denoiser on [x | context].  A denoiser with ``takes_static_context`` gets a per-clip context
+        (B, C_ctx, H, W) apart, so it need not repeat it over frames (the UNet convolves it once per clip)."""
+        if context is not None and context.ndim == 4 and getattr(self.denoise_fn, "takes_static_context", False):
+            return self.denoise_fn(x, t, cond=cond, null_cond_mask=null_cond_mask, context=context)
+        return self.denoise_fn(self.model_input(x, context), t, cond=cond, null_cond_mask=null_cond_mask)
+
     def predict_noise(self, x: Tensor, t: Tensor, context: Optional[Tensor] = None, cond: Optional[Tensor] = None,
                       cond_scale: float = 1.0, null_cond_mask: Optional[Tensor] = None) -> Tensor:
         """eps(x_t, t); with cond_scale != 1, classifier-free guidance null + (cond - null) * scale (applied to the
         denoiser output, then converted to eps under ``objective="pred_x0"``)."""
         b, _, f = x.shape[:3]
-        inp = self.model_input(x, context)
         if null_cond_mask is None:
             null_cond_mask = torch.zeros(b, f, dtype=torch.bool, device=x.device)
-        out = self.denoise_fn(inp, t, cond=cond, null_cond_mask=null_cond_mask)
+        out = self.denoise(x, t, context, cond, null_cond_mask)
         if cond_scale != 1 and cond is not None:
-            null_out = self.denoise_fn(inp, t, cond=cond, null_cond_mask=torch.ones_like(null_cond_mask))
+            null_out = self.denoise(x, t, context, cond, torch.ones_like(null_cond_mask))
             out = null_out + (out - null_out) * cond_scale
         return self.predict_noise_from_start(x, t, out) if self.objective == "pred_x0" else out
 
@@ -192,7 +200,7 @@ class GaussianDiffusion(nn.Module):
         if null_cond_mask is None:
             null_cond_mask = prob_mask_like((b, f), self.null_cond_prob, device=x_start.device, generator=generator)
         x_noisy = self.q_sample(x_start, t, noise)
-        pred = self.denoise_fn(self.model_input(x_noisy, context), t, cond=cond, null_cond_mask=null_cond_mask)
+        pred = self.denoise(x_noisy, t, context, cond, null_cond_mask)
         target = x_start if self.objective == "pred_x0" else noise
         loss = (target - pred) ** 2 if self.loss_type == "l2" else (target - pred).abs()
         if self.objective == "pred_x0":

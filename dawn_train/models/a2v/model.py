@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .diffusion import DDIMConvention, GaussianDiffusion, Objective
 from .face_location import FaceLocationEncoder, bbox_mask
 from .local_attention import AttnBackend, WindowConvention
-from .unet3d import Unet3D
+from .unet3d import Implementation, Unet3D
 
 FACE_LOC_CHANNELS = 16  # Face_loc_Encoder output channels (official)
 
@@ -80,6 +80,7 @@ def build_a2v(
     attn_block_size: Optional[int] = None,
     attn_backend: AttnBackend = "math",
     use_checkpoint: bool = False,
+    implementation: Implementation = "fast",
     timesteps: int = 1000,
     beta_schedule_name: str = "cosine",
     sampling_timesteps: int = 20,
@@ -101,13 +102,15 @@ def build_a2v(
     paper's count).  ``window_size`` is the sampling window (eval mode: validation samples, generation,
     eval), ``train_window_size`` the training one (train mode), by default none as in the release, whose
     training UNet attends over the whole clip.  None = full temporal attention.  ``objective="pred_x0"`` makes the UNet
-    predict the clean flow/occlusion instead of the noise (not the release; learns far faster on small budgets)."""
+    predict the clean flow/occlusion instead of the noise (not the release; learns far faster on small budgets).
+    ``implementation``: "fast" or "reference" (the official computation, same function; see :class:`Unet3D`)."""
     unet = Unet3D(
         dim, dim_mults=tuple(dim_mults), channels=3 + ref_channels + FACE_LOC_CHANNELS, cond_aud=cond_aud,
         cond_pose=cond_pose, cond_eye=cond_eye, attn_heads=attn_heads, attn_dim_head=attn_dim_head,
         init_kernel_size=init_kernel_size, resnet_groups=resnet_groups, use_sparse_linear_attn=use_sparse_linear_attn,
         window_size=window_size, train_window_size=train_window_size, window_convention=window_convention,
-        attn_block_size=attn_block_size, attn_backend=attn_backend, use_checkpoint=use_checkpoint)
+        attn_block_size=attn_block_size, attn_backend=attn_backend, use_checkpoint=use_checkpoint,
+        implementation=implementation)
     diffusion = GaussianDiffusion(
         unet, channels=3, timesteps=timesteps, beta_schedule_name=beta_schedule_name,
         sampling_timesteps=sampling_timesteps, ddim_sampling_eta=ddim_sampling_eta, ddim_convention=ddim_convention,

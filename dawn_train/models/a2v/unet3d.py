@@ -12,13 +12,20 @@ wrapping this UNet.  Differences from the official classes (no effect on weights
   only when sampling (paper Table 5 is an inference-time ablation);
 * ``learn_null_cond=True`` uses one learned per-frame vector (1, 1, cond_dim) instead of the
   official re-drawn random parameter; the null-condition mask can be passed in;
-* optional gradient checkpointing and an SDPA attention backend.
+* optional gradient checkpointing and an SDPA attention backend;
+* ``implementation="fast"`` (default) computes the same function faster: the per-clip context (reference feature
+  and face location) is convolved once per clip instead of once per frame, the three condition cross-attentions of
+  a block share one normalisation and one query matmul, and temporal attention is banded and (without grad) runs
+  a few thousand pixels at a time, so memory grows linearly in T.  ``"reference"`` is the official computation
+  (context repeated over frames, per-module cross-attention, masked full temporal attention), kept to measure
+  the speed-ups against and to test that both agree.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
@@ -33,6 +40,9 @@ from .attention import (
 )
 from .blocks import Downsample, ResnetBlock, SinusoidalPosEmb, Upsample
 from .local_attention import AttnBackend, WindowConvention, half_width
+
+Implementation = Literal["fast", "reference"]
+ATTN_CHUNK_BYTES = 128 * 2**20  # temporal-attention working set per pixel chunk (projections + scores), no-grad
 
 
 def prob_mask_like(shape: Sequence[int], prob: float, device=None, generator: Optional[torch.Generator] = None
@@ -85,8 +95,13 @@ class Unet3D(nn.Module):
         attn_backend: AttnBackend = "math",
         cross_attn_norm_eps: Optional[float] = None,  # None = official (1e-5 fp32, 1e-3 otherwise)
         use_checkpoint: bool = False,
+        implementation: Implementation = "fast",
     ):
         super().__init__()
+        if implementation not in ("fast", "reference"):
+            raise ValueError(f"implementation must be 'fast' or 'reference', got {implementation!r}")
+        self.implementation = implementation
+        self.attn_heads, self.attn_hidden = attn_heads, attn_heads * attn_dim_head
         if init_kernel_size % 2 != 1:
             raise ValueError(f"init_kernel_size must be odd, got {init_kernel_size}")
         half_width(window_size, window_convention)  # validate early
@@ -168,6 +183,45 @@ class Unet3D(nn.Module):
         window = self.train_window_size if self.training else self.window_size
         return half_width(window, self.window_convention)
 
+    @property
+    def takes_static_context(self) -> bool:
+        """Whether ``forward`` may get the per-clip context apart (``context=``), see :meth:`stem`."""
+        return self.implementation == "fast"
+
+    def stem(self, x: Tensor, context: Optional[Tensor]) -> Tensor:
+        """``init_conv`` of [x | context repeated over frames] without the repeat: the convolution is linear and
+        acts per frame, so the context part (272 of 275 input channels) is convolved once per clip.
+        x: (B, C_x, T, H, W), context: (B, channels - C_x, H, W) or None -> (B, init_dim, T, H, W)."""
+        conv = self.init_conv
+        if context is None:
+            return conv(x)
+        c_x = x.shape[1]
+        if c_x + context.shape[1] != self.channels:
+            raise ValueError(f"x ({c_x} channels) + context ({context.shape[1]}) must have {self.channels} channels")
+        frames = F.conv3d(x, conv.weight[:, :c_x], None, padding=conv.padding)
+        clip = F.conv2d(context.to(x.dtype), conv.weight[:, c_x:, 0], conv.bias, padding=conv.padding[1:])
+        return frames + clip[:, :, None]
+
+    def position_chunk(self, frames: int, half: Optional[int], itemsize: int) -> Optional[int]:
+        """Pixels per temporal-attention call (fast path, no grad): projections and scores within
+        ``ATTN_CHUNK_BYTES``.  None = all at once (training keeps every activation for backward anyway)."""
+        if self.implementation != "fast" or torch.is_grad_enabled():
+            return None
+        keys = frames if half is None else min(frames, (self.attn_block_size or max(half, 1)) + 2 * half)
+        per_pixel = itemsize * frames * (self.attn_heads * keys + 4 * self.attn_hidden)
+        return max(1, ATTN_CHUNK_BYTES // per_pixel)
+
+    def spatial_kwargs(self, spatial_attn: nn.Module, x: Tensor) -> dict:
+        if isinstance(spatial_attn, nn.Identity):
+            return {}
+        return dict(frame_chunk=self.frame_chunk(x.shape[-2] * x.shape[-1], x.element_size()))
+
+    def frame_chunk(self, pixels: int, itemsize: int) -> Optional[int]:
+        """Frames per spatial linear-attention call (fast path, no grad), as :meth:`position_chunk`."""
+        if self.implementation != "fast" or torch.is_grad_enabled():
+            return None
+        return max(1, ATTN_CHUNK_BYTES // (itemsize * pixels * 8 * self.attn_hidden))
+
     def _run(self, fn: nn.Module, *args, **kwargs) -> Tensor:
         if self.use_checkpoint and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, **kwargs)
@@ -186,8 +240,10 @@ class Unet3D(nn.Module):
         null_cond_prob: float = 0.0,
         null_cond_mask: Optional[Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        context: Optional[Tensor] = None,
     ) -> Tensor:
-        """x: (B, C, T, H, W); time: (B,); cond: (B, T, D) or None (= null condition for every frame);
+        """x: (B, C, T, H, W) (or x_t alone with the per-clip ``context`` (B, C_ctx, H, W), see :meth:`stem`);
+        time: (B,); cond: (B, T, D) or None (= null condition for every frame);
         null_cond_mask: (B, T) bool, True = frame gets the null condition (drawn with
         ``null_cond_prob`` when not given).  Returns (B, out_grid_dim + out_conf_dim, T, H, W).
 
@@ -196,6 +252,7 @@ class Unet3D(nn.Module):
         b, _, t, _, _ = x.shape
         dtype = self.init_conv.weight.dtype
         x = x.to(dtype)
+        context = context.to(dtype) if context is not None else None
         cond = cond.to(dtype) if cond is not None else None
         if cond is None:
             cond = x.new_zeros(b, t, self.cond_dim)
@@ -206,32 +263,34 @@ class Unet3D(nn.Module):
             null_cond_mask = prob_mask_like((b, t), null_cond_prob, device=x.device, generator=generator)
         cond = self.apply_null_cond(cond, null_cond_mask)
 
-        tkw = dict(pos_bias=self.time_rel_pos_bias, half=self.half_width(), block_size=self.attn_block_size,
-                   backend=self.attn_backend)
-        x = self.init_conv(x)
+        fast = self.implementation == "fast"
+        half = self.half_width()
+        tkw = dict(pos_bias=self.time_rel_pos_bias, half=half, block_size=self.attn_block_size,
+                   backend=self.attn_backend, masked=not fast, position_chunk=self.position_chunk(t, half, x.element_size()))
+        x = self.stem(x, context)
         r = x.clone()
         x = self._run(self.init_temporal_attn, x, **tkw)
         temb = self.time_mlp[1:](self.time_mlp[0](time.float()).to(dtype))  # sinusoids of exact steps
 
         skips = []
         for block1, block2, spatial_attn, temporal_attn, downsample in self.downs:
-            x = self._run(block1, x, temb, cond)
-            x = self._run(block2, x, temb, cond)
-            x = self._run(spatial_attn, x)
+            x = self._run(block1, x, temb, cond, fused=fast)
+            x = self._run(block2, x, temb, cond, fused=fast)
+            x = self._run(spatial_attn, x, **self.spatial_kwargs(spatial_attn, x))
             x = self._run(temporal_attn, x, **tkw)
             skips.append(x)
             x = downsample(x)
 
-        x = self._run(self.mid_block1, x, temb, cond)
+        x = self._run(self.mid_block1, x, temb, cond, fused=fast)
         x = self._run(self.mid_spatial_attn, x, backend=self.attn_backend)
         x = self._run(self.mid_temporal_attn, x, **tkw)
-        x = self._run(self.mid_block2, x, temb, cond)
+        x = self._run(self.mid_block2, x, temb, cond, fused=fast)
 
         for block1, block2, spatial_attn, temporal_attn, upsample in self.ups:
             x = torch.cat((x, skips.pop()), dim=1)
-            x = self._run(block1, x, temb, cond)
-            x = self._run(block2, x, temb, cond)
-            x = self._run(spatial_attn, x)
+            x = self._run(block1, x, temb, cond, fused=fast)
+            x = self._run(block2, x, temb, cond, fused=fast)
+            x = self._run(spatial_attn, x, **self.spatial_kwargs(spatial_attn, x))
             x = self._run(temporal_attn, x, **tkw)
             x = upsample(x)
 

@@ -87,6 +87,12 @@ def attend(q: Tensor, k: Tensor, v: Tensor, rotary: RotaryEmbedding, pos_bias: P
     if isinstance(pos_bias, BandedBias):
         return windowed_attention(q, k, v, half=pos_bias.half, bias_fn=lambda rel: pos_bias.fn(rel).to(q.dtype))
     mask = None if pos_bias is None else pos_bias.to(q.dtype)
+    if mask is not None and torch.is_grad_enabled():
+        # Training: the bias is learned, so SDPA takes its unfused math path, whose "safe" softmax adds three
+        # (B, H, N, M) passes (isneginf / all / where) for rows that cannot occur here (no -inf bias). The plain
+        # formula is the official one (einsum, + bias, softmax, einsum).
+        scores = torch.matmul(q, k.transpose(-1, -2)).add_(mask)  # in place: matmul's backward keeps q, k only
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
 
@@ -107,6 +113,17 @@ class Attention(nn.Module):
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
         out = attend(q * self.scale, k, v, self.rotary_emb, pos_bias)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+    def forward_constant(self, x: Tensor) -> Tensor:
+        """Self-attention over a sequence whose frames all equal x (B, 1, C): (B, 1, C), every frame's output.
+
+        Each query's softmax weights sum to 1 and every value is the same vector v(x), so the output is
+        to_out(v(x)) whatever q, k, RoPE and the bias (window, padding) are: the same function without the
+        (N, N) scores. Its q/k projections get an exact zero gradient (the full computation gives them rounding
+        noise around zero). PBNet's decoder queries are such a sequence up to the first cross-attention.
+        """
+        inner = self.to_out.in_features
+        return self.to_out(F.linear(x, self.to_qkv.weight[2 * inner:]))  # rows 2*inner.. of to_qkv are v
 
 
 class CrossAttention(nn.Module):

@@ -14,6 +14,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .attention import Attention, BandedBias, CrossAttention, PosBias, PreNorm, Residual
+from .dropout import Dropout
 from .positional_encoding import PositionalEncoding
 from .relative_position import RelativePositionBias
 
@@ -35,7 +36,7 @@ class FeedForward(nn.Module):
         self.act = get_activation(activation)
         self.linear1 = nn.Linear(dim, hidden)
         self.linear2 = nn.Linear(hidden, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear2(self.dropout(self.act(self.linear1(x))))
@@ -55,11 +56,17 @@ class DecoderLayer(nn.Module):
         self.layer_norm1 = nn.LayerNorm(dim)
         self.layer_norm2 = nn.LayerNorm(dim)
         self.layer_norm3 = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, memory: Tensor, tgt_bias: PosBias, mem_bias: PosBias) -> Tensor:
-        """x, memory: (B, T, C); biases: (H, T, T) or banded. Returns (B, T, C)."""
-        x = self.layer_norm1(x + self.dropout(self.self_attn(x, tgt_bias)))
+        """x, memory: (B, T, C); biases: (H, T, T) or banded. Returns (B, T, C).
+        x may be (B, 1, C): one token shared by all T frames (see ``Attention.forward_constant``)."""
+        if x.shape[1] == 1:
+            x = x.expand_as(memory)
+            attended = self.self_attn.forward_constant(x[:, :1]).expand_as(memory)
+        else:
+            attended = self.self_attn(x, tgt_bias)
+        x = self.layer_norm1(x + self.dropout(attended))
         x = self.layer_norm2(x + self.dropout(self.multihead_attn(x, memory, mem_bias)))
         return self.layer_norm3(x + self.dropout(self.ffn(x)))
 
@@ -90,7 +97,7 @@ class PBNetDecoder(nn.Module):
     padded keys to hide (``mask_padded_keys``) always uses the dense biases.
     Note: the queries are identical for every frame until the first cross-attention, so the initial
     attention and the first self-attention act as a learned constant (their q/k and ``init_proj.weight``
-    get no gradient); kept for weight parity.
+    get no gradient); kept for weight parity, and computed on one token per sequence (same function).
     """
 
     def __init__(self, *, pos_dim: int = 6, eye_dim: int = 0, audio_dim: int = 1024, pose_latent_dim: int = 64,
@@ -136,8 +143,12 @@ class PBNetDecoder(nn.Module):
         pad = rearrange((~mask).float() * -1e8, "b j -> b 1 1 j") if hide else None
         tgt_bias = self._bias(self.time_rel_pos_bias_tgt, t, pad)
         mem_bias = self._bias(self.time_rel_pos_bias_mem, t, pad)
-        queries = self.init_proj(memory.new_zeros(b, t, self.pose_latent_dim))
-        queries = self.init_temporal_attn(queries, pos_bias=tgt_bias)
+        # Every frame's query is init_proj(0) until the first cross-attention, so the initial attention and the
+        # first layer's self-attention see a constant sequence: they run on one (B, 1, C) token
+        # (Attention.forward_constant, the same function without two (T, T) attentions, forward and backward).
+        queries = self.init_proj(memory.new_zeros(b, 1, self.pose_latent_dim))
+        init = self.init_temporal_attn  # Residual(PreNorm(Attention)): attention(norm(q)) + q
+        queries = init.fn.fn.forward_constant(init.fn.norm(queries)) + queries
         h = self.seqTransDecoder(queries, memory, tgt_bias, mem_bias)
         # by default (official) the mask never enters attention: padded frames still act as keys and
         # only their outputs are zeroed, so valid outputs depend on what the padding contains

@@ -2,10 +2,37 @@
 from __future__ import annotations
 
 import torch
-from einops import rearrange, repeat
+import torch.nn.functional as F
+from einops import repeat
 from torch import Tensor, nn
 
+from .dropout import Dropout, dropout
 from .positional_encoding import PositionalEncoding
+
+
+def encoder_layer(layer: nn.TransformerEncoderLayer, x: Tensor, key_bias: Tensor | None) -> Tensor:
+    """The post-norm ``nn.TransformerEncoderLayer`` forward (``norm_first=False``, as built below) on batch-first
+    tokens x (B, T, C), written out with the layer's own parameters; key_bias (B, 1, 1, T) is 0 / -inf per key.
+
+    Same math as the module (attention-weight dropout included); written out because its training path spends
+    ~40 % of the encoder on overheads that are not math: the packed in-projection is copied into separate q, k, v
+    and back in backward, SDPA's masked math path adds a "safe" softmax (isneginf / all / where over (B, H, T, T)),
+    and every dropout draws its mask with the slow CPU ``bernoulli_`` (see ``dropout.py``).
+    """
+    attn, training = layer.self_attn, layer.training
+    b, t, c = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, heads, c // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, Dh) views, no copy
+    scores = torch.matmul(q * (c // heads) ** -0.5, k.transpose(-1, -2))  # (B, H, T, T)
+    if key_bias is not None:
+        scores = scores.add_(key_bias)  # in place: matmul's backward does not need its output
+    weights = dropout(torch.softmax(scores, dim=-1), attn.dropout, training)
+    out = torch.matmul(weights, v).transpose(1, 2).reshape(b, t, c)
+    out = F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+    x = layer.norm1(x + dropout(out, layer.dropout1.p, training))
+    hidden = dropout(layer.activation(layer.linear1(x)), layer.dropout.p, training)
+    return layer.norm2(x + dropout(layer.linear2(hidden), layer.dropout2.p, training))
 
 
 class PBNetEncoder(nn.Module):
@@ -13,8 +40,8 @@ class PBNetEncoder(nn.Module):
 
     Token of frame t = [firstpose(x_0) | pose(x_t - x_0) | audio(a_t)], width
     ``2 * pose_latent_dim + audio_latent_dim`` (384 at full size), + sinusoidal PE, then a post-norm
-    ``nn.TransformerEncoder`` run sequence-first as in the official code (its fused ``in_proj`` keys
-    and its non-fast-path numerics), with padded frames excluded as keys. Outputs at padded frames are
+    ``nn.TransformerEncoder`` (kept as the container of the official keys, fused ``in_proj`` included) whose
+    layers run through :func:`encoder_layer`, with padded frames excluded as keys. Outputs at padded frames are
     not zeroed (official behaviour); losses should mask them.
     """
 
@@ -31,6 +58,7 @@ class PBNetEncoder(nn.Module):
         self.firstposeEmbedding = nn.Linear(d_in, pose_latent_dim)
         self.audioEmbedding = nn.Linear(audio_dim, audio_latent_dim)
         self.sequence_pos_encoder = PositionalEncoding(d_model, dropout=dropout, max_len=max_len)
+        self.sequence_pos_encoder.dropout = Dropout(dropout)
         layer = nn.TransformerEncoderLayer(d_model=d_model, nhead=num_heads, dim_feedforward=ff_size,
                                            dropout=dropout, activation=activation)
         # nested tensors need batch_first; disabling them only silences torch's warning
@@ -46,7 +74,13 @@ class PBNetEncoder(nn.Module):
             self.audioEmbedding(audio),
         ]
         h = self.sequence_pos_encoder(torch.cat(tokens, dim=-1))
-        h = self.seqTransEncoder(rearrange(h, "b t c -> t b c"), src_key_padding_mask=~mask)
-        h = rearrange(h, "t b c -> b t c")
+        # padded keys get -inf (nn.MultiheadAttention's key_padding_mask); a sequence without any valid frame
+        # keeps all its keys, so its (meaningless) outputs stay finite instead of NaN
+        hide = ~mask & mask.any(dim=1, keepdim=True)
+        key_bias = torch.zeros(hide.shape, dtype=h.dtype, device=h.device).masked_fill_(hide, float("-inf"))
+        key_bias = key_bias[:, None, None, :]
+        for layer in self.seqTransEncoder.layers:
+            h = encoder_layer(layer, h, key_bias)
+        if self.seqTransEncoder.norm is not None:
+            h = self.seqTransEncoder.norm(h)
         return self.mu_layer(h), self.sigma_layer(h)
-

@@ -42,9 +42,22 @@ class RotaryEmbedding(nn.Module):
         ang = rearrange(pos, "n -> n 1") * rearrange(self.freqs.float(), "f -> 1 f")
         return repeat(ang, "n f -> n (f r)", r=2)
 
+    def cos_sin(self, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """cos and sin of :meth:`angles`, cached per length: a training step rotates q and k of five attentions
+        at the same length, and recomputing the table each time is ~10 small ops per call. The key holds the
+        buffer's version and storage, so loading or moving ``freqs`` invalidates it."""
+        key = (n, device, self.freqs.device, self.freqs.data_ptr(), self.freqs._version)
+        cache = getattr(self, "_cos_sin", None)
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                ang = self.angles(n, device)
+                cache = (key, ang.cos(), ang.sin())
+            self._cos_sin = cache
+        return cache[1], cache[2]
+
     def forward(self, t: Tensor) -> Tensor:
         """t: (..., n, d_head) with d_head >= dim. Returns the same shape and dtype."""
-        ang = self.angles(t.shape[-2], t.device)
+        cos, sin = self.cos_sin(t.shape[-2], t.device)
         rot, rest = t[..., : self.dim], t[..., self.dim :]
-        rot = rot * ang.cos() + rotate_pairs(rot) * ang.sin()
+        rot = rot * cos + rotate_pairs(rot) * sin
         return torch.cat((rot.to(t.dtype), rest), dim=-1)

@@ -71,21 +71,39 @@ WINDOWS = {  # official win_width w (frames per side) in both of our conventions
 }
 
 
-def test_unet_full(unet_fx):
+IMPLEMENTATIONS = ["fast", "reference"]  # both must reproduce the official outputs
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_unet_full(unet_fx, implementation):
     tensors, _ = unet_fx
-    model, x = _unet(unet_fx), _unet_input(tensors)
+    model, x = _unet(unet_fx, implementation=implementation), _unet_input(tensors)
     with torch.no_grad():
         assert _max_diff(model(x, tensors["in.time"], tensors["in.cond"]), tensors["out.full"]) < UNET_TOL
         null = model(x, tensors["in.time"], tensors["in.cond"], null_cond_prob=1.0)
     assert _max_diff(null, tensors["out.full_null"]) < UNET_TOL
 
 
+def test_unet_static_context_equals_repeated_context(unet_fx):
+    """The fast path convolves the per-clip context once instead of once per frame: same official output."""
+    tensors, _ = unet_fx
+    model = _unet(unet_fx)
+    assert model.takes_static_context
+    context = torch.cat([tensors["in.ref_fea"], tensors["in.face_loc"]], dim=1)
+    with torch.no_grad():
+        out = model(tensors["in.x_t"], tensors["in.time"], tensors["in.cond"], context=context)
+    assert _max_diff(out, tensors["out.full"]) < UNET_TOL
+    with pytest.raises(ValueError, match="channels"):
+        model(tensors["in.x_t"], tensors["in.time"], tensors["in.cond"], context=context[:, 1:])
+
+
 @pytest.mark.parametrize("convention", sorted(WINDOWS))
 @pytest.mark.parametrize("backend", ["math", "sdpa"])
-def test_unet_local(unet_fx, convention, backend):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_unet_local(unet_fx, convention, backend, implementation):
     tensors, meta = unet_fx
     w = meta["win_width"]
-    model = _unet(unet_fx, attn_backend=backend, **WINDOWS[convention](w))
+    model = _unet(unet_fx, attn_backend=backend, implementation=implementation, **WINDOWS[convention](w))
     assert model.half_width() == w
     x, time, cond = _unet_input(tensors), tensors["in.time"], tensors["in.cond"]
     with torch.no_grad():
@@ -134,10 +152,11 @@ def test_schedule_buffers_and_grid(unet_fx, ddim_fx):
     assert [list(p) for p in zip(meta["ddim_times"][:-1], meta["ddim_times"][1:])] == meta["ddim_pairs"]
 
 
-def test_ddim_sample_replay(unet_fx, ddim_fx):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_ddim_sample_replay(unet_fx, ddim_fx, implementation):
     tensors, meta = ddim_fx
     unet_tensors, unet_meta = unet_fx
-    unet = _unet(unet_fx, **WINDOWS["per_side"](meta["win_width"]))
+    unet = _unet(unet_fx, implementation=implementation, **WINDOWS["per_side"](meta["win_width"]))
     diffusion = _diffusion(unet, meta)
     noises = [tensors["ddim.noise_init"]] + [tensors[f"ddim.noise_step.{i:02d}"] for i in range(meta["n_noise_draws"] - 1)]
     context = torch.cat([unet_tensors["in.ref_fea"], unet_tensors["in.face_loc"]], dim=1)
@@ -157,10 +176,11 @@ def test_ddim_sample_replay(unet_fx, ddim_fx):
     assert _max_diff(sample, tensors["ddim.sample"]) < DDIM_TOL
 
 
-def test_training_losses(unet_fx, ddim_fx):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_training_losses(unet_fx, ddim_fx, implementation):
     tensors, meta = ddim_fx
     unet_tensors, _ = unet_fx
-    diffusion = _diffusion(_unet(unet_fx), meta)  # training module = full attention
+    diffusion = _diffusion(_unet(unet_fx, implementation=implementation), meta)  # training module = full attention
     context = torch.cat([unet_tensors["in.ref_fea"], unet_tensors["in.face_loc"]], dim=1)
     x_start = tensors["train.x_start"]
     mask = torch.zeros(x_start.shape[0], x_start.shape[2], dtype=torch.bool)  # null_cond_prob forced to 0

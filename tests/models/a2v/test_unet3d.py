@@ -118,6 +118,39 @@ def test_gradient_checkpointing_matches():
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=n)
 
 
+@pytest.mark.parametrize("window", [None, 4])
+def test_fast_equals_reference_forward_chunked_and_grad(monkeypatch, window):
+    """The fast path (static context, fused cross-attention, banded attention over pixel/frame chunks) computes
+    the reference (official) function: outputs without grad with chunks of a few pixels/frames, and gradients."""
+    import dawn_train.models.a2v.unet3d as unet3d
+
+    torch.manual_seed(0)
+    ref = Unet3D(**TINY, implementation="reference", window_size=window, train_window_size=window)
+    fast = Unet3D(**TINY, implementation="fast", window_size=window, train_window_size=window)
+    fast.load_state_dict(ref.state_dict())
+    x, time, cond = _inputs(t=9)
+    context = torch.randn(2, TINY["channels"] - 3, 8, 8)
+    repeated = torch.cat((x[:, :3], context[:, :, None].expand(-1, -1, 9, -1, -1)), dim=1)
+    monkeypatch.setattr(unet3d, "ATTN_CHUNK_BYTES", 4096)  # a few pixels / frames per attention call
+    assert fast.position_chunk(9, 2, 4) is None  # with grad: every activation is kept for backward anyway
+    with torch.no_grad():
+        assert fast.eval().position_chunk(9, 2, 4) < 64 and fast.frame_chunk(64, 4) < 9
+        assert ref.eval().position_chunk(9, 2, 4) is None
+        expected = ref(repeated, time, cond)
+        torch.testing.assert_close(fast(x[:, :3], time, cond, context=context), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast(repeated, time, cond), expected, rtol=1e-5, atol=1e-5)
+    for model, inputs in ((ref, dict(x=repeated)), (fast, dict(x=x[:, :3], context=context))):
+        model.train()(time=time, cond=cond, null_cond_prob=0.0, **inputs).square().mean().backward()
+    for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_implementation_is_checked():
+    with pytest.raises(ValueError, match="implementation"):
+        Unet3D(**TINY, implementation="turbo")
+
+
 @pytest.mark.parametrize("key", ["a2v128", "a2v256"])
 def test_official_layout_and_parameter_count(official_shapes, key):
     with torch.device("meta"):

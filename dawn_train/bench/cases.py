@@ -1,0 +1,279 @@
+"""`dawn-train bench cases`: the cases of the performance issue, the reference and the fast implementation side by
+side, each run in a fresh process.
+
+    lfg_step_full  LFG train step, B=2: VGG19 perceptual pyramid + equivariance (LFGStage.losses), Adam step
+    lfg_step_l1    LFG train step, B=2: the flow autoencoder + multi-scale L1 only
+    lfg_targets    the frozen LFG's A2V training targets of one 40-frame clip (flow, occlusion, reference feature)
+    a2v_step_t20   A2V-FDM train step, T=20, B=1: forward -> loss -> backward -> AdamW step (no LFG)
+    unet_t40       one UNet denoise call, T=40, window 80 (+-40 frames), no grad
+    unet_t200      the same at T=200
+    unet_t600      the same at T=600 (long: not run by default)
+    sample_t200    a 200-frame DDIM generation (--steps) + the LFG decode of all 200 frames (long: not by default)
+    pbnet_step     PBNet pose train step, B=4, T=200
+
+Shapes and models: `case_workloads.py` (demo sizes by default, `release_size` = the official released models).
+Every (case, implementation) runs `python -m dawn_train.bench.cases --case NAME ...` in a fresh interpreter, which
+builds the models, runs `warmup` untimed calls and reports the median time of `repeats` calls and the peak memory
+above what was loaded (`bench.attention.measure`: CPU peak RSS via VmHWM, CUDA max allocated) as one JSON line.
+`implementation` "reference" = the official path (masked full temporal attention, per-module cross-attention,
+plain math kernels), "fast" = the optimised one; speed-up = reference time / fast time, memory ratio = reference
+peak / fast peak.  A case whose models take no `implementation` argument runs once; both columns show that run
+(ratio 1.00, `same_model`).  `compile`: the fast implementation again with the UNet and the LFG generator wrapped in
+`torch.compile` (column "fast+compile"); where compilation fails the run is timed eagerly with a one-line warning.
+A UNet case whose estimated peak is above the memory budget (`budget_gib`, default: what the device has available)
+is refused, and says so, before it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+from dawn_train.stages.config_errors import ConfigError
+
+CASES = ("lfg_step_full", "lfg_step_l1", "lfg_targets", "a2v_step_t20", "unet_t40", "unet_t200", "unet_t600",
+         "sample_t200", "pbnet_step")
+LONG_CASES = ("unet_t600", "sample_t200")
+DEFAULT_CASES = tuple(c for c in CASES if c not in LONG_CASES)
+IMPLEMENTATIONS = ("reference", "fast")
+COMPILED = "fast+compile"
+WARNING = "bench cases: warning:"
+MIB = 2 ** 20
+
+
+class BenchCaseError(ConfigError):
+    """A `bench cases` command line that cannot run (an unknown case or implementation): a usage error, exit 2."""
+
+
+def parse_names(text: str | Sequence[str], known: Sequence[str], what: str) -> list[str]:
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise BenchCaseError(f"unknown {what} {', '.join(map(repr, unknown)) or '(none given)'}; "
+                             f"choose from {', '.join(known)}")
+    return names
+
+
+# ---- the parent: one fresh process per (case, implementation) ---------------------------------------------------
+def child_command(case: str, implementation: str, *, size: str, device: str, threads: int, repeats: int, warmup: int,
+                  steps: int, compile: bool = False, budget_gib: Optional[float] = None) -> list[str]:
+    args = [sys.executable, "-m", "dawn_train.bench.cases", "--case", case, "--impl", implementation, "--size", size,
+            "--device", device, "--threads", str(threads), "--repeats", str(repeats), "--warmup", str(warmup),
+            "--steps", str(steps)]
+    if compile:
+        args.append("--compile")
+    if budget_gib is not None:
+        args += ["--memory-budget", str(budget_gib)]
+    return args
+
+
+def run_child(args: list[str], threads: int) -> tuple[dict, list[str]]:
+    """(the child's JSON result, or {"error": ...} with its last stderr line; its warning lines)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith(WARNING)]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1]), warnings
+    tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
+    return {"error": f"exit {proc.returncode}: {tail[0].strip()[:300]}"}, warnings
+
+
+def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
+    if numerator is None or not denominator or denominator <= 0:
+        return None
+    return round(numerator / denominator, 3)
+
+
+def add_ratios(entry: dict) -> dict:
+    """speedup = reference s / fast s, memory_ratio = reference peak / fast peak (None where one is missing)."""
+    ref, fast = entry.get("reference", {}), entry.get("fast", {})
+    entry["speedup"] = ratio(ref.get("seconds"), fast.get("seconds"))
+    entry["memory_ratio"] = ratio(ref.get("peak_bytes"), fast.get("peak_bytes"))
+    if COMPILED in entry:
+        entry["speedup_compile"] = ratio(ref.get("seconds"), entry[COMPILED].get("seconds"))
+    return entry
+
+
+def describe(run: dict) -> str:
+    if "error" in run:
+        return "error"
+    if run.get("refused"):
+        return "refused"
+    return f"{run['seconds']:.3g} s"
+
+
+def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str | Sequence[str] = IMPLEMENTATIONS, *,
+                release_size: bool = False, threads: int = 2, repeats: int = 3, warmup: int = 1, steps: int = 20,
+                compile: bool = False, budget_gib: Optional[float] = None, device: str = "auto",
+                progress: bool = True) -> dict:
+    """Run every case with every implementation (reference first) in fresh processes; returns
+    {"cases": [{case, shapes, reference: {...}, fast: {...}, speedup, memory_ratio, same_model, ...}], settings}.
+    A run is {seconds, peak_bytes, ...}, {refused, estimate_bytes, budget_bytes, message} or {error}."""
+    names = parse_names(cases, CASES, "case")
+    impls = [i for i in IMPLEMENTATIONS if i in parse_names(implementations, IMPLEMENTATIONS, "implementation")]
+    if repeats < 1 or warmup < 0 or threads < 1:
+        raise BenchCaseError(f"need repeats >= 1, warmup >= 0 and threads >= 1 (got {repeats}, {warmup}, {threads})")
+    size = "release" if release_size else "demo"
+    common = dict(size=size, device=device, threads=threads, repeats=repeats, warmup=warmup, steps=steps,
+                  budget_gib=budget_gib)
+    runs = impls + ([COMPILED] if compile else [])
+    results = []
+    for index, name in enumerate(names, 1):
+        start = time.perf_counter()
+        if progress:
+            print(f"bench cases [{index}/{len(names)}] {name}:", end="", file=sys.stderr, flush=True)
+        entry, warnings = {"case": name}, []
+        for label in runs:
+            first = entry.get("reference") or entry.get("fast") or {}
+            if label == "fast" and first.get("implementation_applied") is False:
+                entry["fast"], entry["same_model"] = dict(first, implementation="fast"), True
+            else:
+                impl = "fast" if label == COMPILED else label
+                entry[label], said = run_child(child_command(name, impl, compile=label == COMPILED, **common), threads)
+                warnings += said
+            entry.setdefault("shapes", entry[label].get("shapes", ""))
+            if progress:
+                print(f" {label} {describe(entry[label])}", end="", file=sys.stderr, flush=True)
+        entry.setdefault("same_model", not any(entry[r].get("implementation_applied") for r in runs if r in entry))
+        results.append(add_ratios(entry))
+        if progress:
+            speedup = f", speed-up {entry['speedup']:.2f}" if entry.get("speedup") else ""
+            print(f"{speedup} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+            for line in warnings + [entry[r]["message"] for r in runs if entry.get(r, {}).get("refused")]:
+                print(f"  {line}", file=sys.stderr, flush=True)
+    device = next((e[r]["device"] for e in results for r in runs if "device" in e.get(r, {})), device)  # resolved
+    return {"size": size, "device": device, "threads": threads, "repeats": repeats, "warmup": warmup, "steps": steps,
+            "implementations": runs, "cases": results}
+
+
+# ---- the table --------------------------------------------------------------------------------------------------
+TABLE_COLUMNS = ("case", "shapes", "reference s", "fast s", "speed-up", "reference peak MiB", "fast peak MiB",
+                 "memory ratio")
+
+
+def table_columns(result: dict) -> tuple[str, ...]:
+    return TABLE_COLUMNS + ((f"{COMPILED} s",) if COMPILED in result["implementations"] else ())
+
+
+def _seconds(run: Optional[dict]) -> str:
+    if not run:
+        return "-"
+    if "error" in run:
+        return "error"
+    if run.get("refused"):
+        return f"refused (est. {run['estimate_bytes'] / 2 ** 30:.1f} GiB)"
+    text = f"{run['seconds']:.3f}" if run["seconds"] < 100 else f"{run['seconds']:.0f}"
+    return text + (" (eager)" if run.get("compile_fallback") else "")
+
+
+def _mib(run: Optional[dict]) -> str:
+    return f"{run['peak_bytes'] / MIB:,.0f}" if run and "peak_bytes" in run else "-"
+
+
+def _ratio(value: Optional[float], same: bool) -> str:
+    return "-" if value is None else f"{value:.2f}" + (" (same model)" if same else "")
+
+
+def table_rows(result: dict) -> list[list[str]]:
+    """Rows of :func:`table_columns`, one per case."""
+    rows = []
+    for entry in result["cases"]:
+        ref, fast, same = entry.get("reference"), entry.get("fast"), entry.get("same_model", False)
+        row = [entry["case"], entry.get("shapes", ""), _seconds(ref), _seconds(fast), _ratio(entry.get("speedup"), same),
+               _mib(ref), _mib(fast), _ratio(entry.get("memory_ratio"), same)]
+        if COMPILED in result["implementations"]:
+            row.append(_seconds(entry.get(COMPILED)))
+        rows.append(row)
+    return rows
+
+
+def errors(result: dict) -> list[str]:
+    """'case (implementation): message' of every run that failed."""
+    return [f"{e['case']} ({label}): {run['error']}" for e in result["cases"] for label, run in e.items()
+            if isinstance(run, dict) and "error" in run]
+
+
+# ---- the child: one case, one implementation, this process -----------------------------------------------------
+def run_case(case: str, implementation: str = "fast", *, size: str = "demo", device: str = "auto", threads: int = 2,
+             repeats: int = 3, warmup: int = 1, steps: int = 20, compile: bool = False,
+             budget_gib: Optional[float] = None) -> dict:
+    """Build, (estimate,) warm up and time one case in this process; see the module docstring."""
+    import torch
+
+    from dawn_train.bench.attention import measure, resolve_device
+    from dawn_train.bench.case_workloads import BUILDERS, Setup
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    setup = Setup(size=size, implementation=implementation, device=resolve_device(device), steps=steps)
+    work = BUILDERS[case](setup)
+    result = {"case": case, "implementation": implementation, "implementation_applied": setup.applied,
+              "shapes": work.shapes, "params": work.params, "device": str(setup.device), "pid": os.getpid(),
+              "threads": torch.get_num_threads(), "compile": compile}
+    if work.estimate is not None:
+        from dawn_train.inference.memory import gib, memory_budget
+
+        estimate, budget = work.estimate(), memory_budget(setup.device, budget_gib)
+        result.update(estimate_bytes=estimate, budget_bytes=budget)
+        if estimate > budget:
+            which = "--memory-budget" if budget_gib is not None else "available memory"
+            return {**result, "refused": True, "message": f"{case} ({implementation}) refused: estimated peak "
+                    f"{gib(estimate)} is above the {which} {gib(budget)}"}
+    if compile:
+        result["compile_fallback"] = compile_workload(work, case)
+    result.update(measure(work.fn, setup.device, repeats=repeats, warmup=warmup))
+    return result
+
+
+def compile_workload(work, case: str, calls: int = 2) -> Optional[str]:
+    """Wrap `work.compile_targets` in torch.compile and make `calls` untimed calls: the compiling one and one more,
+    so that a recompilation for state the first call leaves behind (a cache, a step counter) is not timed.  On
+    failure put the eager methods back, print one warning line and return the reason (None when compiled)."""
+    import torch
+
+    wrapped = []
+    try:
+        for module, names in work.compile_targets:
+            for name in names:
+                setattr(module, name, torch.compile(getattr(module, name)))
+                wrapped.append((module, name))
+        for _ in range(calls):
+            work.fn()
+        return None
+    except Exception as exc:  # any failure of the compiler stack: time the eager path instead
+        for module, name in wrapped:
+            module.__dict__.pop(name, None)
+        torch._dynamo.reset()
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        print(f"{WARNING} torch.compile failed for {case} ({reason}); timed without compile", file=sys.stderr)
+        return reason
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """The child entry: `python -m dawn_train.bench.cases --case NAME ...` prints one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m dawn_train.bench.cases", description=main.__doc__)
+    parser.add_argument("--case", required=True, choices=CASES)
+    parser.add_argument("--impl", default="fast", choices=IMPLEMENTATIONS)
+    parser.add_argument("--size", default="demo", choices=("demo", "release"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--memory-budget", type=float, default=None)
+    args = parser.parse_args(argv)
+    result = run_case(args.case, args.impl, size=args.size, device=args.device, threads=args.threads,
+                      repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
+                      budget_gib=args.memory_budget)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

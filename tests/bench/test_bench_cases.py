@@ -1,0 +1,98 @@
+"""`dawn-train bench cases`: real runs of cheap demo-size cases in fresh processes (figures and output, never
+wall-clock assertions), the usage error, the memory refusal, and the table."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from dawn_train.bench.cases import COMPILED, add_ratios, child_command, table_columns, table_rows
+from dawn_train.cli import main
+
+QUICK = ["--repeats", "1", "--warmup", "0", "--threads", "1"]
+
+
+def test_cases_run_side_by_side_in_fresh_processes(capsys):
+    assert main(["bench", "cases", "--cases", "unet_t40,lfg_targets", *QUICK, "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["size"] == "demo" and result["implementations"] == ["reference", "fast"]
+    unet, targets = result["cases"]
+    assert unet["case"] == "unet_t40" and "T=40, window 80, latent 16" in unet["shapes"]
+    assert targets["case"] == "lfg_targets" and "40 frames, 64 px" in targets["shapes"]
+    # the UNet takes `implementation`: two runs, each in its own process, of the implementation it names
+    assert unet["same_model"] is False
+    for impl in ("reference", "fast"):
+        run = unet[impl]
+        assert run["implementation"] == impl and run["implementation_applied"] is True
+        assert run["seconds"] > 0 and run["peak_bytes"] >= 0 and run["estimate_bytes"] > 0
+    assert len({unet["reference"]["pid"], unet["fast"]["pid"], os.getpid()}) == 3
+    assert unet["speedup"] == pytest.approx(unet["reference"]["seconds"] / unet["fast"]["seconds"], rel=1e-2)
+    if unet["fast"]["peak_bytes"] > 0:
+        assert unet["memory_ratio"] == pytest.approx(unet["reference"]["peak_bytes"] / unet["fast"]["peak_bytes"],
+                                                     rel=1e-2)
+    # the LFG takes none: one run, shown in both columns, ratio 1
+    assert targets["same_model"] is True and targets["reference"]["implementation_applied"] is False
+    assert targets["reference"]["seconds"] > 0 and targets["fast"]["seconds"] == targets["reference"]["seconds"]
+    assert targets["speedup"] == 1.0 and targets["fast"]["pid"] == targets["reference"]["pid"]
+    # progress: one line per case on stderr
+    progress = [line for line in captured.err.splitlines() if line.startswith("bench cases [")]
+    assert len(progress) == 2 and "[1/2] unet_t40: reference" in progress[0] and " fast " in progress[0]
+
+
+def test_unknown_case_is_a_one_line_usage_error(capsys):
+    assert main(["bench", "cases", "--cases", "unet_t40,unet_t41", *QUICK]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown case 'unet_t41'" in err[0] and "unet_t600" in err[0]
+    assert main(["bench", "cases", "--cases", "unet_t40", "--impl", "quick", *QUICK]) == 2
+    assert "unknown implementation 'quick'" in capsys.readouterr().err
+
+
+def test_unet_t600_is_refused_above_the_memory_budget(capsys):
+    assert main(["bench", "cases", "--cases", "unet_t600", "--impl", "fast", "--memory-budget", "0.01", *QUICK,
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    run = json.loads(captured.out)["cases"][0]["fast"]
+    assert run["refused"] is True and "seconds" not in run
+    assert run["budget_bytes"] == int(0.01 * 2 ** 30) < run["estimate_bytes"]
+    assert "unet_t600 (fast) refused" in run["message"] and "--memory-budget" in run["message"]
+    assert "unet_t600 (fast) refused" in captured.err  # said while it runs, not only in the JSON
+
+
+def test_ratios_and_table_rows():
+    entry = add_ratios({"case": "unet_t200", "shapes": "T=200", "same_model": False,
+                        "reference": {"seconds": 3.0, "peak_bytes": 400 * 2 ** 20},
+                        "fast": {"seconds": 1.5, "peak_bytes": 100 * 2 ** 20},
+                        COMPILED: {"seconds": 1.0, "peak_bytes": 90 * 2 ** 20, "compile_fallback": None}})
+    assert (entry["speedup"], entry["memory_ratio"], entry["speedup_compile"]) == (2.0, 4.0, 3.0)
+    refused = add_ratios({"case": "unet_t600", "fast": {"refused": True, "estimate_bytes": 3 * 2 ** 30}})
+    assert refused["speedup"] is None
+    result = {"implementations": ["reference", "fast", COMPILED], "cases": [entry, refused]}
+    assert table_columns(result)[-1] == "fast+compile s"
+    rows = table_rows(result)
+    assert rows[0] == ["unet_t200", "T=200", "3.000", "1.500", "2.00", "400", "100", "4.00", "1.000"]
+    assert rows[1][2:5] == ["-", "refused (est. 3.0 GiB)", "-"]
+    assert "--compile" in child_command("unet_t40", "fast", size="demo", device="cpu", threads=1, repeats=1, warmup=0,
+                                        steps=20, compile=True)
+
+
+def test_a_failing_compile_falls_back_to_eager_with_one_warning(monkeypatch, capsys):
+    import torch
+
+    from dawn_train.bench.case_workloads import Workload
+    from dawn_train.bench.cases import compile_workload
+
+    def broken_compile(fn):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("no C++ compiler\nsecond line")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    layer = torch.nn.Linear(2, 2)
+    work = Workload(lambda: layer(torch.ones(1, 2)), "B=1", 6, [(layer, ("forward",))])
+    reason = compile_workload(work, "unet_t40")
+    assert reason == "RuntimeError: no C++ compiler second line"
+    assert "forward" not in vars(layer) and work.fn().shape == (1, 2)  # the eager method is back
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench cases: warning: torch.compile failed for unet_t40")
