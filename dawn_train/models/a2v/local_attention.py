@@ -56,12 +56,6 @@ def band_mask(num_frames: int, half: Optional[int], device=None) -> Tensor:
     return rel.abs() <= half
 
 
-def _softmax_stable(sim: Tensor) -> Tensor:
-    # the official code subtracts the (detached) row max before the softmax; keep it for parity
-    sim = sim - sim.amax(dim=-1, keepdim=True).detach()
-    return sim.softmax(dim=-1)
-
-
 def dense_attention(
     q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor] = None, mask: Optional[Tensor] = None,
     backend: AttnBackend = "math",
@@ -76,8 +70,9 @@ def dense_attention(
                                               scale=1.0)
     sim = q @ k.transpose(-1, -2)
     if bias is not None:
-        sim = sim + bias
-    return _softmax_stable(sim) @ v
+        sim += bias  # in place: matmul's backward does not need its output
+    # (the official code subtracts the detached row max first; softmax does the same internally)
+    return sim.softmax(dim=-1) @ v
 
 
 QUERY_CHUNK = 256  # query frames per group of blocks in the math backend
@@ -123,14 +118,15 @@ def windowed_attention(
     key_pos = torch.arange(n_blocks, device=device)[:, None] * block - half + torch.arange(span, device=device)
     valid = (rel.abs() <= half)[None] & ((key_pos >= 0) & (key_pos < t))[:, None, :]  # (n, block, span)
     bias = bias_fn(rel)[:, None] if bias_fn is not None else None  # (H, 1, block, span)
+    # bias and band as one small additive table (H, n, block, span): one pass over the scores instead of three
+    heads = q.shape[-3]
+    masked_bias = (bias if bias is not None else q.new_zeros(1, 1, block, span)).to(q.dtype)
+    masked_bias = masked_bias.masked_fill(~valid, float("-inf")).expand(heads, -1, -1, -1)
 
     if backend == "sdpa":
-        neg = torch.zeros(valid.shape, dtype=q.dtype, device=device).masked_fill(~valid, float("-inf"))
-        heads = q.shape[-3]
-        attn_bias = neg.expand(heads, -1, -1, -1) if bias is None else bias.to(q.dtype) + neg  # (H, n, block, span)
         # fold (H, n) into one axis so (N, H*n, L, D) inputs can use the fused CUDA kernels
         out = F.scaled_dot_product_attention(q_blocks.flatten(-4, -3), k_win.flatten(-4, -3), v_win.flatten(-4, -3),
-                                             attn_mask=attn_bias.flatten(0, 1), scale=1.0)
+                                             attn_mask=masked_bias.flatten(0, 1), scale=1.0)
         out = out.unflatten(-3, (heads, n_blocks))
     else:
         # groups of blocks covering ~QUERY_CHUNK frames: only one group's windowed K/V copies and
@@ -140,9 +136,7 @@ def windowed_attention(
         for first in range(0, n_blocks, group):
             part = slice(first, first + group)
             sim = q_blocks[..., part, :, :] @ k_win[..., part, :, :].transpose(-1, -2)  # (..., H, g, block, span)
-            if bias is not None:
-                sim = sim + bias
-            sim = sim.masked_fill(~valid[part], torch.finfo(sim.dtype).min)
-            outs.append(_softmax_stable(sim) @ v_win[..., part, :, :])
+            sim += masked_bias[:, part]  # every row keeps at least one finite score (block <= half + 1)
+            outs.append(sim.softmax(dim=-1) @ v_win[..., part, :, :])
         out = torch.cat(outs, dim=-3)
     return out.flatten(-3, -2)[..., :t, :]
