@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from dawn_train.bench.generate import DEMO_LFG, DEMO_PBNET, DEMO_PBNET_UNITS
 from dawn_train.bench.sample import PRESETS
+from dawn_train.stages.optim import fused_on_cpu
 
 WINDOW = 80  # temporal window of the UNet cases and of sampling (paper count: +-40 frames)
 TARGET_FRAMES = 40  # frames of one A2V training clip (curriculum stage 2 draws 30-40)
@@ -122,7 +123,7 @@ def lfg_step(setup: Setup, full: bool) -> Workload:
     else:
         stage = LFGStage(lfg, perceptual="l1", equivariance_shift_weight=0.0, equivariance_affine_weight=0.0)
     stage.to(setup.device)
-    optimizer = torch.optim.Adam(lfg.parameters(), lr=stage.hparams.lr, betas=(0.5, 0.999))
+    optimizer = torch.optim.Adam(lfg.parameters(), lr=stage.hparams.lr, betas=(0.5, 0.999), fused=fused_on_cpu(lfg.parameters()))
     source, driving = (setup.frames(2).float() / 255 for _ in range(2))
 
     def step() -> Tensor:
@@ -167,13 +168,14 @@ def a2v_inputs(setup: Setup, model: nn.Module, frames: int) -> dict[str, Tensor]
 
 def a2v_step(setup: Setup, frames: int = 20) -> Workload:
     """One A2V-FDM train step, B=1, T frames: A2VFDM forward (random diffusion step, null-condition draw) -> mean
-    loss -> backward -> AdamW step.  Train mode: the training window (`train_window_size`, none by default: full
+    loss -> backward -> Adam step (A2VStage's optimizer).  Train mode: the training window (`train_window_size`, none by default: full
     temporal attention, as the release trains)."""
     from dawn_train.models.a2v import build_a2v
 
     model = setup.build(build_a2v, **setup.spec["a2v"]).train()
     inputs = a2v_inputs(setup, model, frames)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=2e-4, betas=(0.9, 0.99), fused=fused_on_cpu(params))  # as A2VStage
     generator = torch.Generator(device=setup.device).manual_seed(0)
 
     def step() -> Tensor:
@@ -249,7 +251,8 @@ def pbnet_step(setup: Setup, batch: int = 4, frames: int = 200) -> Workload:
     spread = torch.tensor([10.0, 5.0, 3.0, 0.05, r / 20, r / 20], device=setup.device)
     data = {"pose": centre + setup.rand(batch, frames, 6) * spread, "audio_feat": setup.rand(batch, frames, model.audio_dim),
             "length": torch.full((batch,), frames, device=setup.device)}
-    optimizer = torch.optim.AdamW(stage.param_groups(), lr=stage.hparams.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(stage.param_groups(), lr=stage.hparams.lr, weight_decay=0.01,
+                                  fused=fused_on_cpu(stage.param_groups()))
 
     def step() -> Tensor:
         optimizer.zero_grad(set_to_none=True)

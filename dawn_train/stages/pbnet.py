@@ -77,7 +77,7 @@ from dawn_train.models.pbnet import PBNet, lengths_to_mask
 from dawn_train.models.pbnet.losses import kl_loss, official_reg_loss, reconstruction_loss, smoothness_loss
 from dawn_train.models.pbnet.units import PBNetUnits, pose_range, prior_latent
 from dawn_train.stages.common import DawnStage, save_hyperparameters
-from dawn_train.stages.optim import cosine_schedule, total_optimizer_steps
+from dawn_train.stages.optim import cosine_schedule, fused_on_cpu, total_optimizer_steps
 from dawn_train.tracking.media import log_images
 
 TARGET_DIMS = {"pose": dict(pos_dim=6, eye_dim=0), "blink": dict(pos_dim=0, eye_dim=2)}
@@ -374,7 +374,8 @@ class PBNetStage(DawnStage):
 
     def configure_optimizers(self):
         hp = self.hparams
-        make = self.optimizer or partial(torch.optim.AdamW, weight_decay=0.01)  # official PBNet optimizer
+        # official PBNet optimizer (fused kernel on CPU: the same update)
+        make = self.optimizer or partial(torch.optim.AdamW, weight_decay=0.01, fused=fused_on_cpu(self.parameters()))
         opt = make(self.param_groups(), lr=hp.lr)
         if self.discriminator is None:
             return {"optimizer": opt, "lr_scheduler": cosine_schedule(opt, self.trainer, hp.lr, hp.min_lr, hp.warmup_steps)}

@@ -29,10 +29,14 @@ def perceptual_loss(features_pred: Sequence[Tensor], features_real: Sequence[Ten
 def pyramid_perceptual_loss(prediction: Tensor, target: Tensor, vgg: Vgg19Features, pyramid: ImagePyramid,
                             layer_weights: Sequence[float]) -> Tensor:
     """Perceptual loss summed over the scales of ``pyramid``. prediction, target: (B, 3, H, W) in [0, 1]."""
-    pred_pyr, real_pyr = pyramid(prediction), pyramid(target)
+    pred_pyr = pyramid(prediction)
+    with torch.no_grad():  # the target's features are detached anyway: no graph for them
+        real_pyr = pyramid(target)
     total = prediction.new_zeros(())
     for pred, real in zip(pred_pyr, real_pyr):
-        total = total + perceptual_loss(vgg(pred), vgg(real), layer_weights)
+        with torch.no_grad():
+            real_features = vgg(real)
+        total = total + perceptual_loss(vgg(pred), real_features, layer_weights)
     return total
 
 

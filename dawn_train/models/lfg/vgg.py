@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from .blocks import AntiAliasInterpolation2d
+from .conv import Conv2d
+from .pooling import MaxPool2d
 
 # torchvision cfg "E" up to conv5_1: channel counts, "M" = 2x2 max-pool
 _VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
@@ -34,9 +36,11 @@ class Vgg19Features(nn.Module):
         in_ch = 3
         for v in _VGG19_CFG:
             if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                layers.append(MaxPool2d(kernel_size=2, stride=2))
             else:
-                layers += [nn.Conv2d(in_ch, v, kernel_size=3, padding=1), nn.ReLU(inplace=False)]
+                # in-place ReLU as torchvision's (and the official's): the conv before it does not keep its output,
+                # and every returned activation is followed by a conv, never modified afterwards
+                layers += [Conv2d(in_ch, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
                 in_ch = v
         self.features = nn.Sequential(*layers)
         assert len(self.features) == SLICE_ENDS[-1]

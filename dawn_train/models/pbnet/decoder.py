@@ -14,7 +14,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .attention import Attention, BandedBias, CrossAttention, PosBias, PreNorm, Residual
-from .dropout import Dropout
+from .dropout import Dropout, dropout_add
 from .positional_encoding import PositionalEncoding
 from .relative_position import RelativePositionBias
 
@@ -66,9 +66,10 @@ class DecoderLayer(nn.Module):
             attended = self.self_attn.forward_constant(x[:, :1]).expand_as(memory)
         else:
             attended = self.self_attn(x, tgt_bias)
-        x = self.layer_norm1(x + self.dropout(attended))
-        x = self.layer_norm2(x + self.dropout(self.multihead_attn(x, memory, mem_bias)))
-        return self.layer_norm3(x + self.dropout(self.ffn(x)))
+        p, training = self.dropout.p, self.training
+        x = self.layer_norm1(dropout_add(x, attended, p, training))
+        x = self.layer_norm2(dropout_add(x, self.multihead_attn(x, memory, mem_bias), p, training))
+        return self.layer_norm3(dropout_add(x, self.ffn(x), p, training))
 
 
 class TransformerDecoder(nn.Module):

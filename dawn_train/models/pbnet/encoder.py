@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from einops import repeat
 from torch import Tensor, nn
 
-from .dropout import Dropout, dropout
+from .dropout import Dropout, dropout, dropout_add, masked
 from .positional_encoding import PositionalEncoding
 
 
@@ -23,16 +23,19 @@ def encoder_layer(layer: nn.TransformerEncoderLayer, x: Tensor, key_bias: Tensor
     b, t, c = x.shape
     heads = attn.num_heads
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, heads, c // heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, Dh) views, no copy
+    # one explicit copy to (3, B, H, T, Dh): q, k, v then feed the batched matmuls without copies of their own
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
     scores = torch.matmul(q * (c // heads) ** -0.5, k.transpose(-1, -2))  # (B, H, T, T)
     if key_bias is not None:
         scores = scores.add_(key_bias)  # in place: matmul's backward does not need its output
-    weights = dropout(torch.softmax(scores, dim=-1), attn.dropout, training)
-    out = torch.matmul(weights, v).transpose(1, 2).reshape(b, t, c)
-    out = F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
-    x = layer.norm1(x + dropout(out, layer.dropout1.p, training))
+    weights, scale = masked(torch.softmax(scores, dim=-1), attn.dropout, training)
+    out = torch.matmul(weights, v)
+    if scale != 1.0:  # the dropout scale on the (B, H, T, Dh) output: half the elements of the weights
+        out = out.mul_(scale)
+    out = F.linear(out.transpose(1, 2).reshape(b, t, c), attn.out_proj.weight, attn.out_proj.bias)
+    x = layer.norm1(dropout_add(x, out, layer.dropout1.p, training))
     hidden = dropout(layer.activation(layer.linear1(x)), layer.dropout.p, training)
-    return layer.norm2(x + dropout(layer.linear2(hidden), layer.dropout2.p, training))
+    return layer.norm2(dropout_add(x, layer.linear2(hidden), layer.dropout2.p, training))
 
 
 class PBNetEncoder(nn.Module):
