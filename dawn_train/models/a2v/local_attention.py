@@ -117,16 +117,19 @@ def windowed_attention(
     rel = relative_positions(block, span, key_offset=-half, device=device)  # (block, span), j - i
     key_pos = torch.arange(n_blocks, device=device)[:, None] * block - half + torch.arange(span, device=device)
     valid = (rel.abs() <= half)[None] & ((key_pos >= 0) & (key_pos < t))[:, None, :]  # (n, block, span)
-    bias = bias_fn(rel)[:, None] if bias_fn is not None else None  # (H, 1, block, span)
-    # bias and band as one small additive table (H, n, block, span): one pass over the scores instead of three
-    heads = q.shape[-3]
-    masked_bias = (bias if bias is not None else q.new_zeros(1, 1, block, span)).to(q.dtype)
-    masked_bias = masked_bias.masked_fill(~valid, float("-inf")).expand(heads, -1, -1, -1)
+    bias = (bias_fn(rel)[:, None] if bias_fn is not None else q.new_zeros(1, 1, block, span)).to(q.dtype)
 
+    def band_bias(part: slice) -> Tensor:
+        """Bias and band of the blocks `part` as one additive table (H or 1, g, block, span): one pass over the
+        scores instead of three, built per group so it stays O(group), not O(T)."""
+        return bias.masked_fill(~valid[part], float("-inf"))
+
+    heads = q.shape[-3]
     if backend == "sdpa":
         # fold (H, n) into one axis so (N, H*n, L, D) inputs can use the fused CUDA kernels
         out = F.scaled_dot_product_attention(q_blocks.flatten(-4, -3), k_win.flatten(-4, -3), v_win.flatten(-4, -3),
-                                             attn_mask=masked_bias.flatten(0, 1), scale=1.0)
+                                             attn_mask=band_bias(slice(None)).expand(heads, -1, -1, -1).flatten(0, 1),
+                                             scale=1.0)
         out = out.unflatten(-3, (heads, n_blocks))
     else:
         # groups of blocks covering ~QUERY_CHUNK frames: only one group's windowed K/V copies and
@@ -136,7 +139,7 @@ def windowed_attention(
         for first in range(0, n_blocks, group):
             part = slice(first, first + group)
             sim = q_blocks[..., part, :, :] @ k_win[..., part, :, :].transpose(-1, -2)  # (..., H, g, block, span)
-            sim += masked_bias[:, part]  # every row keeps at least one finite score (block <= half + 1)
+            sim += band_bias(part)  # every row keeps at least one finite score (block <= half + 1)
             outs.append(sim.softmax(dim=-1) @ v_win[..., part, :, :])
         out = torch.cat(outs, dim=-3)
     return out.flatten(-3, -2)[..., :t, :]
