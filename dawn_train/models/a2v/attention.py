@@ -27,31 +27,32 @@ class RotaryEmbedding(nn.Module):
         freqs = 1.0 / theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim)
         self.freqs = nn.Parameter(freqs, requires_grad=False)
 
+    def turns(self, t: int, x: Tensor) -> Tensor:
+        """(T, dim/2) unit complex numbers e^(i pos freq) in x's (real) dtype: the rotation of each pair."""
+        pos = torch.arange(t, device=x.device, dtype=self.freqs.dtype)
+        return torch.polar(torch.ones((), device=x.device, dtype=x.dtype), (pos[:, None] * self.freqs[None, :]).to(x.dtype))
+
     def rotate_projected(self, qk: Tensor, heads: int, q_scale: float) -> Tensor:
         """Rotate the query and key heads of a projection in place of its layout, scaling the queries in the same
         complex product: qk (N, T, 2 * heads * dim) = [q | k] -> (N, 2 * heads, T, dim), q heads first.  Needs
-        float32/64 and heads of exactly ``dim`` features (see :meth:`can_rotate_projected`)."""
-        n, t, _ = qk.shape
-        pos = torch.arange(t, device=qk.device, dtype=self.freqs.dtype)
-        turn = torch.polar(torch.ones((), device=qk.device, dtype=qk.dtype),
-                           (pos[:, None] * self.freqs[None, :]).to(qk.dtype))  # (T, dim/2)
+        float32/64 and heads of exactly ``dim`` features (see :meth:`can_rotate_complex`)."""
+        turn = self.turns(qk.shape[1], qk)  # (T, dim/2)
         scale = torch.ones(2 * heads, device=qk.device, dtype=qk.dtype)
         scale[:heads] = q_scale
         pairs = torch.view_as_complex(qk.unflatten(-1, (2 * heads, -1, 2)))  # (N, T, 2 * heads, dim/2), no copy
         return torch.view_as_real(pairs * (turn[:, None, :] * scale[None, :, None])).flatten(-2).transpose(1, 2)
 
-    def can_rotate_projected(self, x: Tensor, dim_head: int) -> bool:
+    def can_rotate_complex(self, x: Tensor, dim_head: int) -> bool:
         return x.dtype in (torch.float32, torch.float64) and dim_head == self.dim
 
     def rotate(self, x: Tensor) -> Tensor:
         """x: (..., T, D) -> same shape, position t = index along T."""
         t = x.shape[-2]
-        pos = torch.arange(t, device=x.device, dtype=self.freqs.dtype)
-        if x.dtype in (torch.float32, torch.float64) and x.shape[-1] == self.dim:
+        if self.can_rotate_complex(x, x.shape[-1]):
             # interleaved pairs (x0, x1) are the complex numbers x0 + i x1, rotated by one complex product
-            turn = torch.polar(torch.ones((), device=x.device, dtype=x.dtype),
-                               (pos[:, None] * self.freqs[None, :]).to(x.dtype))  # (T, dim/2)
-            return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous()) * turn).flatten(-2)
+            pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous())
+            return torch.view_as_real(pairs * self.turns(t, x)).flatten(-2)
+        pos = torch.arange(t, device=x.device, dtype=self.freqs.dtype)
         angles = (pos[:, None] * self.freqs[None, :]).repeat_interleave(2, dim=-1)  # (T, dim)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         rot, rest = x[..., : self.dim], x[..., self.dim:]
@@ -143,7 +144,7 @@ class Attention(nn.Module):
         qkv = self.to_qkv(x)
         hidden = qkv.shape[-1] // 3
         rotary = self.rotary_emb
-        if rotary is not None and not torch.is_grad_enabled() and rotary.can_rotate_projected(x, hidden // self.heads):
+        if rotary is not None and not torch.is_grad_enabled() and rotary.can_rotate_complex(x, hidden // self.heads):
             # sampling: rotate and scale q and k in one complex product on the projection (~2x this layer's
             # forward); training keeps the per-tensor path, whose backward is faster
             q, k = rotary.rotate_projected(qkv[..., :2 * hidden], self.heads, self.scale).chunk(2, dim=1)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from dawn_train.models.a2v.local_attention import windowed_attention
+from dawn_train.models.a2v.local_attention import dense_attention, windowed_attention
 
 from .rotary import RotaryEmbedding
 
@@ -91,8 +91,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, rotary: RotaryEmbedding, pos_bias: P
         # Training: the bias is learned, so SDPA takes its unfused math path, whose "safe" softmax adds three
         # (B, H, N, M) passes (isneginf / all / where) for rows that cannot occur here (no -inf bias). The plain
         # formula is the official one (einsum, + bias, softmax, einsum).
-        scores = torch.matmul(q, k.transpose(-1, -2)).add_(mask)  # in place: matmul's backward keeps q, k only
-        return torch.matmul(torch.softmax(scores, dim=-1), v)
+        return dense_attention(q, k, v, mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
 
