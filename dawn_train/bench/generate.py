@@ -40,7 +40,7 @@ from dawn_train.data.schema import SAMPLE_RATE
 MODES = ("windows", "whole", "dense")
 # the architectures of experiments/demo/{lfg,pbnet,a2v_stage1}.yaml (tests/bench/test_bench_generate.py checks)
 DEMO_LFG = {"class_path": "dawn_train.models.lfg.LatentFlowGenerator", "init_args": {
-    "num_regions": 4,
+    "num_regions": 10,
     "region_predictor_params": {"block_expansion": 8, "max_features": 64, "num_blocks": 3},
     "bg_predictor_params": {"block_expansion": 8, "max_features": 64, "num_blocks": 3},
     "generator_params": {"block_expansion": 8, "max_features": 64, "num_bottleneck_blocks": 1,

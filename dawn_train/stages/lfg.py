@@ -17,6 +17,8 @@ from lightning.pytorch.cli import OptimizerCallable
 
 from dawn_train.checkpoints import load_model_weights
 from dawn_train.log import get_logger
+from dawn_train.metrics.synthetic.reconstruction import ReconstructionProbe
+from dawn_train.metrics.weights import MetricUnavailable
 from dawn_train.models.a2v.conditioning import mouth_mask
 from dawn_train.models.lfg import LatentFlowGenerator
 from dawn_train.models.lfg.losses import lfg_losses
@@ -47,6 +49,9 @@ class LFGStage(DawnStage):
             under frame-mean losses a small LFG learns head motion first and the opening last: the demo LFG
             trained 800 L1 steps reconstructed every frame with a closed mouth (mouth-opening correlation of its
             ground-truth-flow reconstructions -0.14), which no A2V-FDM can then make talk.
+        probe: synthetic-probe file (`dawn-train data probe`): on synthetic data, validation also reads mouth, eyes and
+            head pose off the reconstructions and logs how well they follow the driving frames (`val/synth/...`,
+            `metrics/synthetic/reconstruction.py`): what the LFG's latent motion holds for A2V-FDM to generate.
     """
 
     def __init__(self, model: LatentFlowGenerator, lr: float = 4e-4, optimizer: OptimizerCallable | None = None,
@@ -55,7 +60,7 @@ class LFGStage(DawnStage):
                  scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125), equivariance_shift_weight: float = 10.0,
                  equivariance_affine_weight: float = 10.0, sigma_affine: float = 0.05, sigma_tps: float = 0.005,
                  points_tps: int = 5, flip_prob: float = 0.5, jitter: float = 0.1, init_from: str | None = None,
-                 image_every_n_steps: int = 500, mouth_weight: float = 0.0):
+                 image_every_n_steps: int = 500, mouth_weight: float = 0.0, probe: str | None = None):
         super().__init__()
         save_hyperparameters(self)
         self.optimizer = optimizer
@@ -79,6 +84,12 @@ class LFGStage(DawnStage):
         elif perceptual != "l1":
             raise ValueError(f"LFGStage: perceptual must be 'vgg19' or 'l1', got {perceptual!r}")
         self.augment = PairAugment(flip_prob=flip_prob, jitter=jitter)
+        self.reconstruction_probe = None
+        if probe:
+            try:
+                self.reconstruction_probe = ReconstructionProbe(probe)
+            except MetricUnavailable as exc:  # as A2VStage: the run trains, the probe metrics are said to be missing
+                log.warning("val/synth metrics unavailable: %s", exc)
 
     def on_fit_start(self) -> None:
         # Say which reconstruction loss this run uses, in the logs and in the W&B config.
@@ -136,8 +147,16 @@ class LFGStage(DawnStage):
         if mouth is not None:  # the mouth's own reconstruction error (unweighted), the part that makes a face talk
             error = ((out["prediction"] - driving).abs() * mouth).sum() / (mouth.sum() * 3).clamp(min=1)
             self.log("val/mouth_l1", error, on_epoch=True, sync_dist=True, batch_size=len(source))
+        if self.reconstruction_probe is not None:
+            self.reconstruction_probe.update(out["prediction"], driving, source)
         if batch_idx == 0 and self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self.log_grid("val/samples", source, driving, out)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.reconstruction_probe is not None:
+            # the metrics sum their states across ranks in compute(); every rank logs the same values
+            self.log_dict({f"val/{k}": v for k, v in self.reconstruction_probe.compute().items()})
+            self.reconstruction_probe.reset()
 
     def log_grid(self, key: str, source, driving, out) -> None:
         """Rows: source, driving, reconstruction, flow (colour wheel), occlusion."""

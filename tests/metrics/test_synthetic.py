@@ -193,3 +193,43 @@ def test_lfg_ceiling_row_only_when_given(probe):
     suite.update(real, real, real[:, 0], torch.as_tensor(labels["pose"])[None], mouth=mouth, reconstruction=half)
     rows = suite.compute()
     assert rows["LFG ceiling"]["PSNR"] < rows["generated"]["PSNR"] and rows["LFG ceiling"]["MouthCorr"] is not None
+
+
+def test_correlation_from_running_sums():
+    from dawn_train.metrics.synthetic.reconstruction import Correlation
+
+    x, y = torch.randn(200, dtype=torch.float64), torch.randn(200, dtype=torch.float64)
+    metric = Correlation()
+    for part_x, part_y in zip((x + 0.5 * y).split(37), y.split(37)):  # in batches, as validation feeds it
+        metric.update(part_x, part_y)
+    expected = np.corrcoef((x + 0.5 * y).numpy(), y.numpy())[0, 1]
+    assert abs(float(metric.compute()) - expected) < 1e-9
+    metric.reset()
+    metric.update(-y, y)
+    assert abs(float(metric.compute()) + 1) < 1e-9
+    metric.reset()
+    metric.update(torch.zeros(10), torch.randn(10))  # a mouth that never moves follows nothing
+    assert float(metric.compute()) == 0.0
+
+
+def test_reconstruction_probe_scores_a_copy_and_the_source(probe):
+    """The LFG validation metric on pairs whose answer is known: a reconstruction that is the driving frame follows
+    mouth, eyes and pose; one that is the source frame follows nothing and scores the still-frame pose error."""
+    from dawn_train.metrics.synthetic.reconstruction import ReconstructionProbe
+
+    frames, labels, _ = video_tensors(2, seconds=3.0)
+    assert labels["blink"][:, 0].min() < 0.5 * labels["blink"][:, 0].max()  # the clip holds a blink
+    driving = frames[0]
+    source = frames[0, :1].expand_as(driving)
+    metric = ReconstructionProbe(probe)
+    for part in range(0, len(driving), 32):
+        sl = slice(part, part + 32)
+        metric.update(driving[sl], driving[sl], source[sl])
+    copy = metric.compute()
+    assert copy["synth/MouthCorr"] > 0.99 and copy["synth/EyeCorr"] > 0.99, copy
+    assert copy["synth/PoseErr"] < 1e-6 and copy["synth_still/PoseErr"] > 2.0, copy
+    metric.reset()
+    metric.update(source, driving, source)
+    still = metric.compute()
+    assert still["synth/MouthCorr"] == 0.0 and still["synth/EyeCorr"] == 0.0, still
+    assert still["synth/PoseErr"] == pytest.approx(copy["synth_still/PoseErr"]), still

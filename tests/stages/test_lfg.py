@@ -29,13 +29,18 @@ def series(rows: list[dict], key: str) -> list[tuple[int, float]]:
 
 @pytest.fixture(scope="module")
 def trained_run(synth_shards, tmp_path_factory):
-    """A 60-step tiny LFG run (cwd = a tmp dir, so runs/ lands there)."""
+    """A 60-step tiny LFG run (cwd = a tmp dir, so runs/ lands there), validated with a (untrained) probe file."""
+    from dawn_train.metrics.synthetic import ProbeConfig, SynthProbe, save_probe
+
     work = tmp_path_factory.mktemp("lfg")
+    torch.manual_seed(0)
+    save_probe(SynthProbe(ProbeConfig()), work / "probe file.pt")
     cwd = os.getcwd()
     os.chdir(work)
     try:
         main(["fit", *CONFIG, f"--data.init_args.shards={synth_shards}", "--trainer.max_steps=60",
-              "--trainer.val_check_interval=30", "--trainer.enable_progress_bar=false"])
+              "--trainer.val_check_interval=30", "--trainer.enable_progress_bar=false",
+              f"--model.init_args.probe={work / 'probe file.pt'}"])
     finally:
         os.chdir(cwd)
     return work / "runs" / "lfg-demo"
@@ -52,6 +57,16 @@ def test_reconstruction_loss_falls(trained_run):
 
 
 @pytest.mark.slow
+def test_validation_reads_the_reconstructions_with_the_probe(trained_run):
+    """`probe`: every validation logs what the probe reads off the reconstructions (metrics/synthetic/reconstruction)
+    beside the source frame's pose error; the values of an untrained probe mean nothing, their presence does."""
+    rows = metrics(trained_run)
+    for key in ("val/synth/MouthCorr", "val/synth/EyeCorr", "val/synth/PoseErr", "val/synth_still/PoseErr"):
+        values = [v for _, v in series(rows, key)]
+        assert len(values) == 2 and all(abs(v) < 1e6 for v in values), (key, values)
+
+
+@pytest.mark.slow
 def test_wandb_offline_run_holds_metrics_and_images(trained_run):
     run = read_offline_run(trained_run)
     keys = set().union(*run["history"])
@@ -64,7 +79,7 @@ def test_wandb_offline_run_holds_metrics_and_images(trained_run):
 @pytest.mark.slow
 def test_checkpoint_rebuilds_the_model(trained_run, synth_shards):
     model = load_model(trained_run / "checkpoints" / "last.ckpt", "lfg")
-    assert model.num_regions == 4  # the tiny config, rebuilt from the YAML saved in the checkpoint
+    assert model.num_regions == 10  # the demo config, rebuilt from the YAML saved in the checkpoint
     frames = torch.rand(1, 3, 64, 64)
     flow, occlusion = model.eval().encode(frames, frames)
     assert flow.shape == (1, 16, 16, 2) and occlusion.shape == (1, 1, 16, 16)

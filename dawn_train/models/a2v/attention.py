@@ -182,6 +182,23 @@ class TemporalAttention(nn.Module):
             out = torch.cat([self.fn(part, **kwargs) for part in seqs.split(position_chunk)])
         return rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
 
+    def forward_residual(self, x: Tensor, norm: ChannelLayerNorm, position_chunk: Optional[int] = None,
+                         **kwargs) -> Tensor:
+        """``x + self(norm(x))`` (the UNet's ``Residual(PreNorm(...))``) with one layout change instead of three:
+        the LayerNorm runs on the (pixels, frames, channels) sequences after the one copy into them, and the
+        residual sum reads the attention output through a view.  Same result; ~1 pass over x less per layer."""
+        b, c, _, h, w = x.shape
+        seqs = rearrange(x, "b c t h w -> (b h w) t c")
+
+        def attend(part: Tensor) -> Tensor:
+            return self.fn(F.layer_norm(part, (c,), norm.gamma.flatten(), None, norm.eps), **kwargs)
+
+        if position_chunk is None or position_chunk >= seqs.shape[0]:
+            out = attend(seqs)
+        else:
+            out = torch.cat([attend(part) for part in seqs.split(position_chunk)])
+        return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
+
 
 class SpatialAttention(nn.Module):
     """Full attention across pixels of each frame: (B, C, T, H, W) -> (B, C, T, H, W)."""

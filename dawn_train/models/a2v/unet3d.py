@@ -227,6 +227,13 @@ class Unet3D(nn.Module):
             return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, **kwargs)
         return fn(*args, **kwargs)
 
+    def _temporal(self, attn: nn.Module, x: Tensor, **kwargs) -> Tensor:
+        """A ``Residual(PreNorm(TemporalAttention))`` block; the fast path fuses its norm and residual into the
+        attention's layout change (``TemporalAttention.forward_residual``)."""
+        if self.implementation != "fast":
+            return self._run(attn, x, **kwargs)
+        return self._run(attn.fn.fn.forward_residual, x, attn.fn.norm, **kwargs)
+
     def apply_null_cond(self, cond: Tensor, null_cond_mask: Tensor) -> Tensor:
         """Replace the conditions of masked frames.  cond: (B, T, D), mask: (B, T) bool."""
         null = self.null_cond_emb.to(cond.dtype) if self.learn_null_cond else cond.new_zeros(1, 1, cond.shape[-1])
@@ -269,7 +276,7 @@ class Unet3D(nn.Module):
                    backend=self.attn_backend, masked=not fast, position_chunk=self.position_chunk(t, half, x.element_size()))
         x = self.stem(x, context)
         r = x.clone()
-        x = self._run(self.init_temporal_attn, x, **tkw)
+        x = self._temporal(self.init_temporal_attn, x, **tkw)
         temb = self.time_mlp[1:](self.time_mlp[0](time.float()).to(dtype))  # sinusoids of exact steps
 
         skips = []
@@ -277,13 +284,13 @@ class Unet3D(nn.Module):
             x = self._run(block1, x, temb, cond, fused=fast)
             x = self._run(block2, x, temb, cond, fused=fast)
             x = self._run(spatial_attn, x, **self.spatial_kwargs(spatial_attn, x))
-            x = self._run(temporal_attn, x, **tkw)
+            x = self._temporal(temporal_attn, x, **tkw)
             skips.append(x)
             x = downsample(x)
 
         x = self._run(self.mid_block1, x, temb, cond, fused=fast)
         x = self._run(self.mid_spatial_attn, x, backend=self.attn_backend)
-        x = self._run(self.mid_temporal_attn, x, **tkw)
+        x = self._temporal(self.mid_temporal_attn, x, **tkw)
         x = self._run(self.mid_block2, x, temb, cond, fused=fast)
 
         for block1, block2, spatial_attn, temporal_attn, upsample in self.ups:
@@ -291,7 +298,7 @@ class Unet3D(nn.Module):
             x = self._run(block1, x, temb, cond, fused=fast)
             x = self._run(block2, x, temb, cond, fused=fast)
             x = self._run(spatial_attn, x, **self.spatial_kwargs(spatial_attn, x))
-            x = self._run(temporal_attn, x, **tkw)
+            x = self._temporal(temporal_attn, x, **tkw)
             x = upsample(x)
 
         x = torch.cat((x, r), dim=1)

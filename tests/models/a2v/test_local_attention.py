@@ -71,6 +71,22 @@ def test_windowed_equals_masked_full_forward_and_grad(t, half, block, backend):
                                bias_b.relative_attention_bias.weight.grad, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("t,half,block", CASES + [(600, 40, None), (301, 20, 7)])
+def test_windowed_sampling_path_equals_masked_full(t, half, block):
+    """Without grad the math backend takes strided windows over sequences laid end to end (no K/V window copies),
+    in chunks of whole sequences when T spans several groups of blocks: the long cases run 3+ chunks, where a
+    window at a chunk's or a sequence's edge reaches into its neighbour and only the band table keeps it out."""
+    torch.manual_seed(t * 17 + half)
+    heads, d = 2, 4
+    bias = RelativePositionBias(heads=heads, num_buckets=32, max_distance=32).double()
+    q, k, v = (torch.randn(5, heads, t, d, dtype=torch.float64) for _ in range(3))
+    with torch.no_grad():
+        out = windowed_attention(q, k, v, half=half, bias_fn=bias, block_size=block)
+        torch.testing.assert_close(out, _reference(q, k, v, bias, half), atol=1e-10, rtol=0)
+        plain = windowed_attention(q, k, v, half=half, block_size=block)  # no bias: a (1, n, block, span) table
+        torch.testing.assert_close(plain, dense_attention(q, k, v, mask=band_mask(t, half)), atol=1e-10, rtol=0)
+
+
 def test_windowed_float32_within_1e5():
     torch.manual_seed(0)
     q, k, v = (torch.randn(4, 8, 45, 32) for _ in range(3))
