@@ -23,7 +23,6 @@ from dawn_train.metrics.synthetic.train import load_probe
 from dawn_train.metrics.weights import Float64Metric, HoldsFrozenNet
 
 
-
 class Correlation(Float64Metric):
     """Pearson correlation of two series from their running sums (one pass, summed across ranks); 0 when either
     series is constant (a mouth that never moves follows nothing)."""
