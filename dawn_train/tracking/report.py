@@ -29,7 +29,8 @@ WINDOW_COLUMN = "window_size"  # the sampling window's column (`--window-size` o
 
 
 def is_headline(metric: str) -> bool:
-    return metric in HEADLINE or metric.startswith(("train/loss", "val/loss"))
+    # val/synth*: the synthetic ground-truth metrics (metrics/synthetic) and their still-frame baselines
+    return metric in HEADLINE or metric.startswith(("train/loss", "val/loss", "val/synth/", "val/synth_still/"))
 
 
 def smooth(values: list[float], window: int) -> list[float]:

@@ -102,7 +102,8 @@ class MouthSync(Float64Metric):
     Args: max_offset (5 frames): the offset search range.
     update(mouth, reference, lengths=None): (B, T) mouth opening read from the video and the true
     opening. Videos shorter than 2 max_offset + 3 frames are skipped (counted in `n_skipped`).
-    compute(): {"MouthCorr", "SyncOffset", "SyncConf"}, means over videos."""
+    compute(): {"MouthCorr", "SyncOffset", "SyncConf"}, means over videos; NaN when every video was too short
+    (no lip sync was measured, which is not a correlation of 0)."""
 
     higher_is_better = True
 
@@ -132,7 +133,7 @@ class MouthSync(Float64Metric):
             self.n += 1
 
     def compute(self) -> dict[str, Tensor]:
-        n = self.n.clamp(min=1).double()
+        n = self.n.double() if self.n > 0 else torch.full_like(self.corr_sum, float("nan"))
         return {"MouthCorr": self.corr_sum / n, "SyncOffset": self.offset_sum / n, "SyncConf": self.conf_sum / n}
 
 

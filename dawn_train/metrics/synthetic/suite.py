@@ -138,7 +138,8 @@ class SyntheticSuite(HoldsFrozenNet):
             if "fidelity" in metrics:
                 values.update({k: float(v) for k, v in metrics["fidelity"].compute().items()})
             if "sync" in metrics:
-                values.update({k: float(v) for k, v in metrics["sync"].compute().items()})
+                # None (n/a) when no clip was long enough for the lip-sync offset search
+                values.update({k: None if v.isnan() else float(v) for k, v in metrics["sync"].compute().items()})
                 values["Blink/s"] = float(metrics["blink"].compute())
                 values["PoseErr"] = float(metrics["pose"].compute().mean())
                 values["PoseStd"] = float(metrics["motion"].compute())
