@@ -94,7 +94,7 @@ def test_eval_with_probe_scores_generated_frames_beside_the_still_frame(models, 
     probe = make_tiny_probe(tmp_path / "probe.pt")
     out = tmp_path / "eval.json"
     assert main(["eval", "--ckpt", str(a2v), "--lfg", str(lfg), "--shards", str(synth_shards), "--max-videos", "1",
-                 "--max-frames", "12", "--steps", "1", "--probe", str(probe), "--out", str(out), "--quiet",
+                 "--max-frames", "16", "--steps", "1", "--probe", str(probe), "--out", str(out), "--quiet",
                  "--no-wandb", "--goals", "demo"]) == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())

@@ -168,6 +168,16 @@ def test_shifted_correlations_and_rank_merge():
         assert float(rank0.compute()[name]) == pytest.approx(float(value)), name
 
 
+def test_mouth_sync_of_clips_too_short_is_not_a_number():
+    """Clips shorter than the offset search (2 max_offset + 3 frames) are skipped; with none left there is no lip
+    sync to report, which the suite shows as n/a, never as a correlation of 0."""
+    metric = MouthSync(max_offset=5)
+    metric.update(torch.rand(2, 12), torch.rand(2, 12))
+    assert int(metric.n_skipped) == 2 and all(v.isnan() for v in metric.compute().values())
+    metric.update(torch.rand(1, 13), torch.rand(1, 13))
+    assert not any(v.isnan() for v in metric.compute().values())
+
+
 def test_head_motion_is_the_std_of_the_angles():
     from dawn_train.metrics.synthetic import HeadMotion
 
