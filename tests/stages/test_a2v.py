@@ -130,7 +130,9 @@ def test_stage1_loss_falls_and_logs_video(stage1_run):
     ok, first, last = falls(series(rows, "train/loss_diffusion"))
     assert ok, f"stage-1 diffusion loss did not fall: {first:.3f} -> {last:.3f}"
     assert {"train/loss_flow", "train/loss_mouth", "val/loss", "val/loss_mouth", "val/Blink/s", "val/synth/PSNR",
-            "val/synth_still/PSNR", "val/synth/MouthCorr"} <= set(rows[0])
+            "val/synth_still/PSNR"} <= set(rows[0])
+    # lip sync needs clips of 2 x 5 + 3 frames for its offset search: on 4-frame clips it is n/a, not logged as 0
+    assert "val/synth/MouthCorr" not in rows[0]
     # the configured Table 1 metrics are logged each validation epoch (BAS needs head-motion beats,
     # which 4-frame clips do not have: it is left out rather than logged as 0)
     # Blink/s measured by the probe on the generated frames; every synthetic figure has its still-frame twin
