@@ -154,8 +154,9 @@ class LFGStage(DawnStage):
 
     def on_validation_epoch_end(self) -> None:
         if self.reconstruction_probe is not None:
-            # the metrics sum their states across ranks in compute(); every rank logs the same values
-            self.log_dict({f"val/{k}": v for k, v in self.reconstruction_probe.compute().items()})
+            if not self.trainer.sanity_checking:  # as A2VStage: the sanity check's few pairs are not a figure
+                # the metrics sum their states across ranks in compute(); every rank logs the same values
+                self.log_dict({f"val/{k}": v for k, v in self.reconstruction_probe.compute().items()})
             self.reconstruction_probe.reset()
 
     def log_grid(self, key: str, source, driving, out) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from dawn_train.metrics.synthetic.metrics import PoseError
 from dawn_train.metrics.synthetic.probe import SynthProbe
 from dawn_train.metrics.synthetic.train import load_probe
 from dawn_train.metrics.weights import Float64Metric, HoldsFrozenNet
@@ -50,22 +51,6 @@ class Correlation(Float64Metric):
         return cov / (var_x * var_y).sqrt()
 
 
-class MeanAbs(Float64Metric):
-    """Mean absolute difference over every element seen."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("n", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, x: Tensor, y: Tensor) -> None:
-        self.total += (x.double() - y.double()).abs().sum()
-        self.n += x.numel()
-
-    def compute(self) -> Tensor:
-        return self.total / self.n.clamp(min=1)
-
-
 class ReconstructionProbe(HoldsFrozenNet):
     """Args: probe: a probe file (`dawn-train data probe`) or a `SynthProbe`.
 
@@ -82,7 +67,7 @@ class ReconstructionProbe(HoldsFrozenNet):
         super().__init__()
         self.hold(probe if isinstance(probe, SynthProbe) else load_probe(probe))
         self.metrics = nn.ModuleDict({"synth/MouthCorr": Correlation(), "synth/EyeCorr": Correlation(),
-                                      "synth/PoseErr": MeanAbs(), "synth_still/PoseErr": MeanAbs()})
+                                      "synth/PoseErr": PoseError(), "synth_still/PoseErr": PoseError()})
 
     @torch.no_grad()
     def update(self, reconstruction: Tensor, driving: Tensor, source: Tensor) -> None:
@@ -92,11 +77,12 @@ class ReconstructionProbe(HoldsFrozenNet):
         rec, real, src = (self.net(frames.float().clamp(0, 1)) for frames in (reconstruction, driving, source))
         self.metrics["synth/MouthCorr"].update(rec.mouth - src.mouth, real.mouth - src.mouth)
         self.metrics["synth/EyeCorr"].update(rec.eyes - src.eyes, real.eyes - src.eyes)
-        self.metrics["synth/PoseErr"].update(rec.pose[:, :3], real.pose[:, :3])
-        self.metrics["synth_still/PoseErr"].update(src.pose[:, :3], real.pose[:, :3])
+        self.metrics["synth/PoseErr"].update(rec.pose[None], real.pose[None])  # the pairs as one (1, B) clip
+        self.metrics["synth_still/PoseErr"].update(src.pose[None], real.pose[None])
 
     def compute(self) -> dict[str, float]:
-        return {name: float(metric.compute()) for name, metric in self.metrics.items()}
+        # PoseError gives the (yaw, pitch, roll) errors: their mean, as SyntheticSuite reports PoseErr
+        return {name: float(metric.compute().mean()) for name, metric in self.metrics.items()}
 
     def reset(self) -> None:
         for metric in self.metrics.values():

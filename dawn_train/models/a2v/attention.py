@@ -100,8 +100,11 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # fused layer_norm over a channels-last view: ~2x a var/mean pair over the strided channel axis
-        normed = F.layer_norm(x.movedim(1, -1), x.shape[1:2], self.gamma.flatten(), None, self.eps)
-        return normed.movedim(-1, 1)
+        return self.channels_last(x.movedim(1, -1)).movedim(-1, 1)
+
+    def channels_last(self, x: Tensor) -> Tensor:
+        """The same norm on a tensor whose channels are its last axis, (..., C) -> (..., C)."""
+        return F.layer_norm(x, x.shape[-1:], self.gamma.flatten(), None, self.eps)
 
 
 class Residual(nn.Module):
@@ -171,33 +174,23 @@ class TemporalAttention(nn.Module):
         super().__init__()
         self.fn = Attention(dim, heads=heads, dim_head=dim_head, rotary_emb=rotary_emb)
 
-    def forward(self, x: Tensor, position_chunk: Optional[int] = None, **kwargs) -> Tensor:
+    def forward(self, x: Tensor, position_chunk: Optional[int] = None, norm: Optional[ChannelLayerNorm] = None,
+                **kwargs) -> Tensor:
         """``position_chunk``: attend for that many pixels at a time (each pixel's frames are independent), so the
-        projections and scores of long clips never exist for all pixels at once; None = all at once."""
+        projections and scores of long clips never exist for all pixels at once; None = all at once.  ``norm``:
+        the block's PreNorm, applied here to the (pixels, frames, channels) sequences after their one layout copy
+        instead of before it on the strided channel axis (the UNet's fast path: one pass over x less per layer)."""
         b, _, _, h, w = x.shape
-        seqs = rearrange(x, "b c t h w -> (b h w) t c")
-        if position_chunk is None or position_chunk >= seqs.shape[0]:
-            out = self.fn(seqs, **kwargs)
-        else:
-            out = torch.cat([self.fn(part, **kwargs) for part in seqs.split(position_chunk)])
-        return rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
-
-    def forward_residual(self, x: Tensor, norm: ChannelLayerNorm, position_chunk: Optional[int] = None,
-                         **kwargs) -> Tensor:
-        """``x + self(norm(x))`` (the UNet's ``Residual(PreNorm(...))``) with one layout change instead of three:
-        the LayerNorm runs on the (pixels, frames, channels) sequences after the one copy into them, and the
-        residual sum reads the attention output through a view.  Same result; ~1 pass over x less per layer."""
-        b, c, _, h, w = x.shape
         seqs = rearrange(x, "b c t h w -> (b h w) t c")
 
         def attend(part: Tensor) -> Tensor:
-            return self.fn(F.layer_norm(part, (c,), norm.gamma.flatten(), None, norm.eps), **kwargs)
+            return self.fn(part if norm is None else norm.channels_last(part), **kwargs)
 
         if position_chunk is None or position_chunk >= seqs.shape[0]:
             out = attend(seqs)
         else:
             out = torch.cat([attend(part) for part in seqs.split(position_chunk)])
-        return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
+        return rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
 
 
 class SpatialAttention(nn.Module):

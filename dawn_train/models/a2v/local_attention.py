@@ -89,7 +89,7 @@ def _flat_windows(q: Tensor, k: Tensor, v: Tensor, table: Tensor, *, half: int, 
     K/V copies).  q (S, n * block, D) padded to whole blocks; k, v (S, T, D); table (H or 1, n, block, span), the
     sequences S ordered (..., H) -> (S, n * block, D).
     """
-    n_blocks, block, span = table.shape[-3:-1] + (table.shape[-1],)
+    n_blocks, block, span = table.shape[-3:]
     d = q.shape[-1]
     windows = q.shape[0] * n_blocks
 

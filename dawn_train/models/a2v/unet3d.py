@@ -228,11 +228,12 @@ class Unet3D(nn.Module):
         return fn(*args, **kwargs)
 
     def _temporal(self, attn: nn.Module, x: Tensor, **kwargs) -> Tensor:
-        """A ``Residual(PreNorm(TemporalAttention))`` block; the fast path fuses its norm and residual into the
-        attention's layout change (``TemporalAttention.forward_residual``)."""
+        """A ``Residual(PreNorm(TemporalAttention))`` block; the fast path normalises inside the attention's
+        layout change (``TemporalAttention(norm=...)``)."""
         if self.implementation != "fast":
             return self._run(attn, x, **kwargs)
-        return self._run(attn.fn.fn.forward_residual, x, attn.fn.norm, **kwargs)
+        prenorm = attn.fn
+        return self._run(prenorm.fn, x, norm=prenorm.norm, **kwargs) + x
 
     def apply_null_cond(self, cond: Tensor, null_cond_mask: Tensor) -> Tensor:
         """Replace the conditions of masked frames.  cond: (B, T, D), mask: (B, T) bool."""
