@@ -49,6 +49,11 @@ class LFGStage(DawnStage):
             under frame-mean losses a small LFG learns head motion first and the opening last: the demo LFG
             trained 800 L1 steps reconstructed every frame with a closed mouth (mouth-opening correlation of its
             ground-truth-flow reconstructions -0.14), which no A2V-FDM can then make talk.
+        change_weight: weight of an extra L1 term weighted per pixel by how much the driving frame differs from the
+            source (|driving - source|, channel mean), normalised by that weight's sum; 0 = off (official).  It needs no
+            landmarks: it puts the loss where the source frame does not already explain the driving one.  A blink
+            changes ~0.1% of a 64-px crop in ~10% of the frames, so under frame-mean losses the LFG never closes
+            an eye (and the mouth, without `mouth_weight`, stays shut).
         probe: synthetic-probe file (`dawn-train data probe`): on synthetic data, validation also reads mouth, eyes and
             head pose off the reconstructions and logs how well they follow the driving frames (`val/synth/...`,
             `metrics/synthetic/reconstruction.py`): what the LFG's latent motion holds for A2V-FDM to generate.
@@ -60,7 +65,8 @@ class LFGStage(DawnStage):
                  scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125), equivariance_shift_weight: float = 10.0,
                  equivariance_affine_weight: float = 10.0, sigma_affine: float = 0.05, sigma_tps: float = 0.005,
                  points_tps: int = 5, flip_prob: float = 0.5, jitter: float = 0.1, init_from: str | None = None,
-                 image_every_n_steps: int = 500, mouth_weight: float = 0.0, probe: str | None = None):
+                 image_every_n_steps: int = 500, mouth_weight: float = 0.0, change_weight: float = 0.0,
+                 probe: str | None = None):
         super().__init__()
         save_hyperparameters(self)
         self.optimizer = optimizer
@@ -113,6 +119,10 @@ class LFGStage(DawnStage):
         if hp.mouth_weight and mouth is not None:
             error = (out["prediction"] - driving).abs() * mouth
             losses["mouth_l1"] = hp.mouth_weight * error.sum() / (mouth.sum() * 3).clamp(min=1)
+        if hp.change_weight:
+            change = (driving - source).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
+            error = (out["prediction"] - driving).abs() * change
+            losses["change_l1"] = hp.change_weight * error.sum() / (change.sum() * 3).clamp(min=1e-6)
         return losses, out
 
     def mouth_region(self, batch: dict, height: int, width: int) -> torch.Tensor | None:

@@ -16,10 +16,10 @@ QUIET=(--trainer.enable_model_summary=false)
 DEMO=(-c experiments/base.yaml -c experiments/demo/base.yaml)   # every demo run: base + tiny CPU settings
 
 step "1/10 synthetic talking heads -> $OUT/raw"
-dawn-train data synth --out "$OUT/raw" --videos 16 --seconds 4 --size 64 --seed 0
+dawn-train data synth --out "$OUT/raw" --videos 32 --seconds 4 --size 64 --seed 0
 
 step "2/10 WebDataset shards -> $OUT/shards"
-dawn-train data shards --src "$OUT/raw" --out "$OUT/shards" --val-fraction 0.125 --samples-per-shard 2
+dawn-train data shards --src "$OUT/raw" --out "$OUT/shards" --val-fraction 0.125 --samples-per-shard 4
 
 step "3/10 validate every sample"
 dawn-train data inspect "$OUT/shards"

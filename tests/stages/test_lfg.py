@@ -216,3 +216,34 @@ def test_mouth_weight_adds_a_loss_inside_the_mouth_boxes():
     source, driving = batch["source"].float() / 255, batch["driving"].float() / 255
     losses, _ = stage.losses(source, driving, region)
     assert losses["mouth_l1"] > 0 and "mouth_l1" not in off.losses(source, driving)[0]
+
+
+def test_change_weight_puts_the_loss_where_the_driving_frame_changed():
+    """`change_weight`: the L1 of the reconstruction weighted by |driving - source|; an error where the two frames
+    agree costs nothing, the same error where they differ costs its full size."""
+    import yaml
+
+    from dawn_train import checkpoints
+    from dawn_train.stages.lfg import LFGStage
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "experiments/demo/lfg.yaml").read_text())
+    model = checkpoints.build(config["model"]["init_args"]["model"])
+    source = torch.full((1, 3, 64, 64), 0.5)
+    driving = source.clone()
+    driving[..., 10:14, 20:30] = 0.9  # an "eye" that changed: the only pixels the source does not explain
+    prediction = driving.clone()
+    no_equivariance = dict(perceptual="l1", equivariance_shift_weight=0.0, equivariance_affine_weight=0.0)
+    stage = LFGStage(model, change_weight=2.0, **no_equivariance)
+
+    def change_l1(pred: torch.Tensor) -> float:
+        model.forward = lambda s, d: {"prediction": pred}  # the loss of a known reconstruction
+        return float(stage.losses(source, driving)[0]["change_l1"])
+
+    assert change_l1(prediction) == pytest.approx(0.0)
+    outside = prediction.clone()
+    outside[..., 40:50, 20:30] += 0.3  # wrong where nothing changed: no change loss
+    assert change_l1(outside) == pytest.approx(0.0, abs=1e-6)
+    inside = prediction.clone()
+    inside[..., 10:14, 20:30] -= 0.3  # wrong where the frame changed: weight 2 x mean error 0.3
+    assert change_l1(inside) == pytest.approx(0.6, rel=1e-4)
+    assert "change_l1" not in LFGStage(model, **no_equivariance).losses(source, driving)[0]
