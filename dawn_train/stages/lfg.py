@@ -31,6 +31,13 @@ from dawn_train.tracking.media import flow_to_rgb, image_grid, log_images
 log = get_logger(__name__)
 
 
+def weighted_l1(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error under a per-pixel weight: prediction, target (B, C, H, W), weight (B, 1, H, W) >= 0 (a 0/1
+    region mask gives the mean over its pixels); 0 when the weight is 0 everywhere."""
+    error = (prediction - target).abs() * weight
+    return error.sum() / (weight.sum() * prediction.shape[1]).clamp(min=1e-6)
+
+
 class LFGStage(DawnStage):
     """Args:
         model: the LatentFlowGenerator to train (class_path/init_args in YAML).
@@ -117,12 +124,10 @@ class LFGStage(DawnStage):
             pred, real = self.pyramid(out["prediction"]), self.pyramid(driving)
             losses["l1_pyramid"] = sum(10.0 * (p - r).abs().mean() for p, r in zip(pred, real))
         if hp.mouth_weight and mouth is not None:
-            error = (out["prediction"] - driving).abs() * mouth
-            losses["mouth_l1"] = hp.mouth_weight * error.sum() / (mouth.sum() * 3).clamp(min=1)
+            losses["mouth_l1"] = hp.mouth_weight * weighted_l1(out["prediction"], driving, mouth)
         if hp.change_weight:
             change = (driving - source).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
-            error = (out["prediction"] - driving).abs() * change
-            losses["change_l1"] = hp.change_weight * error.sum() / (change.sum() * 3).clamp(min=1e-6)
+            losses["change_l1"] = hp.change_weight * weighted_l1(out["prediction"], driving, change)
         return losses, out
 
     def mouth_region(self, batch: dict, height: int, width: int) -> torch.Tensor | None:
@@ -155,8 +160,8 @@ class LFGStage(DawnStage):
                  batch_size=len(source))
         mouth = self.mouth_region(batch, *source.shape[-2:])
         if mouth is not None:  # the mouth's own reconstruction error (unweighted), the part that makes a face talk
-            error = ((out["prediction"] - driving).abs() * mouth).sum() / (mouth.sum() * 3).clamp(min=1)
-            self.log("val/mouth_l1", error, on_epoch=True, sync_dist=True, batch_size=len(source))
+            self.log("val/mouth_l1", weighted_l1(out["prediction"], driving, mouth), on_epoch=True, sync_dist=True,
+                     batch_size=len(source))
         if self.reconstruction_probe is not None:
             self.reconstruction_probe.update(out["prediction"], driving, source)
         if batch_idx == 0 and self.trainer.is_global_zero and not self.trainer.sanity_checking:
