@@ -31,9 +31,12 @@ def lfg_pair(parsed: dict, rng: np.random.Generator, length: int | None = None) 
     n = parsed["meta"]["n_frames"]
     first, second = sorted(rng.integers(0, n, size=2))
     source, driving = decode_frames(parsed, [first, second])
-    mouth = parsed[schema.MOUTH_LMK]  # (N, K, 2) pixels: the LFG stage may weight the mouth in its loss
-    return {"source": to_chw(source), "driving": to_chw(driving), "key": parsed["name"],
-            "source_mouth_lmk": mouth[first].astype(np.float32), "driving_mouth_lmk": mouth[second].astype(np.float32)}
+    pair = {"source": to_chw(source), "driving": to_chw(driving), "key": parsed["name"]}
+    for key, name in ((schema.MOUTH_LMK, "mouth_lmk"), (schema.EYE_LMK, "eye_lmk")):
+        if key in parsed:  # (N, K, 2) pixels: the LFG stage may weight the mouth and the eyes in its loss
+            pair[f"source_{name}"] = parsed[key][first].astype(np.float32)
+            pair[f"driving_{name}"] = parsed[key][second].astype(np.float32)
+    return pair
 
 
 def pbnet_window(parsed: dict, rng: np.random.Generator, length: int) -> dict:
@@ -81,9 +84,10 @@ class A2VClip:
 
 def collate(samples: list[dict]) -> dict:
     """Stack samples into a batch of tensors; sequences of different lengths (PBNet windows of
-    short chunks) are zero-padded at the end (their `length` field says how many frames are real)."""
+    short chunks) are zero-padded at the end (their `length` field says how many frames are real).  A field
+    that not every sample has (an optional shard member) is left out."""
     batch: dict = {}
-    for field in samples[0]:
+    for field in (f for f in samples[0] if all(f in s for s in samples)):  # an optional member some samples lack
         values = [s[field] for s in samples]
         if isinstance(values[0], str):
             batch[field] = values

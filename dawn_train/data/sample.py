@@ -51,10 +51,12 @@ def parse_sample(raw: dict, keys=schema.ALL_KEYS, feature_dim: int | None = None
     """Parse `keys` of raw sample `raw` -> {"meta": dict, key: array or VideoBytes or audio}.
 
     Arrays are checked against the schema and against `n_frames` of the metadata, so all
-    per-frame arrays have exactly one row per video frame.  The mp4 is opened (its frame count
+    per-frame arrays have exactly one row per video frame.  Optional members (`schema.OPTIONAL_KEYS`)
+    a sample lacks are left out of the result.  The mp4 is opened (its frame count
     checked) but only decoded later, frame by frame, by whoever needs it."""
     name = sample_name(raw)
-    missing = [key for key in keys if key not in raw]
+    missing = [key for key in keys if key not in raw and key not in schema.OPTIONAL_KEYS]
+    keys = [key for key in keys if key in raw]
     if missing:
         raise SchemaError(f"{name}: missing {', '.join(missing)}")
     try:

@@ -11,6 +11,7 @@ One WebDataset sample is one talking-head chunk of one video (see README, "Shard
 | `blink.npy`      | (T, 2) float32: eye openness (left, right) = lid distance / eye width     |
 | `face_box.npy`   | (T, 4) float32: face box in the crop (x0, y0, x1, y1), pixels             |
 | `mouth_lmk.npy`  | (T, K, 2) float32: mouth landmarks in the crop (x, y), pixels             |
+| `eye_lmk.npy`    | optional, (T, 12, 2) float32: eye landmarks (68-point 36-47), pixels      |
 | `json`           | metadata: fps, n_frames, size, video id, speaker, split, prep version ... |
 
 The sample key is `<dataset>/<video_id>/<chunk>` with every part made safe by `key_part` (ASCII
@@ -47,6 +48,7 @@ POSE = "pose.npy"
 BLINK = "blink.npy"
 FACE_BOX = "face_box.npy"
 MOUTH_LMK = "mouth_lmk.npy"
+EYE_LMK = "eye_lmk.npy"
 META = "json"
 CHECKSUMS = "checksums"  # json field: member name -> crc32 of its bytes (8 hex digits)
 
@@ -71,13 +73,18 @@ ARRAYS = {
     BLINK: ArraySpec(BLINK, np.dtype(np.float32), (BLINK_DIM,)),
     FACE_BOX: ArraySpec(FACE_BOX, np.dtype(np.float32), (4,)),
     MOUTH_LMK: ArraySpec(MOUTH_LMK, np.dtype(np.float32), (None, 2)),
+    EYE_LMK: ArraySpec(EYE_LMK, np.dtype(np.float32), (12, 2)),
 }
 ALL_KEYS = (FRAMES, AUDIO, *ARRAYS, META)
+# Members a sample may lack (shards written before they existed, or by a prep that cannot make them): read
+# when present; whoever uses one checks for it.
+OPTIONAL_KEYS = (EYE_LMK,)
+EYE_POINTS = 6  # landmarks per eye in `eye_lmk`: image-left eye first (68-point 36-41, then 42-47)
 
 # What each training stage reads from a sample (video decoding is the expensive part:
-# PBNet never touches `frames.mp4`).  The LFG reads the mouth points for its optional mouth loss.
+# PBNet never touches `frames.mp4`).  The LFG reads the mouth and eye points for its optional region losses.
 STAGE_KEYS = {
-    "lfg": (FRAMES, MOUTH_LMK, META),
+    "lfg": (FRAMES, MOUTH_LMK, EYE_LMK, META),
     "pbnet": (AUDIO_FEAT, POSE, BLINK, META),
     "a2v": (FRAMES, AUDIO, AUDIO_FEAT, POSE, BLINK, FACE_BOX, MOUTH_LMK, META),
 }

@@ -1,7 +1,7 @@
 """Prepared videos -> WebDataset tar shards + `manifest.json`, and `inspect` to validate them.
 
 A prepared-video directory holds, per video, `<id>.mp4` (face crop, 25 fps), `<id>.wav`
-(16 kHz), `<id>.npz` (pose, blink, face_box, mouth_lmk) and `<id>.json` (metadata); `dawn-train
+(16 kHz), `<id>.npz` (pose, blink, face_box, mouth_lmk; eye_lmk when present) and `<id>.json` (metadata); `dawn-train
 data synth` writes this layout and real-data prep does too.  Splits are by video (or by speaker), with the
 official test and excluded lists when split files are given (`data/splits.py`).  The audio feature is the
 built-in log-mel or HuBERT (`data/audio.audio_feature`); its spec goes into the manifest.
@@ -50,6 +50,7 @@ SHARD_FILE = re.compile(r"(train|val|test)-\d{6}\.tar(\.tmp)?")
 # What reading one prepared video can raise (VideoError, AudioError, SchemaError are ValueErrors).
 VIDEO_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zipfile.BadZipFile)
 LABELS = ("pose", "blink", "face_box", "mouth_lmk")  # arrays of `<id>.npz`
+OPTIONAL_LABELS = {"eye_lmk": schema.EYE_LMK}  # written to the shards when the `<id>.npz` has them
 DECODE_CHECK_FRAMES = 250  # frames decoded at a time when checking that a whole video decodes
 
 
@@ -106,6 +107,7 @@ def video_samples(src: Path, video_id: str, split: str, dataset: str, feature, c
         schema.FACE_BOX: labels["face_box"].astype(np.float32),
         schema.MOUTH_LMK: labels["mouth_lmk"].astype(np.float32),
     }
+    arrays.update({key: labels[label].astype(np.float32) for label, key in OPTIONAL_LABELS.items() if label in labels})
     for key, array in arrays.items():
         schema.check_array(name, key, array, n_frames)
     for index, start in enumerate(range(0, n_frames, chunk)):

@@ -8,7 +8,7 @@ smooth random head motion (yaw, pitch, roll, scale, tx, ty), natural blinks (0.2
 
 so lip sync is learnable from the audio and testable against the ground truth.  Output per
 video: `<id>.mp4` (H.264, 25 fps), `<id>.wav` (16 kHz), `<id>.npz` (pose, blink, mouth,
-face_box, mouth_lmk) and `<id>.json` (metadata incl. blink onsets): the layout that real-data
+face_box, mouth_lmk, eye_lmk) and `<id>.json` (metadata incl. blink onsets): the layout that real-data
 prep writes after face cropping and landmarking.  Deterministic for a seed.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dawn_train.data.video import Encoding, encode_mp4
 
 MOUTH_RMS = 0.15  # audio RMS at which the mouth is fully open
 EYE_HALF_WIDTH = 0.2  # in face units (face half-height = 1)
+EYE_ANGLES = np.pi * np.array([1, 2 / 3, 1 / 3, 0, -1 / 3, -2 / 3])  # the eye landmarks on the eye's ellipse
 N_MOUTH_POINTS = 20  # 12 outer + 8 inner lip points, like landmarks 48-67 of the 68-point scheme
 
 
@@ -155,7 +156,7 @@ class FaceCanvas:
 
 def render_frame(size: int, pose: np.ndarray, openness: np.ndarray, mouth: float, identity: Identity,
                  background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One frame: (H, W, 3) uint8, face box (4,), mouth landmarks (20, 2)."""
+    """One frame: (H, W, 3) uint8, face box (4,), mouth landmarks (20, 2), eye landmarks (12, 2)."""
     canvas, image = FaceCanvas(size, pose, identity), background.copy()
 
     def paint(alpha: np.ndarray, colour) -> None:
@@ -169,6 +170,7 @@ def render_frame(size: int, pose: np.ndarray, openness: np.ndarray, mouth: float
     shading = 1 + 0.08 * np.sin(3 * canvas.fu + p[0]) * np.sin(4 * canvas.fv + p[1]) - 0.12 * (canvas.fu ** 2)
     paint(face, np.clip(identity.skin * shading[..., None], 0, 1))
     paint(hair * (canvas.fv < -0.62 + 0.08 * np.sin(5 * canvas.fu + p[2])), identity.hair)
+    eye_points = []
     for side, eye_open in zip((-1, 1), openness):  # image-left eye first
         cx, cy = side * 0.34 + dx, -0.1 + dy
         paint(canvas.ellipse(cx, cy - 0.2, 0.2, 0.035), identity.hair * 0.6)
@@ -176,6 +178,8 @@ def render_frame(size: int, pose: np.ndarray, openness: np.ndarray, mouth: float
         sclera = canvas.ellipse(cx, cy, EYE_HALF_WIDTH, half_height)
         paint(sclera, (0.95, 0.95, 0.95))
         paint(sclera * canvas.ellipse(cx + 0.5 * dx, cy, 0.08, 0.08), (0.1, 0.07, 0.05))
+        # 68-point order: left corner, two upper-lid points, right corner, two lower-lid points
+        eye_points.append(np.stack([cx + EYE_HALF_WIDTH * np.cos(EYE_ANGLES), cy - half_height * np.sin(EYE_ANGLES)], 1))
     paint(canvas.ellipse(1.2 * dx, 0.18 + dy, 0.07, 0.1), identity.skin * 0.8)
     mx, my = dx, 0.5 + dy
     outer_h, inner_h = 0.06 + 0.14 * mouth, 0.01 + 0.12 * mouth
@@ -191,7 +195,8 @@ def render_frame(size: int, pose: np.ndarray, openness: np.ndarray, mouth: float
     half_y = canvas.radius * np.hypot(a * canvas.sin, canvas.cos)
     box = np.array([pose[4] - half_x, pose[5] - half_y, pose[4] + half_x, pose[5] + half_y], dtype=np.float32)
     frame = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-    return frame, box, canvas.to_pixels(lips).astype(np.float32)
+    eyes = canvas.to_pixels(np.concatenate(eye_points)).astype(np.float32)
+    return frame, box, canvas.to_pixels(lips).astype(np.float32), eyes
 
 
 def synth_video(seed: int, index: int, seconds: float, size: int) -> dict:
@@ -207,14 +212,15 @@ def synth_video(seed: int, index: int, seconds: float, size: int) -> dict:
     background = (1 - ramp) * identity.background[0] + ramp * identity.background[1]
     background = np.broadcast_to(background, (size, size, 3)).astype(np.float32)
     rendered = [render_frame(size, pose[t], openness[t], mouth[t], identity, background) for t in range(n_frames)]
-    frames, boxes, lips = (np.stack(parts) for parts in zip(*rendered))
+    frames, boxes, lips, eyes = (np.stack(parts) for parts in zip(*rendered))
     video_id = f"synth{index:05d}"
     meta = {
         "video_id": video_id, "speaker": f"speaker{index:05d}", "fps": FPS, "n_frames": n_frames, "size": size,
         "sample_rate": SAMPLE_RATE, "seed": seed, "blinks": events, "source": "synth", "schema_version": SCHEMA_VERSION,
         "pose_units": "yaw/pitch/roll degrees, scale = face height / crop size, tx/ty = face centre in pixels",
     }
-    labels = {"pose": pose, "blink": openness, "mouth": mouth, "face_box": boxes, "mouth_lmk": lips}
+    labels = {"pose": pose, "blink": openness, "mouth": mouth, "face_box": boxes, "mouth_lmk": lips,
+              "eye_lmk": eyes}
     return {"frames": frames, "audio": audio, "labels": labels, "meta": meta}
 
 

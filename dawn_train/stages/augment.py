@@ -69,8 +69,8 @@ class PairAugment(nn.Module):
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor,
                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """source, driving: (B, 3, H, W) in [0, 1] -> augmented pair, same shapes.  `mask` (B, 1, H, W), a
-        region of the pair that is symmetric in time (e.g. the union of both frames' mouth boxes), is mirrored
+        """source, driving: (B, 3, H, W) in [0, 1] -> augmented pair, same shapes.  `mask` (B, K, H, W), K
+        regions of the pair that are symmetric in time (e.g. the union of both frames' mouth boxes), is mirrored
         with the pair and returned third."""
         if not self.training:
             return (source, driving) if mask is None else (source, driving, mask)

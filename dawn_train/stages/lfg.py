@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from dawn_train.checkpoints import load_model_weights
+from dawn_train.data import schema
 from dawn_train.log import get_logger
 from dawn_train.metrics.synthetic.reconstruction import ReconstructionProbe
 from dawn_train.metrics.weights import MetricUnavailable
@@ -61,6 +62,8 @@ class LFGStage(DawnStage):
             landmarks: it puts the loss where the source frame does not already explain the driving one (moved
             eyes, nose and mouth when the head turns; on the synthetic data the quality LFG's head-pose error of
             its reconstructions fell from 3.6 to 2.7 deg with it).  It did not teach that LFG to close an eye.
+        eye_weight: as `mouth_weight`, inside the union of both frames' boxes around each eye (the shards'
+            optional `eye_lmk.npy`: `data synth` and real-data prep write it; pairs without it get no eye term).
         probe: synthetic-probe file (`dawn-train data probe`): on synthetic data, validation also reads mouth, eyes and
             head pose off the reconstructions and logs how well they follow the driving frames (`val/synth/...`,
             `metrics/synthetic/reconstruction.py`): what the LFG's latent motion holds for A2V-FDM to generate.
@@ -73,7 +76,7 @@ class LFGStage(DawnStage):
                  equivariance_affine_weight: float = 10.0, sigma_affine: float = 0.05, sigma_tps: float = 0.005,
                  points_tps: int = 5, flip_prob: float = 0.5, jitter: float = 0.1, init_from: str | None = None,
                  image_every_n_steps: int = 500, mouth_weight: float = 0.0, change_weight: float = 0.0,
-                 probe: str | None = None):
+                 eye_weight: float = 0.0, probe: str | None = None):
         super().__init__()
         save_hyperparameters(self)
         self.optimizer = optimizer
@@ -113,8 +116,9 @@ class LFGStage(DawnStage):
             log.info("reconstruction loss: %s", choice)
 
     def losses(self, source: torch.Tensor, driving: torch.Tensor,
-               mouth: torch.Tensor | None = None) -> tuple[dict, dict]:
-        """source, driving (B, 3, H, W) in [0, 1]; mouth (B, 1, H, W) region mask for `mouth_weight`."""
+               regions: dict[str, torch.Tensor] | None = None) -> tuple[dict, dict]:
+        """source, driving (B, 3, H, W) in [0, 1]; regions: "mouth" and/or "eyes" -> (B, 1, H, W) masks (`regions`),
+        each adding its `<name>_l1` term."""
         hp = self.hparams
         losses, out = lfg_losses(
             self.model, source, driving, self.vgg, self.pyramid, perceptual_weights=hp.perceptual_weights,
@@ -123,29 +127,40 @@ class LFGStage(DawnStage):
         if self.vgg is None:
             pred, real = self.pyramid(out["prediction"]), self.pyramid(driving)
             losses["l1_pyramid"] = sum(10.0 * (p - r).abs().mean() for p, r in zip(pred, real))
-        if hp.mouth_weight and mouth is not None:
-            losses["mouth_l1"] = hp.mouth_weight * weighted_l1(out["prediction"], driving, mouth)
+        for name, region in (regions or {}).items():
+            losses[f"{name}_l1"] = self.region_weights[name] * weighted_l1(out["prediction"], driving, region)
         if hp.change_weight:
             change = (driving - source).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
             losses["change_l1"] = hp.change_weight * weighted_l1(out["prediction"], driving, change)
         return losses, out
 
-    def mouth_region(self, batch: dict, height: int, width: int) -> torch.Tensor | None:
-        """(B, 1, H, W) union of the source's and the driving frame's mouth boxes (the A2V mouth box, at frame
-        resolution; square frames), or None (weight 0)."""
-        if not self.hparams.mouth_weight or "driving_mouth_lmk" not in batch:
-            return None
-        lmk = torch.stack((batch["source_mouth_lmk"], batch["driving_mouth_lmk"]), dim=1)  # (B, 2, K, 2)
-        return mouth_mask(lmk, height, width, height).amax(dim=1, keepdim=True)
+    @property
+    def region_weights(self) -> dict[str, float]:
+        return {"mouth": self.hparams.mouth_weight, "eyes": self.hparams.eye_weight}
+
+    def regions(self, batch: dict, height: int, width: int) -> dict[str, torch.Tensor]:
+        """name -> (B, 1, H, W): for each region with a weight whose landmarks the batch holds, the union of the
+        source's and the driving frame's landmark boxes (the A2V mouth box, at frame resolution; square frames), one
+        box per eye (`schema.EYE_POINTS` landmarks each)."""
+        regions = {}
+        for name, key, points in (("mouth", "mouth_lmk", None), ("eyes", "eye_lmk", schema.EYE_POINTS)):
+            if not self.region_weights[name] or f"driving_{key}" not in batch:
+                continue
+            lmk = torch.stack((batch[f"source_{key}"], batch[f"driving_{key}"]), dim=1)  # (B, 2, K, 2)
+            if points:  # (B, 2 * K / points, points, 2): one box per eye
+                lmk = lmk.reshape(len(lmk), -1, points, 2)
+            regions[name] = mouth_mask(lmk, height, width, height).amax(dim=1, keepdim=True)
+        return regions
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         source, driving = batch["source"].float() / 255, batch["driving"].float() / 255
-        mouth = self.mouth_region(batch, *source.shape[-2:])
-        if mouth is None:
-            source, driving = self.augment(source, driving)
+        regions = self.regions(batch, *source.shape[-2:])
+        if regions:  # mirrored with the pair, as one (B, R, H, W) mask
+            source, driving, masks = self.augment(source, driving, torch.cat(list(regions.values()), dim=1))
+            regions = dict(zip(regions, masks.split(1, dim=1)))
         else:
-            source, driving, mouth = self.augment(source, driving, mouth)
-        losses, out = self.losses(source, driving, mouth)
+            source, driving = self.augment(source, driving)
+        losses, out = self.losses(source, driving, regions)
         loss = sum(losses.values())
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True)
         self.log("train/loss", loss, on_step=True, prog_bar=True)
@@ -158,9 +173,9 @@ class LFGStage(DawnStage):
         out = self.model(source, driving)
         self.log("val/l1", (out["prediction"] - driving).abs().mean(), on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=len(source))
-        mouth = self.mouth_region(batch, *source.shape[-2:])
-        if mouth is not None:  # the mouth's own reconstruction error (unweighted), the part that makes a face talk
-            self.log("val/mouth_l1", weighted_l1(out["prediction"], driving, mouth), on_epoch=True, sync_dist=True,
+        for name, region in self.regions(batch, *source.shape[-2:]).items():
+            # the region's own reconstruction error (unweighted): the parts that make a face talk and blink
+            self.log(f"val/{name}_l1", weighted_l1(out["prediction"], driving, region), on_epoch=True, sync_dist=True,
                      batch_size=len(source))
         if self.reconstruction_probe is not None:
             self.reconstruction_probe.update(out["prediction"], driving, source)

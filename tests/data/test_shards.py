@@ -55,7 +55,39 @@ def test_sample_contains_every_contract_key(synth_shards):
     names = shard_members(synth_shards / "train-000000.tar")
     suffixes = sorted(schema.split_member(n)[1] for n in names)
     assert suffixes == sorted(["frames.mp4", "audio.wav", "audio_feat.npy", "pose.npy", "blink.npy", "face_box.npy",
-                               "mouth_lmk.npy", "json"])
+                               "mouth_lmk.npy", "eye_lmk.npy", "json"])
+
+
+def raw_samples(path) -> list[dict]:
+    """The samples of tar `path` as the loader sees them: sample key -> {member: bytes, "__key__", "__url__"}."""
+    samples: dict = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            key, name = schema.split_member(member.name)
+            samples.setdefault(key, {"__key__": key, "__url__": str(path)})[name] = tar.extractfile(member).read()
+    return list(samples.values())
+
+
+def test_eye_landmarks_are_optional_members(synth_shards, tmp_path):
+    """Shards without `eye_lmk.npy` (written before it existed) still feed the LFG: its pairs carry no eye points,
+    and a batch mixing both kinds drops the field; a missing required member is still a bad sample."""
+    from dawn_train.data.clips import collate, lfg_pair
+    from dawn_train.data.sample import parse_sample
+
+    rng = np.random.default_rng(0)
+    with_eyes = lfg_pair(parse_sample(raw_samples(synth_shards / "train-000000.tar")[0], schema.STAGE_KEYS["lfg"]), rng)
+    assert with_eyes["source_eye_lmk"].shape == (12, 2) and with_eyes["driving_eye_lmk"].dtype == np.float32
+    raw = raw_samples(synth_shards / "train-000000.tar")[0]
+    del raw[schema.EYE_LMK]
+    parsed = parse_sample(raw, schema.STAGE_KEYS["lfg"])
+    assert schema.EYE_LMK not in parsed and schema.MOUTH_LMK in parsed
+    without = lfg_pair(parsed, rng)
+    assert "source_eye_lmk" not in without and "source_mouth_lmk" in without
+    batch = collate([with_eyes, without])
+    assert "source_eye_lmk" not in batch and batch["source"].shape[0] == 2
+    del raw[schema.MOUTH_LMK]
+    with pytest.raises(schema.SchemaError, match="missing mouth_lmk.npy"):
+        parse_sample(raw, schema.STAGE_KEYS["lfg"])
 
 
 def test_rerun_keeps_finished_shards_and_replaces_partial_ones(synth_raw, tmp_path):

@@ -54,6 +54,30 @@ def test_labels_are_geometrically_consistent():
         assert inner[open_].mean() < inner[closed].mean()
 
 
+def test_eye_landmarks_follow_the_drawn_eyes_and_the_openness_label():
+    """`eye_lmk` (T, 12, 2), 68-point order, image-left eye first: each eye's aspect ratio (mean of the two lid
+    distances over the corner distance) is the openness label times sin(60 deg) (the lid points sit at +-60 deg
+    on the eye's ellipse), and the sclera pixels lie inside each eye's landmark box."""
+    video = synth_video(1, 3, 8.0, 128)
+    eyes, openness = video["labels"]["eye_lmk"].astype(np.float64), video["labels"]["blink"]
+    assert eyes.shape == (len(openness), 12, 2) and len(video["meta"]["blinks"]) > 0
+    for side in range(2):
+        p = eyes[:, 6 * side: 6 * side + 6]
+        lids = (np.linalg.norm(p[:, 1] - p[:, 5], axis=-1) + np.linalg.norm(p[:, 2] - p[:, 4], axis=-1)) / 2
+        ratio = lids / np.linalg.norm(p[:, 0] - p[:, 3], axis=-1)
+        assert np.allclose(ratio, openness[:, side] * np.sin(np.pi / 3), atol=1e-3)
+    assert (eyes[:, :6, 0].mean(1) < eyes[:, 6:, 0].mean(1)).all()  # image-left eye first
+    white = (video["frames"].astype(np.int32) >= 225).all(-1)  # sclera (242) against skin, hair and background
+    for t in np.flatnonzero(openness.min(1) > 0.25)[:20]:
+        ys, xs = np.nonzero(white[t])
+        for side in range(2):
+            p = eyes[t, 6 * side: 6 * side + 6]
+            near = np.abs(xs - p[:, 0].mean()) < 12
+            assert near.sum() > 0
+            assert (xs[near] >= p[:, 0].min() - 1).all() and (xs[near] <= p[:, 0].max() + 1).all()
+            assert (ys[near] >= p[:, 1].min() - 1.5).all() and (ys[near] <= p[:, 1].max() + 1.5).all()
+
+
 def test_cli_writes_prepared_layout(synth_raw):
     ids = sorted(p.stem for p in synth_raw.glob("*.json"))
     assert len(ids) == 8

@@ -207,15 +207,47 @@ def test_mouth_weight_adds_a_loss_inside_the_mouth_boxes():
              "driving": torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8),
              "source_mouth_lmk": mouth, "driving_mouth_lmk": mouth + torch.tensor([0.0, 4.0])}
     off = LFGStage(model, perceptual="l1")
-    assert off.mouth_region(batch, 64, 64) is None
+    assert off.regions(batch, 64, 64) == {}
     stage = LFGStage(model, perceptual="l1", mouth_weight=10.0)
-    region = stage.mouth_region(batch, 64, 64)
-    assert region.shape == (2, 1, 64, 64)
-    rows, cols = region[0, 0].nonzero().unbind(1)
+    regions = stage.regions(batch, 64, 64)
+    assert list(regions) == ["mouth"] and regions["mouth"].shape == (2, 1, 64, 64)
+    rows, cols = regions["mouth"][0, 0].nonzero().unbind(1)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (40, 49, 20, 31)  # both boxes, int(min)..int(max+1)
     source, driving = batch["source"].float() / 255, batch["driving"].float() / 255
-    losses, _ = stage.losses(source, driving, region)
+    losses, _ = stage.losses(source, driving, regions)
     assert losses["mouth_l1"] > 0 and "mouth_l1" not in off.losses(source, driving)[0]
+
+
+def test_eye_weight_boxes_each_eye_and_skips_pairs_without_eye_landmarks():
+    """`eye_weight`: one box per eye (6 landmarks each, not one box spanning both eyes and the nose between them),
+    union over the pair; batches without `eye_lmk` (older shards) get no eye term."""
+    import yaml
+
+    from dawn_train import checkpoints
+    from dawn_train.stages.lfg import LFGStage
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "experiments/demo/lfg.yaml").read_text())
+    model = checkpoints.build(config["model"]["init_args"]["model"])
+    angles = torch.pi * torch.tensor([1, 2 / 3, 1 / 3, 0, -1 / 3, -2 / 3])
+    def eye(cx: float, half_height: float) -> torch.Tensor:
+        return torch.stack([cx + 4 * torch.cos(angles), 20 - half_height * torch.sin(angles)], 1)
+    open_eyes = torch.cat([eye(20.0, 1.5), eye(44.0, 1.5)])[None]  # (1, 12, 2)
+    closed_eyes = torch.cat([eye(20.0, 0.0), eye(44.0, 0.0)])[None]
+    frames = torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8)
+    batch = {"source": frames, "driving": frames, "source_eye_lmk": open_eyes, "driving_eye_lmk": closed_eyes}
+    stage = LFGStage(model, perceptual="l1", eye_weight=10.0)
+    regions = stage.regions(batch, 64, 64)
+    assert list(regions) == ["eyes"]
+    mask = regions["eyes"][0, 0]
+    rows, cols = mask.nonzero().unbind(1)
+    assert (rows.min(), rows.max()) == (18, 22)  # int(20 - 1.5) .. int(20 + 1.5 + 1)
+    assert set(cols.tolist()) == set(range(16, 26)) | set(range(40, 50))  # two boxes, nothing between them
+    assert mask[20, 32] == 0
+    source = frames.float() / 255
+    losses, _ = stage.losses(source, source, regions)
+    assert losses["eyes_l1"] >= 0 and "mouth_l1" not in losses
+    without = {key: value for key, value in batch.items() if "eye" not in key}
+    assert stage.regions(without, 64, 64) == {}
 
 
 def test_change_weight_puts_the_loss_where_the_driving_frame_changed():
