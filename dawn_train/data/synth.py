@@ -13,6 +13,7 @@ prep writes after face cropping and landmarking.  Deterministic for a seed.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,10 @@ from dawn_train.data.video import Encoding, encode_mp4
 
 MOUTH_RMS = 0.15  # audio RMS at which the mouth is fully open
 EYE_HALF_WIDTH = 0.2  # in face units (face half-height = 1)
+# Bumped whenever the same seed draws other frames or labels, so that a rerun re-renders the videos of an older
+# renderer instead of keeping them.  2: ellipse edges end at the ellipse (closed eyes and mouths were lines across
+# the face), eye landmarks.
+RENDERER_VERSION = 2
 EYE_ANGLES = np.pi * np.array([1, 2 / 3, 1 / 3, 0, -1 / 3, -2 / 3])  # the eye landmarks on the eye's ellipse
 N_MOUTH_POINTS = 20  # 12 outer + 8 inner lip points, like landmarks 48-67 of the 68-point scheme
 
@@ -149,9 +154,15 @@ class FaceCanvas:
         return np.stack([self.centre[0] + self.cos * fu - self.sin * fv, self.centre[1] + self.sin * fu + self.cos * fv], 1)
 
     def ellipse(self, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
-        """Coverage (H, W) in [0, 1] of an ellipse, soft over about one pixel."""
-        q = np.sqrt(((self.fu - cx) / rx) ** 2 + ((self.fv - cy) / ry) ** 2)
-        return np.clip(0.5 - (q - 1) * min(rx, ry) * self.radius, 0, 1)
+        """Coverage (H, W) in [0, 1] of an ellipse, soft over about one pixel.  The distance to the outline is the
+        larger of two lower bounds of it, (q - 1) / |grad q| (q, the normalised radius, is convex; exact along both
+        axes) and the distance to the bounding box, so a thin ellipse (a closed eye or mouth) ends at its own width
+        (a soft edge of width min(rx, ry) once drew a line max(rx, ry) / min(rx, ry) times too long)."""
+        x, y = (self.fu - cx) / rx, (self.fv - cy) / ry
+        q, grad = np.sqrt(x ** 2 + y ** 2), np.sqrt((x / rx) ** 2 + (y / ry) ** 2)  # grad = q |grad q|
+        first_order = np.where(grad > 1e-12, (q - 1) * q / np.maximum(grad, 1e-12), -min(rx, ry))  # 0/0 at the centre
+        box = np.maximum(np.abs(x * rx) - rx, np.abs(y * ry) - ry)
+        return np.clip(0.5 - np.maximum(first_order, box) * self.radius, 0, 1)
 
 
 def render_frame(size: int, pose: np.ndarray, openness: np.ndarray, mouth: float, identity: Identity,
@@ -217,6 +228,7 @@ def synth_video(seed: int, index: int, seconds: float, size: int) -> dict:
     meta = {
         "video_id": video_id, "speaker": f"speaker{index:05d}", "fps": FPS, "n_frames": n_frames, "size": size,
         "sample_rate": SAMPLE_RATE, "seed": seed, "blinks": events, "source": "synth", "schema_version": SCHEMA_VERSION,
+        "renderer": RENDERER_VERSION,
         "pose_units": "yaw/pitch/roll degrees, scale = face height / crop size, tx/ty = face centre in pixels",
     }
     labels = {"pose": pose, "blink": openness, "mouth": mouth, "face_box": boxes, "mouth_lmk": lips,
@@ -237,9 +249,20 @@ def _render_and_write(args) -> str:
     return video["meta"]["video_id"]
 
 
+def is_current(out: Path, seed: int, index: int, seconds: float, size: int) -> bool:
+    """Whether video `index` in `out` is complete and what this renderer draws for these options (else it is
+    rendered again: a rerun with another seed, length or size, or after a renderer change, never mixes videos)."""
+    try:
+        meta = json.loads((out / f"synth{index:05d}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = {"seed": seed, "size": size, "n_frames": int(round(seconds * FPS)), "renderer": RENDERER_VERSION}
+    return isinstance(meta, dict) and all(meta.get(key) == value for key, value in wanted.items())
+
+
 def synth_dataset(out: str | Path, videos: int, seconds: float, size: int, seed: int = 0, workers: int = 1,
                   encoding: Encoding = Encoding(), progress: bool = True) -> list[str]:
-    """Render `videos` videos into `out`; videos already complete there are kept (resumable)."""
+    """Render `videos` videos into `out`; videos already complete there with the same options are kept (resumable)."""
     from multiprocessing import get_context
 
     from tqdm import tqdm
@@ -250,7 +273,7 @@ def synth_dataset(out: str | Path, videos: int, seconds: float, size: int, seed:
         raise ValueError(f"need videos >= 1 and seconds > 0, got {videos}, {seconds}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    todo = [(out, seed, i, seconds, size, encoding) for i in range(videos) if not (out / f"synth{i:05d}.json").exists()]
+    todo = [(out, seed, i, seconds, size, encoding) for i in range(videos) if not is_current(out, seed, i, seconds, size)]
     bar = tqdm(total=videos, initial=videos - len(todo), desc="synth videos", disable=not progress)
     if workers > 1 and len(todo) > 1:
         with get_context("spawn").Pool(workers) as pool:

@@ -4,7 +4,7 @@ import numpy as np
 
 from dawn_train.data.audio import read_wav
 from dawn_train.data.schema import FPS, SAMPLES_PER_FRAME
-from dawn_train.data.synth import EYE_HALF_WIDTH, mouth_from_audio, synth_video
+from dawn_train.data.synth import EYE_HALF_WIDTH, mouth_from_audio, random_identity, render_frame, synth_video
 from dawn_train.data.video import decode_all
 
 
@@ -78,6 +78,24 @@ def test_eye_landmarks_follow_the_drawn_eyes_and_the_openness_label():
             assert (ys[near] >= p[:, 1].min() - 1.5).all() and (ys[near] <= p[:, 1].max() + 1.5).all()
 
 
+def test_closing_eyes_and_mouth_changes_only_pixels_inside_their_landmarks():
+    """A closed eye or mouth is a thin ellipse: it must end at its own width (its anti-aliased edge once drew a
+    line across the face, 4x the eye's width at a blink's deepest frame)."""
+    identity = random_identity(np.random.default_rng(3))
+    background = np.full((128, 128, 3), 0.5, dtype=np.float32)
+    for pose in synth_video(2, 0, 0.2, 128)["labels"]["pose"][:3]:
+        wide, _, lips_wide, eyes_wide = render_frame(128, pose, np.array([0.35, 0.35]), 1.0, identity, background)
+        shut, _, lips_shut, eyes_shut = render_frame(128, pose, np.array([0.045, 0.0]), 0.0, identity, background)
+        changed = np.abs(wide.astype(int) - shut.astype(int)).max(-1) > 2
+        allowed = np.zeros_like(changed)
+        ys, xs = np.mgrid[0:128, 0:128] + 0.5
+        for points in (np.concatenate([lips_wide, lips_shut]), np.concatenate([eyes_wide[:6], eyes_shut[:6]]),
+                       np.concatenate([eyes_wide[6:], eyes_shut[6:]])):
+            (x0, y0), (x1, y1) = points.min(0) - 1.5, points.max(0) + 1.5
+            allowed |= (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+        assert changed.any() and not (changed & ~allowed).any(), np.argwhere(changed & ~allowed)[:5]
+
+
 def test_cli_writes_prepared_layout(synth_raw):
     ids = sorted(p.stem for p in synth_raw.glob("*.json"))
     assert len(ids) == 8
@@ -88,3 +106,24 @@ def test_cli_writes_prepared_layout(synth_raw):
     labels = np.load(synth_raw / f"{ids[0]}.npz")
     assert labels["pose"].shape == (meta["n_frames"], 6) and labels["blink"].shape == (meta["n_frames"], 2)
     assert 0 < labels["blink"].max() <= 1.0 / EYE_HALF_WIDTH
+
+
+def test_rerun_keeps_matching_videos_and_rerenders_the_others(tmp_path):
+    """A rerun keeps complete videos made with the same options and renderer and renders the rest again: another
+    seed, length or an older renderer's video is never kept beside the new ones."""
+    from dawn_train.data.synth import RENDERER_VERSION, synth_dataset
+
+    out = tmp_path / "tmp.raw dir"
+    synth_dataset(out, videos=2, seconds=0.2, size=64, seed=0, progress=False)
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    synth_dataset(out, videos=2, seconds=0.2, size=64, seed=0, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")} == stamp  # kept
+    meta = json.loads((out / "synth00001.json").read_text())
+    assert meta["renderer"] == RENDERER_VERSION
+    (out / "synth00001.json").write_text(json.dumps({**meta, "renderer": RENDERER_VERSION - 1}))
+    synth_dataset(out, videos=2, seconds=0.2, size=64, seed=0, progress=False)
+    assert json.loads((out / "synth00001.json").read_text())["renderer"] == RENDERER_VERSION
+    assert (out / "synth00000.json").stat().st_mtime_ns == stamp["synth00000.json"]
+    synth_dataset(out, videos=2, seconds=0.4, size=64, seed=1, progress=False)
+    metas = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert [(m["seed"], m["n_frames"]) for m in metas] == [(1, 10), (1, 10)]

@@ -123,9 +123,12 @@ class _Canvas:
 
     def ellipse(self, cx, cy, rx, ry) -> Tensor:
         """Coverage (N, H, W) in [0, 1], soft over about one pixel; centre and radii are floats or (N, 1, 1)."""
-        q2 = ((self.fu - cx) / rx) ** 2 + ((self.fv - cy) / ry) ** 2
-        q = q2.clamp(min=1e-12).sqrt()  # finite gradient at the centre
-        return (0.5 - (q - 1) * _minimum(rx, ry) * self.radius).clamp(0, 1)
+        x, y = (self.fu - cx) / rx, (self.fv - cy) / ry
+        q = (x ** 2 + y ** 2).clamp(min=1e-12).sqrt()  # finite gradient at the centre
+        grad2 = (x / rx) ** 2 + (y / ry) ** 2  # (q |grad q|)^2: the distance to the outline as `FaceCanvas.ellipse`
+        first_order = torch.where(grad2 > 1e-24, (q - 1) * q / grad2.clamp(min=1e-24).sqrt(), -_minimum(rx, ry))
+        box = torch.maximum((x * rx).abs() - rx, (y * ry).abs() - ry)
+        return (0.5 - torch.maximum(first_order, box) * self.radius).clamp(0, 1)
 
 
 def render(scene: Scene, size: int) -> Tensor:
