@@ -34,8 +34,12 @@ from dawn_train.metrics.weights import Float64Metric
 
 
 def motion_beats(pose: np.ndarray, smooth: float = 5.0) -> np.ndarray:
-    """(T, D) motion -> frame indices of local minima of the smoothed speed (length T - 1)."""
+    """(T, D) motion -> frame indices of local minima of the smoothed speed (length T - 1).  A speed series shorter
+    than the smoothing window (2 * smooth + 1 samples) has none: its minima would be the window's edge effects (a
+    4-frame clip once "found" a beat in its middle frame)."""
     speed = np.linalg.norm(np.diff(np.asarray(pose, dtype=np.float64), axis=0), axis=1)
+    if len(speed) < 2 * smooth + 1:
+        return np.zeros(0, dtype=np.int64)
     if smooth > 0:
         speed = scipy.ndimage.gaussian_filter1d(speed, smooth)
     inner = speed[1:-1]

@@ -40,6 +40,17 @@ def test_motion_beats_are_speed_minima():
     np.testing.assert_array_equal(motion_beats(pose, smooth=5), [10, 30, 50, 70, 90])
 
 
+def test_clips_shorter_than_the_smoothing_window_have_no_motion_beats():
+    """Under a 5-frame Gaussian a 4-frame clip's 3 speeds come out equal up to rounding, and a rounding difference once
+    made a "beat" (this pose did, at frame 1); clips shorter than the window have none, so BAS skips them."""
+    pose = np.array([[1.0, -0.62, 1.82], [-1.32, -0.66, 0.94], [0.05, 2.0, 0.19], [-0.63, -0.38, -1.09]])
+    assert len(motion_beats(pose, smooth=5)) == 0
+    assert len(motion_beats(pose_with_slow_frames()[:11, :3], smooth=5)) == 0  # 10 speeds < 11-sample window
+    metric = BAS()
+    metric.update(torch.tensor(pose)[None], torch.tensor(clicks([2]))[None, : 4 * 640])
+    assert int(metric.n) == 0 and int(metric.n_skipped) == 1
+
+
 def test_audio_beats_at_onsets():
     beats = audio_beats(clicks([12, 30, 47, 71, 90]))
     assert set([12, 30, 47, 71, 90]) <= set(beats.tolist())
