@@ -50,7 +50,8 @@ SHARD_FILE = re.compile(r"(train|val|test)-\d{6}\.tar(\.tmp)?")
 # What reading one prepared video can raise (VideoError, AudioError, SchemaError are ValueErrors).
 VIDEO_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zipfile.BadZipFile)
 LABELS = ("pose", "blink", "face_box", "mouth_lmk")  # arrays of `<id>.npz`
-OPTIONAL_LABELS = {"eye_lmk": schema.EYE_LMK}  # written to the shards when the `<id>.npz` has them
+# the schema's optional members ("eye_lmk.npy" <- `<id>.npz`'s "eye_lmk"), written to the shards when the npz has them
+OPTIONAL_LABELS = {key.removesuffix(".npy"): key for key in schema.OPTIONAL_KEYS}
 DECODE_CHECK_FRAMES = 250  # frames decoded at a time when checking that a whole video decodes
 
 
