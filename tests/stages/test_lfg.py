@@ -268,7 +268,7 @@ def test_change_weight_puts_the_loss_where_the_driving_frame_changed():
     stage = LFGStage(model, change_weight=2.0, **no_equivariance)
 
     def change_l1(pred: torch.Tensor) -> float:
-        model.forward = lambda s, d: {"prediction": pred}  # the loss of a known reconstruction
+        model.forward = lambda s, d, **_: {"prediction": pred}  # the loss of a known reconstruction
         return float(stage.losses(source, driving)[0]["change_l1"])
 
     assert change_l1(prediction) == pytest.approx(0.0)
@@ -279,3 +279,28 @@ def test_change_weight_puts_the_loss_where_the_driving_frame_changed():
     inside[..., 10:14, 20:30] -= 0.3  # wrong where the frame changed: weight 2 x mean error 0.3
     assert change_l1(inside) == pytest.approx(0.6, rel=1e-4)
     assert "change_l1" not in LFGStage(model, **no_equivariance).losses(source, driving)[0]
+
+
+def test_occlusion_dropout_cuts_holes_in_training_pairs_and_decoded_weight_trains_the_decoder():
+    """`occlusion_dropout`: a (B, 1, grid, grid) keep-mask with about that share of zero cells, only when on;
+    `decoded_weight`: an L1 term on the decoder's own image.  Bad values are refused up front."""
+    import yaml
+
+    from dawn_train import checkpoints
+    from dawn_train.stages.lfg import LFGStage
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "experiments/demo/lfg.yaml").read_text())
+    model = checkpoints.build(config["model"]["init_args"]["model"])
+    assert LFGStage(model, perceptual="l1").occlusion_holes(4, torch.device("cpu")) is None
+    stage = LFGStage(model, perceptual="l1", occlusion_dropout=0.25, occlusion_dropout_grid=4, decoded_weight=10.0)
+    torch.manual_seed(0)
+    keep = stage.occlusion_holes(256, torch.device("cpu"))
+    assert keep.shape == (256, 1, 4, 4) and set(keep.unique().tolist()) == {0.0, 1.0}
+    assert (1 - keep).mean().item() == pytest.approx(0.25, abs=0.02)
+    source, driving = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    losses, out = stage.losses(source, driving, occlusion_mask=torch.zeros(2, 1, 4, 4))
+    assert losses["decoded_l1"].item() == pytest.approx(10 * (out["decoded"] - driving).abs().mean().item())
+    assert "decoded_l1" not in LFGStage(model, perceptual="l1").losses(source, driving)[0]
+    for bad in (dict(occlusion_dropout=1.0), dict(occlusion_dropout=-0.1), dict(occlusion_dropout_grid=0)):
+        with pytest.raises(ValueError, match="occlusion_dropout"):
+            LFGStage(model, perceptual="l1", **bad)

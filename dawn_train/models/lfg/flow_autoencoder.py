@@ -91,10 +91,12 @@ class LatentFlowGenerator(nn.Module):
         dropped: DAWN never trains or saves that network)."""
         return cls(**{k: v for k, v in model_params.items() if k != "avd_network_params"})
 
-    def forward(self, source: Tensor, driving: Tensor) -> dict[str, Any]:
-        """Reconstruct ``driving`` from ``source``. source, driving: (B, 3, H, W) in [0, 1].
+    def forward(self, source: Tensor, driving: Tensor, occlusion_mask: Tensor | None = None) -> dict[str, Any]:
+        """Reconstruct ``driving`` from ``source``. source, driving: (B, 3, H, W) in [0, 1]; occlusion_mask: see
+        ``Generator.forward`` (training only).
 
-        Returns the generator dict — ``prediction`` (B, 3, H, W), ``deformed`` (B, 3, H, W), ``optical_flow``
+        Returns the generator dict — ``prediction`` (B, 3, H, W), ``decoded`` (B, 3, H, W) (the decoder's image
+        before its blend with the warped source), ``deformed`` (B, 3, H, W), ``optical_flow``
         (B, h, w, 2), ``occlusion_map`` (B, 1, h, w), ``bottle_neck_feat`` (B, 256, h, w) — plus
         ``source_region_params`` / ``driving_region_params`` (dicts, see ``RegionPredictor.forward``) and
         ``bg_params`` (B, 3, 3).
@@ -103,7 +105,7 @@ class LatentFlowGenerator(nn.Module):
         driving_params = self.region_predictor(driving)
         bg_params = self.bg_predictor(source, driving)
         out = self.generator(source, driving_region_params=driving_params, source_region_params=source_params,
-                             bg_params=bg_params)
+                             bg_params=bg_params, occlusion_mask=occlusion_mask)
         out.update(source_region_params=source_params, driving_region_params=driving_params, bg_params=bg_params)
         return out
 

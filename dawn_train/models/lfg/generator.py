@@ -86,6 +86,12 @@ class Generator(nn.Module):
     def decode_features(self, source_image: Tensor, feats: list[Tensor], optical_flow: Tensor | None,
                         occlusion_map: Tensor | None) -> Tensor:
         """Warp the source features, run the bottleneck and the decoder. Returns the frame (B, C, H, W) in [0, 1]."""
+        return self._decode(source_image, feats, optical_flow, occlusion_map)[0]
+
+    def _decode(self, source_image: Tensor, feats: list[Tensor], optical_flow: Tensor | None,
+                occlusion_map: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(frame, decoded): the frame and the decoder's own image before the last blend with the warped source
+        (the same tensor without skips), both (B, C, H, W) in [0, 1]."""
         out = self.apply_optical(feats[-1], None, optical_flow, occlusion_map)
         out = self.bottleneck(out)
         for i, block in enumerate(self.up_blocks):
@@ -94,17 +100,20 @@ class Generator(nn.Module):
             out = block(out)
         if self.skips:
             out = self.apply_optical(feats[0], out, optical_flow, occlusion_map)
-        out = torch.sigmoid(self.final(out))
+        decoded = torch.sigmoid(self.final(out))
+        out = decoded
         if self.skips:
             # the last blend is with the warped source image itself, at full resolution
-            out = self.apply_optical(source_image, out, optical_flow, occlusion_map)
-        return out
+            out = self.apply_optical(source_image, decoded, optical_flow, occlusion_map)
+        return out, decoded
 
     # -- official entry points ------------------------------------------------------------------------------------
 
     def forward(self, source_image: Tensor, driving_region_params: dict, source_region_params: dict,
-                bg_params: Tensor | None = None) -> dict[str, Tensor]:
-        """source_image (B, C, H, W) in [0, 1]; region params of driving and source; bg_params (B, 3, 3).
+                bg_params: Tensor | None = None, occlusion_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """source_image (B, C, H, W) in [0, 1]; region params of driving and source; bg_params (B, 3, 3);
+        occlusion_mask (B, 1, m, n), any size (resized, nearest): multiplies the occlusion map before decoding, a
+        training regulariser that cuts holes the decoder must fill (``LFGStage.occlusion_dropout``).
 
         Returns ``prediction`` (B, C, H, W), ``bottle_neck_feat`` (B, C_b, H/2^n, W/2^n) and, with a flow predictor,
         ``optical_flow`` (B, h, w, 2), ``occlusion_map`` (B, 1, h, w), ``deformed`` (B, C, H, W) = warped source.
@@ -120,7 +129,10 @@ class Generator(nn.Module):
             out["optical_flow"] = flow
             if occlusion is not None:
                 out["occlusion_map"] = occlusion
-        out["prediction"] = self.decode_features(source_image, feats, flow, occlusion)
+                if occlusion_mask is not None:  # the logged map stays the predicted one
+                    occlusion = occlusion * F.interpolate(occlusion_mask.to(occlusion.dtype), size=occlusion.shape[2:],
+                                                          mode="nearest")
+        out["prediction"], out["decoded"] = self._decode(source_image, feats, flow, occlusion)
         return out
 
     def compute_fea(self, source_image: Tensor) -> Tensor:

@@ -75,14 +75,15 @@ def lfg_losses(
     sigma_tps: float | None = 0.005,
     points_tps: int | None = 5,
     generator: torch.Generator | None = None,
+    occlusion_mask: Tensor | None = None,
 ) -> tuple[dict[str, Tensor], dict]:
     """One LFG reconstruction step as in the official ``ReconstructionModel``: returns (weighted losses, model output).
 
     model: a ``LatentFlowGenerator``; source, driving: (B, 3, H, W) in [0, 1]. Zero weights skip a term (and the
-    VGG / extra region-predictor pass it would need). The output dict gains ``transformed_frame`` and
-    ``transformed_region_params`` when an equivariance term is active.
+    VGG / extra region-predictor pass it would need). occlusion_mask: see ``LatentFlowGenerator.forward``. The output
+    dict gains ``transformed_frame`` and ``transformed_region_params`` when an equivariance term is active.
     """
-    out = model(source, driving)
+    out = model(source, driving, occlusion_mask=occlusion_mask)
     losses: dict[str, Tensor] = {}
     if vgg is not None and any(perceptual_weights):
         losses["perceptual"] = pyramid_perceptual_loss(out["prediction"], driving, vgg, pyramid, perceptual_weights)

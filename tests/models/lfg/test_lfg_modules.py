@@ -295,3 +295,23 @@ def test_lfg_losses_backpropagate_to_all_submodules():
         grads = [p.grad for p in getattr(model, group).parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads), group
     assert out["transformed_frame"].shape == driving.shape
+
+
+def test_occlusion_mask_cuts_holes_that_the_decoder_fills():
+    """`occlusion_mask` multiplies the occlusion map: where it is 0 the frame is the decoder's own image
+    (`decoded`), a mask of ones changes nothing, and the logged occlusion map stays the predicted one."""
+    torch.manual_seed(0)
+    model = tiny_lfg(num_blocks=3).eval()
+    source, driving = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(source, driving)
+        ones = model(source, driving, occlusion_mask=torch.ones(2, 1, 4, 4))
+        left = torch.ones(2, 1, 4, 4)
+        left[..., :2] = 0  # a hole over the left half (occlusion columns 0-7 of 16)
+        holed = model(source, driving, occlusion_mask=left)
+    assert torch.equal(ones["prediction"], plain["prediction"])
+    assert torch.equal(holed["occlusion_map"], plain["occlusion_map"])
+    assert plain["occlusion_map"].min() > 0  # so the hole is what makes the difference below
+    # the full-resolution blend upsamples the occlusion bilinearly: columns well inside the hole are decoded only
+    assert torch.allclose(holed["prediction"][..., :28], holed["decoded"][..., :28])
+    assert not torch.allclose(plain["prediction"][..., :28], plain["decoded"][..., :28])
