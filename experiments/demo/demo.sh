@@ -10,8 +10,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # A second demo starts over: a fresh `fit` refuses a run folder that already holds a run, so the runs and
 # outputs of a previous demo go first.  The data stays: synth and shards reuse what matches their options.
 RUNS=(runs/lfg-demo runs/pbnet-pose-demo runs/pbnet-blink-demo runs/a2v-demo-stage1 runs/a2v-demo-stage2)
-echo "removing the previous demo's runs and outputs, if any: ${RUNS[*]} $OUT/{portrait.png,generated.mp4,report,probe.pt}"
-rm -rf "${RUNS[@]}" "$OUT/portrait.png" "$OUT/generated.mp4" "$OUT/report" "$OUT/probe.pt"
+echo "removing the previous demo's runs and outputs, if any: ${RUNS[*]} $OUT/{portrait.png,generated.mp4,frames.png,report,probe.pt}"
+rm -rf "${RUNS[@]}" "$OUT/portrait.png" "$OUT/generated.mp4" "$OUT/frames.png" "$OUT/report" "$OUT/probe.pt"
 QUIET=(--trainer.enable_model_summary=false)
 DEMO=(-c experiments/base.yaml -c experiments/demo/base.yaml)   # every demo run: base + tiny CPU settings
 
@@ -50,6 +50,23 @@ Image.fromarray(decode_all(open(sys.argv[1], "rb").read())[0]).save(sys.argv[2])
 PY
 dawn-train generate --config experiments/demo/generate.yaml --image "$OUT/portrait.png" \
     --audio "${VIDEO%.mp4}.wav" --out "$OUT/generated.mp4" --steps 10
+# the picture in the README: generated frames at the 4 loudest moments (most open true mouth, >= 10 frames apart),
+# the real video at the same frames below
+python - "$VIDEO" "$OUT/generated.mp4" "$OUT/frames.png" <<'PY'
+import sys
+import numpy as np
+from PIL import Image
+from dawn_train.data.video import decode_all
+real, fake = (decode_all(open(path, "rb").read()) for path in sys.argv[1:3])
+mouth = np.load(sys.argv[1][:-4] + ".npz")["mouth"][:len(fake)]
+picks = []
+for i in np.argsort(-mouth):
+    picks += [int(i)] if all(abs(int(i) - j) >= 10 for j in picks) else []
+picks = sorted(picks[:4])
+rows = np.concatenate([np.concatenate([video[i] for i in picks], 1) for video in (fake, real)], 0)
+Image.fromarray(rows).resize((rows.shape[1] * 3, rows.shape[0] * 3), Image.BICUBIC).save(sys.argv[3])
+print(f"frames {picks} of generated.mp4 (top) and the real video -> {sys.argv[3]}")
+PY
 
 step "9/10 metrics on the held-out videos: ground truth read off the generated frames by the synthetic probe"
 # FID/FVD/LSE/CSIM need their network weights (README); the probe is trained here (~2 CPU min; 1000 steps are
@@ -69,7 +86,7 @@ Demo outputs:
   shards + manifest    $OUT/shards
   training runs        runs/{lfg-demo,pbnet-pose-demo,pbnet-blink-demo,a2v-demo-stage1,a2v-demo-stage2}
                        (checkpoints/, csv/metrics.csv, W&B offline runs in wandb/, samples/ videos)
-  generated video      $OUT/generated.mp4
+  generated video      $OUT/generated.mp4 (frames at its loudest moments: $OUT/frames.png)
   metrics              runs/a2v-demo-stage2/eval.json
   report               $OUT/report/report.html (plots + table)
 Sync W&B runs later with: wandb sync runs/<name>/wandb/offline-run-*
