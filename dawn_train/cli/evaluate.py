@@ -65,7 +65,8 @@ def cmd_quality_report(args) -> int:
     evals = {"Driven by ground-truth pose and blink": args.eval_gt}
     if args.eval_pbnet:
         evals["Driven by PBNet's pose and blinks"] = args.eval_pbnet
-    path = write_results(args.out, evals, curves=args.curves, minutes=args.minutes, command=args.command)
+    path = write_results(args.out, evals, curves=args.curves, minutes=args.minutes, command=args.command,
+                         probe=args.probe)
     print(f"results: {path}")
     return 0
 
@@ -122,5 +123,6 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     quality.add_argument("--curves", default=None, help="a `dawn-train report` folder: its PNG curves are copied")
     quality.add_argument("--minutes", type=float, default=None, help="wall-clock minutes of the whole recipe")
     quality.add_argument("--command", default="make quality", help="the command that produced the results")
+    quality.add_argument("--probe", default=None, help="the probe file the evals used: its accuracy is stated")
     quality.add_argument("--out", required=True, help="folder of RESULTS.md (figures go to <out>/results/)")
     quality.set_defaults(func=cmd_quality_report)

@@ -59,4 +59,5 @@ step "8/8 results -> $RESULTS/RESULTS.md"
 dawn-train report "$RUNS"/lfg-synth "$RUNS"/pbnet-pose-synth "$RUNS"/pbnet-blink-synth "$RUNS"/a2v-synth-stage1 \
     "$RUNS"/a2v-synth-stage2 --out "$OUT/report"
 dawn-train quality-report --eval-gt "$OUT/eval_gt.json" --eval-pbnet "$OUT/eval_pbnet.json" --curves "$OUT/report" \
-    --minutes $(( ($(date +%s) - START) / 60 )) --command "make quality" --out "$RESULTS"
+    --minutes $(( ($(date +%s) - START) / 60 )) --probe "$OUT/probe.pt" --out "$RESULTS" \
+    --command "${QUALITY_PROBE:+QUALITY_PROBE=<a probe made earlier> }make quality"

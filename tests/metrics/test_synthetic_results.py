@@ -42,3 +42,21 @@ def test_results_file_attributes_unmet_goals_and_shows_curves(tmp_path):
     assert "LFG reconstruction PSNR on these clips: 26.50 dB (goal >= 28 dB: **not met**)" in text
     assert "![val_l1.png](results/val_l1.png)" in text and (out / "results" / "val_l1.png").exists()
     assert "55 minutes" in text
+
+
+def test_results_file_states_the_probe_and_its_accuracy(tmp_path):
+    """The figures are the probe's readings: the file says which probe and how accurate it is on ground truth."""
+    import torch
+
+    from dawn_train.metrics.synthetic import ProbeConfig, SynthProbe, save_probe
+
+    torch.manual_seed(0)
+    accuracy = {"mouth_r2": 0.991, "eyes_r2": 0.962, "yaw_mae_deg": 0.41, "pitch_mae_deg": 0.38, "roll_mae_deg": 0.2}
+    save_probe(SynthProbe(ProbeConfig()), tmp_path / "probe v1.pt", report={"steps": 1000, "eval": {"64px": accuracy}})
+    save_probe(SynthProbe(ProbeConfig()), tmp_path / "bare.pt")
+    evals = {"GT": eval_file(tmp_path / "a.json", mouth_ceiling=0.9)}
+    text = write_results(tmp_path / "out", evals, probe=tmp_path / "probe v1.pt").read_text()
+    assert "1000 training steps" in text and "mouth R^2 0.991, eyes R^2 0.962" in text
+    assert "yaw/pitch/roll error 0.41/0.38/0.20 deg" in text
+    assert "holds no accuracy report" in write_results(tmp_path / "out2", evals, probe=tmp_path / "bare.pt").read_text()
+    assert "The probe" not in write_results(tmp_path / "out3", evals).read_text()

@@ -79,10 +79,26 @@ def _commit() -> str:
         return "unknown"
 
 
+def probe_line(path: str | Path) -> str:
+    """What the probe behind every figure is: its training steps and its held-out accuracy at 64 px, from the report
+    `dawn-train data probe` stores in the file."""
+    from dawn_train.metrics.synthetic.train import load_probe
+
+    report = load_probe(path).report
+    accuracy = report.get("eval", {}).get("64px")
+    if not accuracy:
+        return f"The probe (`{path}`) holds no accuracy report."
+    return (f"The probe (`{path}`, {report.get('steps', '?')} training steps) reads held-out ground-truth frames at "
+            f"64 px with mouth R^2 {accuracy['mouth_r2']:.3f}, eyes R^2 {accuracy['eyes_r2']:.3f}, yaw/pitch/roll "
+            f"error {accuracy['yaw_mae_deg']:.2f}/{accuracy['pitch_mae_deg']:.2f}/{accuracy['roll_mae_deg']:.2f} deg.")
+
+
 def write_results(out_dir: str | Path, evals: dict[str, str | Path], curves: str | Path | None = None,
-                  minutes: float | None = None, command: str = "make quality", lfg_goal_db: float = 28.0) -> Path:
+                  minutes: float | None = None, command: str = "make quality", lfg_goal_db: float = 28.0,
+                  probe: str | Path | None = None) -> Path:
     """Write `out_dir`/RESULTS.md and copy the curves (PNG) into `out_dir`/results/.  `evals`: title -> eval
-    json (`dawn-train eval --probe --goals ...`).  Returns the markdown file."""
+    json (`dawn-train eval --probe --goals ...`); probe: the probe file they used (its accuracy is stated).
+    Returns the markdown file."""
     out_dir = Path(out_dir)
     figures = out_dir / "results"
     figures.mkdir(parents=True, exist_ok=True)
@@ -90,7 +106,8 @@ def write_results(out_dir: str | Path, evals: dict[str, str | Path], curves: str
              f"Written by `{command}` (experiments/synth/quality.sh) on {time.strftime('%Y-%m-%d')}, commit "
              f"{_commit()}, {os.cpu_count()} CPU cores" + (f", {minutes:.0f} minutes in total." if minutes else "."),
              "Held-out identities; the first frame is the source, the clip's own audio drives the mouth. Every figure "
-             "stands beside the still frame (the source held for the whole clip) and the LFG ceiling.", ""]
+             "stands beside the still frame (the source held for the whole clip) and the LFG ceiling."]
+    lines += [probe_line(probe), ""] if probe else [""]
     for title, path in evals.items():
         result = json.loads(Path(path).read_text())
         synthetic = result.get("synthetic")
