@@ -214,16 +214,17 @@ class LFGStage(DawnStage):
             self.reconstruction_probe.reset()
 
     def log_grid(self, key: str, source, driving, out) -> None:
-        """Rows: source, driving, reconstruction, flow (colour wheel), occlusion."""
+        """Rows: source, driving, reconstruction, the decoder's own image (what it paints where the occlusion map is
+        low), flow (colour wheel), occlusion."""
         size = source.shape[-2:]
 
         def up(x: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.interpolate(x, size=size, mode="nearest")
 
-        rows = [source, driving, out["prediction"], up(flow_to_rgb(out["optical_flow"])),
+        rows = [source, driving, out["prediction"], out["decoded"], up(flow_to_rgb(out["optical_flow"])),
                 up(out["occlusion_map"]).expand(-1, 3, -1, -1)]
         log_images(self.loggers, key, image_grid(rows), self.global_step,
-                   caption="source / driving / reconstruction / flow / occlusion")
+                   caption="source / driving / reconstruction / decoder's own image / flow / occlusion")
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -71,7 +71,11 @@ def test_wandb_offline_run_holds_metrics_and_images(trained_run):
     run = read_offline_run(trained_run)
     keys = set().union(*run["history"])
     assert {"train/loss", "train/l1_pyramid", "val/l1", "perf/samples_per_s"} <= keys
-    assert any(p.endswith(".png") for p in run["media"])  # image grids (source/driving/recon/flow/occlusion)
+    grids = [p for p in run["media"] if p.endswith(".png")]
+    assert grids  # image grids: source, driving, reconstruction, decoder's own image, flow, occlusion
+    from PIL import Image
+    with Image.open(grids[0]) as grid:
+        assert grid.height == 6 * 64  # six rows of the demo's 64-px frames
     losses = [row["train/loss"] for row in run["history"] if "train/loss" in row]
     assert all(isinstance(v, float) for v in losses) and len(losses) >= 10
 
