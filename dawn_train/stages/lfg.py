@@ -95,7 +95,10 @@ class LFGStage(DawnStage):
         if not 0 <= occlusion_dropout < 1 or occlusion_dropout_grid < 1:
             raise ValueError(f"LFGStage: occlusion_dropout must be in [0, 1) and occlusion_dropout_grid >= 1, got "
                              f"{occlusion_dropout} and {occlusion_dropout_grid}")
-        self.occlusion_dropout = occlusion_dropout
+        flow_predictor = model.generator.pixelwise_flow_predictor
+        if occlusion_dropout and (flow_predictor is None or flow_predictor.occlusion is None):
+            raise ValueError("LFGStage: occlusion_dropout needs an LFG that predicts an occlusion map "
+                             "(pixelwise_flow_predictor_params.estimate_occlusion_map: true); this one has none")
         if init_from:
             load_model_weights(self.model, init_from, kind="lfg")
         self.pyramid = ImagePyramid(scales)
@@ -132,10 +135,11 @@ class LFGStage(DawnStage):
 
     def occlusion_holes(self, batch_size: int, device: torch.device) -> torch.Tensor | None:
         """(B, 1, grid, grid) keep-mask, 0 in each cell with probability `occlusion_dropout`; None when off."""
-        if not self.occlusion_dropout:
+        hp = self.hparams
+        if not hp.occlusion_dropout:
             return None
-        grid = self.hparams.occlusion_dropout_grid
-        return (torch.rand(batch_size, 1, grid, grid, device=device) >= self.occlusion_dropout).float()
+        grid = hp.occlusion_dropout_grid
+        return (torch.rand(batch_size, 1, grid, grid, device=device) >= hp.occlusion_dropout).float()
 
     def losses(self, source: torch.Tensor, driving: torch.Tensor, regions: dict[str, torch.Tensor] | None = None,
                occlusion_mask: torch.Tensor | None = None) -> tuple[dict, dict]:

@@ -308,3 +308,11 @@ def test_occlusion_dropout_cuts_holes_in_training_pairs_and_decoded_weight_train
     for bad in (dict(occlusion_dropout=1.0), dict(occlusion_dropout=-0.1), dict(occlusion_dropout_grid=0)):
         with pytest.raises(ValueError, match="occlusion_dropout"):
             LFGStage(model, perceptual="l1", **bad)
+    # an LFG without an occlusion head would ignore the holes: refused, not silently trained without them
+    params = config["model"]["init_args"]["model"]["init_args"]
+    flow_params = {**params["generator_params"]["pixelwise_flow_predictor_params"], "estimate_occlusion_map": False}
+    no_occlusion = checkpoints.build({"class_path": config["model"]["init_args"]["model"]["class_path"], "init_args": {
+        **params, "generator_params": {**params["generator_params"], "pixelwise_flow_predictor_params": flow_params}}})
+    assert LFGStage(no_occlusion, perceptual="l1").occlusion_holes(2, torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="estimate_occlusion_map"):
+        LFGStage(no_occlusion, perceptual="l1", occlusion_dropout=0.1)
