@@ -28,12 +28,12 @@ COMPOSITIONS = {
     "a2v-hdtf256-stage2": ["base", "a2v/base", "a2v/hdtf256", "a2v/stage2"],
     "lfg-demo": ["base", "demo/base", "demo/lfg"],
     "pbnet-pose-demo": ["base", "demo/base", "demo/pbnet"],
-    "pbnet-blink-demo": ["base", "demo/base", "demo/pbnet", "--model.init_args.target=blink"],
+    "pbnet-blink-demo": ["base", "demo/base", "demo/pbnet", "demo/pbnet_blink"],
     "a2v-demo-stage1": ["base", "demo/base", "demo/a2v_stage1"],
     "a2v-demo-stage2": ["base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2"],
     "lfg-synth": ["base", "demo/base", "demo/lfg", "synth/base", "synth/lfg"],
     "pbnet-pose-synth": ["base", "demo/base", "demo/pbnet", "synth/base", "synth/pbnet"],
-    "pbnet-blink-synth": ["base", "demo/base", "demo/pbnet", "synth/base", "synth/pbnet", "--model.init_args.target=blink"],
+    "pbnet-blink-synth": ["base", "demo/base", "demo/pbnet", "synth/base", "synth/pbnet", "demo/pbnet_blink"],
     "a2v-synth-stage1": ["base", "demo/base", "demo/a2v_stage1", "synth/base", "synth/a2v_stage1"],
     "a2v-synth-stage2": ["base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2", "synth/base", "synth/a2v_stage1",
                          "synth/a2v_stage2"],
@@ -155,7 +155,7 @@ def test_values_shared_by_data_and_model_are_set_once(fake_shards, tmp_path, mon
     dims = {k: cli.model.hparams["model"]["init_args"][k] for k in ("pos_dim", "eye_dim", "audio_dim")}
     assert dims == {"pos_dim": 0, "eye_dim": 2, "audio_dim": 80}
     optimizer = cli.model.optimizer(cli.model.model.parameters(), lr=cli.model.hparams.lr)
-    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 1e-2
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 3e-3  # demo/pbnet.yaml
 
     for name, reference in (("a2v-demo-stage1", "first"), ("a2v-demo-stage2", "random"),
                             ("a2v-hdtf256-stage2", "random")):

@@ -125,6 +125,8 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
             ceiling = pipe.lfg.decode(real[:1], flow, occlusion, chunk_size=32).clamp(0, 1)
             reading = synthetic.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(motion.pose),
                                        mouth=as_batch(mouth), reconstruction=ceiling)
+            if pipe.pose_blink is not None:  # PBNet's own motion, beside the video's: whose is an unmet goal
+                synthetic.update_motion(as_batch(motion.pose), as_batch(motion.blink))
         suite.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(audio), as_batch(pose), as_batch(blink),
                      generated_pose=reading.pose if reading else None, generated_blink=reading.eyes if reading else None)
         key = f"{parsed['meta'].get('video_id', videos)}/{parsed['meta'].get('chunk', 0)}"
@@ -184,6 +186,7 @@ def format_synthetic_table(result: dict) -> list[list[str]]:
         return "n/a" if value is None else f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
 
     names = {"generated": "this checkpoint", "still frame": "still frame (baseline)",
-             "LFG ceiling": "LFG, ground-truth motion (ceiling)", "ground truth": "real (probe floor)"}
+             "LFG ceiling": "LFG, ground-truth motion (ceiling)",
+             "PBNet motion": "PBNet's sampled motion (its signals, not a video)", "ground truth": "real (probe floor)"}
     return [[label, *[cell(synthetic[row].get(m)) for m in SYNTHETIC_TABLE]] for row, label in names.items()
             if row in synthetic]

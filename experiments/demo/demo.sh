@@ -32,7 +32,7 @@ dawn-train fit "${DEMO[@]}" -c experiments/demo/lfg.yaml --data.init_args.shards
 
 step "6/10 stage 2: PBNet pose and blink"
 dawn-train fit "${DEMO[@]}" -c experiments/demo/pbnet.yaml --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
-dawn-train fit "${DEMO[@]}" -c experiments/demo/pbnet.yaml --model.init_args.target=blink \
+dawn-train fit "${DEMO[@]}" -c experiments/demo/pbnet.yaml -c experiments/demo/pbnet_blink.yaml \
     --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
 
 step "7/10 stage 3: A2V-FDM, curriculum stage 1 (short clips) then stage 2 (random lengths, random reference)"

@@ -34,10 +34,9 @@ step "3/8 LFG"
 dawn-train fit "${DEMO[@]}" -c experiments/demo/lfg.yaml "${SYNTH[@]}" -c experiments/synth/lfg.yaml "${QUIET[@]}"
 
 step "4/8 PBNet pose and blink"
-for target in pose blink; do
-    dawn-train fit "${DEMO[@]}" -c experiments/demo/pbnet.yaml "${SYNTH[@]}" -c experiments/synth/pbnet.yaml \
-        --model.init_args.target=$target "${QUIET[@]}"
-done
+PBNET=(-c experiments/demo/pbnet.yaml "${SYNTH[@]}" -c experiments/synth/pbnet.yaml)
+dawn-train fit "${DEMO[@]}" "${PBNET[@]}" "${QUIET[@]}"
+dawn-train fit "${DEMO[@]}" "${PBNET[@]}" -c experiments/demo/pbnet_blink.yaml "${QUIET[@]}"
 
 step "5/8 A2V-FDM curriculum stage 1"
 A2V=(-c experiments/demo/a2v_stage1.yaml "${SYNTH[@]}" -c experiments/synth/a2v_stage1.yaml)

@@ -205,6 +205,26 @@ def test_lfg_ceiling_row_only_when_given(probe):
     assert rows["LFG ceiling"]["PSNR"] < rows["generated"]["PSNR"] and rows["LFG ceiling"]["MouthCorr"] is not None
 
 
+def test_pbnet_motion_row_reads_the_signals_only_when_given(probe):
+    """PBNet's sampled pose and blinks are scored from the signals themselves, in their own row: a sampled blink
+    sequence with two dips counts two blinks whatever the video shows, and a still head has PoseStd 0."""
+    real, labels, _ = video_tensors(7, seconds=1.0)
+    pose = torch.as_tensor(labels["pose"])[None]
+    suite = SyntheticSuite(probe)
+    suite.update(real, real, real[:, 0], pose)
+    assert "PBNet motion" not in suite.compute()
+    t = real.shape[1]
+    blink = torch.full((1, t, 2), 0.3)
+    blink[:, 3:6], blink[:, 14:17] = 0.02, 0.02  # two 3-frame blinks
+    suite.update_motion(pose[..., :].clone().fill_(4.0), blink)  # a head held still at 4 deg
+    rows = suite.compute()
+    assert rows["PBNet motion"]["Blink/s"] == pytest.approx(2 / (t / 25))
+    assert rows["PBNet motion"]["PoseStd"] == 0.0 and rows["PBNet motion"]["PSNR"] is None
+    assert rows["generated"]["Blink/s"] != rows["PBNet motion"]["Blink/s"]  # the video's own reading is apart
+    suite.reset()
+    assert "PBNet motion" not in (suite.update(real, real, real[:, 0], pose), suite.compute())[1]
+
+
 def test_correlation_from_running_sums():
     from dawn_train.metrics.synthetic.reconstruction import Correlation
 

@@ -44,6 +44,29 @@ def test_results_file_attributes_unmet_goals_and_shows_curves(tmp_path):
     assert "55 minutes" in text
 
 
+def test_pbnet_goals_are_attributed_to_pbnet_when_its_own_motion_misses_them(tmp_path):
+    """A PBNet-driven video that does not move its head enough: when PBNet's sampled pose already moves too
+    little the limit is PBNet, not the A2V-FDM that the LFG ceiling would otherwise blame."""
+    from dawn_train.metrics.synthetic.goals import PBNET
+
+    def pbnet_eval(path, sampled_pose_std):
+        synthetic = synthetic_rows(mouth_ceiling=0.9)
+        synthetic["generated"]["PoseStd"], synthetic["ground truth"]["PoseStd"] = 0.5, 3.5
+        synthetic["LFG ceiling"]["PoseStd"] = 2.6
+        synthetic["PBNet motion"] = {m: None for m in TABLE} | {"PoseStd": sampled_pose_std, "Blink/s": 0.25}
+        result = {"synthetic": synthetic, "goals": [c.as_dict() for c in check_goals(synthetic, PBNET)],
+                  "settings": {"videos": 4, "max_frames": 100, "steps": 10, "pose_blink": "pbnet"}}
+        path.write_text(json.dumps(result))
+        return path
+
+    text = write_results(tmp_path / "a", {"PBNet": pbnet_eval(tmp_path / "a.json", 0.7)}).read_text()
+    assert "| PBNet's sampled motion (its signals, not a video) | - | - |" in text
+    assert "PBNet: its own sampled motion scores 0.700, so no video driven by it can meet the goal" in text
+    text = write_results(tmp_path / "b", {"PBNet": pbnet_eval(tmp_path / "b.json", 3.0)}).read_text()
+    assert "PBNet: its own" not in text
+    assert "the A2V-FDM: the LFG ceiling (2.600) meets the goal" in text
+
+
 def test_results_file_states_the_probe_and_its_accuracy(tmp_path):
     """The figures are the probe's readings: the file says which probe and how accurate it is on ground truth."""
     import torch

@@ -191,29 +191,30 @@ def shards(tmp_path_factory) -> Path:
 DEMO_PBNET = [str(REPO / "experiments" / name) for name in ("base.yaml", "demo/base.yaml", "demo/pbnet.yaml")]
 
 
-def demo_config(target: str, shards: Path, out: Path, **overrides) -> Path:
-    """An overlay of experiments/demo/pbnet.yaml (see `fit`): `target`, the run at `out/pbnet-<target>`."""
+def demo_config(target: str, shards: Path, out: Path, **overrides) -> list[Path]:
+    """The demo recipe's config files of `target` (blink: demo/pbnet_blink.yaml after demo/pbnet.yaml), then an
+    overlay (see `fit`): the run at `out/pbnet-<target>`, `overrides`."""
     config: dict = {"run": {"root": str(out), "name": f"pbnet-{target}"},
                     "trainer": {"enable_progress_bar": False},
-                    "model": {"init_args": {"target": target}},
+                    "model": {"init_args": {}},
                     "data": {"init_args": {"shards": str(shards), "num_workers": 0}}}
     for key, value in overrides.items():
         section, name = key.split(".", 1)
         (config[section] if section == "trainer" else config[section]["init_args"])[name] = value
     path = out / f"pbnet_{target}.yaml"
     path.write_text(yaml.safe_dump(config))
-    return path
+    return [REPO / "experiments" / "demo" / "pbnet_blink.yaml", path] if target == "blink" else [path]
 
 
-def fit(config: Path):
-    """`dawn-train fit -c experiments/base.yaml -c demo/base.yaml -c demo/pbnet.yaml -c config` in-process;
+def fit(configs: list[Path]):
+    """`dawn-train fit -c experiments/base.yaml -c demo/base.yaml -c demo/pbnet.yaml -c <configs>` in-process;
     closes the W&B run so the next fit starts its own."""
     import wandb
 
     from dawn_train.stages.cli import run_lightning_cli
 
     try:
-        return run_lightning_cli(["fit", *(w for f in [*DEMO_PBNET, str(config)] for w in ("-c", f))])
+        return run_lightning_cli(["fit", *(w for f in [*DEMO_PBNET, *map(str, configs)] for w in ("-c", f))])
     finally:
         wandb.finish()
 
@@ -264,13 +265,13 @@ def test_sampler_from_lightning_checkpoints(shards, tmp_path):
     torch.set_num_threads(1)
     short = {"trainer.max_steps": 4, "trainer.val_check_interval": 4}
     fit(demo_config("pose", shards, tmp_path, **short))
-    fit(demo_config("blink", shards, tmp_path, **short, **{"model.target_scale": 10.0, "model.prior_rho": 0.9}))
+    fit(demo_config("blink", shards, tmp_path, **short, **{"model.target_scale": 5.0, "model.prior_rho": 0.8}))
     ckpt = lambda t: tmp_path / f"pbnet-{t}" / "checkpoints" / "last.ckpt"  # noqa: E731
     sampler = PoseBlinkSampler.from_checkpoints(ckpt("pose"), ckpt("blink"))
-    assert sampler.pose_units.pose_max == (90.0, 90.0, 90.0, 1.0, 64.0, 64.0)
+    assert sampler.pose_units.pose_max == (20.0, 8.0, 6.0, 0.70, 35.0, 35.5)  # demo/pbnet.yaml's ranges
     assert (sampler.pose_units.audio_mean, sampler.blink_units.audio_std) == (-8.6, 3.8)
-    assert (sampler.pose_units.scale, sampler.pose_units.prior_rho) == (1.0, 0.0)  # official defaults
-    assert (sampler.blink_units.scale, sampler.blink_units.prior_rho) == (10.0, 0.9)
+    assert (sampler.pose_units.scale, sampler.pose_units.prior_rho) == (1.0, 0.9)
+    assert (sampler.blink_units.scale, sampler.blink_units.prior_rho) == (5.0, 0.8)  # the overrides, last
     pose, blink = sampler(np.random.randn(300, 80) * 3.8 - 8.6, np.array([0, 0, 0, 0.66, 32, 33]),
                           np.array([0.3, 0.3]), seed=0)
     assert pose.shape == (300, 6) and blink.shape == (300, 2) and torch.isfinite(pose).all()

@@ -6,6 +6,9 @@ Rows of `compute()`:
   score any method must beat;
 - "LFG ceiling" (when `update` gets the reconstruction): the real clip re-rendered by the LFG from its
   ground-truth motion (encode then decode), the best any A2V-FDM driving this LFG can score;
+- "PBNet motion" (when `update_motion` gets PBNet's samples): PoseStd and Blink/s of the pose and blink PBNet
+  sampled to drive the clip, read from the signals themselves.  It is PBNet's own output, never a figure of the
+  video: it tells whether an unmet natural-motion goal is PBNet's or the video model's;
 - "ground truth": the real frames through the same probe: the floor of PoseErr / IdErr (probe
   error when the driving pose is the ground truth), MouthCorr of the probe against the true
   opening, and the real Blink/s (a sanity check of the probe and the blink detector).
@@ -36,7 +39,8 @@ from dawn_train.metrics.weights import HoldsFrozenNet, MetricUnavailable
 
 TABLE = ("PSNR", "SSIM", "MouthCorr", "SyncOffset", "SyncConf", "Blink/s", "PoseErr", "PoseStd", "IdErr")
 PROBE_METRICS = TABLE[2:]
-ROWS = ("generated", "still frame", "LFG ceiling", "ground truth")
+ROWS = ("generated", "still frame", "LFG ceiling", "PBNet motion", "ground truth")
+MOTION_METRICS = ("Blink/s", "PoseStd")  # what the "PBNet motion" row has
 
 
 class SyntheticSuite(HoldsFrozenNet):
@@ -52,8 +56,9 @@ class SyntheticSuite(HoldsFrozenNet):
         mouth: (B, T) true mouth opening (the dataset's `mouth` labels, or `mouth_from_landmarks`);
             None: the probe's reading of the real frames;
         lengths: (B,) valid frames per clip.
-    compute(): {row: {metric: float | None}} for the rows in ROWS ("LFG ceiling" only when given) and the
-        metrics in TABLE.
+    update_motion(pose, blink, lengths=None): the PBNet-sampled driving signals, (B, T, 6) and (B, T, 2).
+    compute(): {row: {metric: float | None}} for the rows in ROWS ("LFG ceiling" and "PBNet motion" only when
+        given) and the metrics in TABLE.
     """
 
     def __init__(self, probe: str | Path | SynthProbe | None = None, *, max_offset: int = 5, chunk: int = 256):
@@ -68,8 +73,11 @@ class SyntheticSuite(HoldsFrozenNet):
         self.hold(probe)  # outside the module tree: not in checkpoints, never in train mode
         self.chunk = chunk
         self.rows = nn.ModuleDict()
-        self.has_ceiling = False
+        self.has_ceiling = self.has_motion = False
         for row in ROWS:
+            if row == "PBNet motion":  # read from the signals: no frames, no probe
+                self.rows[row.replace(" ", "_")] = nn.ModuleDict({"blink": BlinkRate(), "motion": HeadMotion()})
+                continue
             metrics = nn.ModuleDict() if row == "ground truth" else nn.ModuleDict({"fidelity": FrameFidelity()})
             if probe is not None:
                 metrics.update({"sync": MouthSync(max_offset=max_offset), "blink": BlinkRate(),
@@ -128,13 +136,28 @@ class SyntheticSuite(HoldsFrozenNet):
             metrics["identity"].update(reading.identity, read_source.identity, lengths)
         return readings["generated"]
 
+    @torch.no_grad()
+    def update_motion(self, pose: Tensor, blink: Tensor, lengths: Tensor | None = None) -> None:
+        """pose (B, T, 6) (angles in degrees first) and blink (B, T, 2) eye openness, as PBNet sampled them."""
+        if pose.ndim != 3 or blink.shape[:2] != pose.shape[:2]:
+            raise ValueError(f"expected pose (B, T, 6) and blink (B, T, 2), got {tuple(pose.shape)} and "
+                             f"{tuple(blink.shape)}")
+        self.has_motion = True
+        self.rows["PBNet_motion"]["motion"].update(pose, lengths)
+        self.rows["PBNet_motion"]["blink"].update(blink, lengths)
+
     def compute(self) -> dict[str, dict[str, float | None]]:
         out = {}
         for row in ROWS:
-            if row == "LFG ceiling" and not self.has_ceiling:
+            if (row == "LFG ceiling" and not self.has_ceiling) or (row == "PBNet motion" and not self.has_motion):
                 continue
             values: dict[str, float | None] = {name: None for name in TABLE}
             metrics = self.rows[row.replace(" ", "_")]
+            if row == "PBNet motion":
+                values.update({"Blink/s": float(metrics["blink"].compute()),
+                               "PoseStd": float(metrics["motion"].compute())})
+                out[row] = values
+                continue
             if "fidelity" in metrics:
                 values.update({k: float(v) for k, v in metrics["fidelity"].compute().items()})
             if "sync" in metrics:
@@ -148,7 +171,7 @@ class SyntheticSuite(HoldsFrozenNet):
         return out
 
     def reset(self) -> None:
-        self.has_ceiling = False
+        self.has_ceiling = self.has_motion = False
         for metrics in self.rows.values():
             for metric in metrics.values():
                 metric.reset()
