@@ -20,6 +20,10 @@ plain math kernels), "fast" = the optimised one; speed-up = reference time / fas
 peak / fast peak.  A case whose models take no `implementation` argument runs once; both columns show that run
 (ratio 1.00, `same_model`).  `compile`: the fast implementation again with the UNet and the LFG generator wrapped in
 `torch.compile` (column "fast+compile"); where compilation fails the run is timed eagerly with a one-line warning.
+`bf16`: the fast implementation again under bf16 autocast (column "fast+bf16", speed-up reference / fast+bf16): what a
+run with `trainer.precision: bf16-mixed` computes (matrix products and convolutions in bfloat16, which CPUs with
+AMX or AVX512-BF16 run several times faster, reductions and losses in float32).  It is lower precision, not the same
+numbers: the table states it beside the float32 runs, never instead of them.
 A UNet case whose estimated peak is above the memory budget (`budget_gib`, default: what the device has available)
 is refused, and says so, before it runs.
 """
@@ -41,6 +45,7 @@ LONG_CASES = ("unet_t600", "sample_t200")
 DEFAULT_CASES = tuple(c for c in CASES if c not in LONG_CASES)
 IMPLEMENTATIONS = ("reference", "fast")
 COMPILED = "fast+compile"
+BF16 = "fast+bf16"
 WARNING = "bench cases: warning:"
 MIB = 2 ** 20
 
@@ -60,12 +65,14 @@ def parse_names(text: str | Sequence[str], known: Sequence[str], what: str) -> l
 
 # ---- the parent: one fresh process per (case, implementation) ---------------------------------------------------
 def child_command(case: str, implementation: str, *, size: str, device: str, threads: int, repeats: int, warmup: int,
-                  steps: int, compile: bool = False, budget_gib: Optional[float] = None) -> list[str]:
+                  steps: int, compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None) -> list[str]:
     args = [sys.executable, "-m", "dawn_train.bench.cases", "--case", case, "--impl", implementation, "--size", size,
             "--device", device, "--threads", str(threads), "--repeats", str(repeats), "--warmup", str(warmup),
             "--steps", str(steps)]
     if compile:
         args.append("--compile")
+    if bf16:
+        args.append("--bf16")
     if budget_gib is not None:
         args += ["--memory-budget", str(budget_gib)]
     return args
@@ -96,6 +103,9 @@ def add_ratios(entry: dict) -> dict:
     entry["memory_ratio"] = ratio(ref.get("peak_bytes"), fast.get("peak_bytes"))
     if COMPILED in entry:
         entry["speedup_compile"] = ratio(ref.get("seconds"), entry[COMPILED].get("seconds"))
+    if BF16 in entry:
+        entry["speedup_bf16"] = ratio(ref.get("seconds"), entry[BF16].get("seconds"))
+        entry["memory_ratio_bf16"] = ratio(ref.get("peak_bytes"), entry[BF16].get("peak_bytes"))
     return entry
 
 
@@ -109,7 +119,7 @@ def describe(run: dict) -> str:
 
 def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str | Sequence[str] = IMPLEMENTATIONS, *,
                 release_size: bool = False, threads: int = 2, repeats: int = 3, warmup: int = 1, steps: int = 20,
-                compile: bool = False, budget_gib: Optional[float] = None, device: str = "auto",
+                compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None, device: str = "auto",
                 progress: bool = True) -> dict:
     """Run every case with every implementation (reference first) in fresh processes; returns
     {"cases": [{case, shapes, reference: {...}, fast: {...}, speedup, memory_ratio, same_model, ...}], settings}.
@@ -121,7 +131,7 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
     size = "release" if release_size else "demo"
     common = dict(size=size, device=device, threads=threads, repeats=repeats, warmup=warmup, steps=steps,
                   budget_gib=budget_gib)
-    runs = impls + ([COMPILED] if compile else [])
+    runs = impls + ([COMPILED] if compile else []) + ([BF16] if bf16 else [])
     results = []
     for index, name in enumerate(names, 1):
         start = time.perf_counter()
@@ -133,8 +143,9 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
             if label == "fast" and first.get("implementation_applied") is False:
                 entry["fast"], entry["same_model"] = dict(first, implementation="fast"), True
             else:
-                impl = "fast" if label == COMPILED else label
-                entry[label], said = run_child(child_command(name, impl, compile=label == COMPILED, **common), threads)
+                impl = "fast" if label in (COMPILED, BF16) else label
+                entry[label], said = run_child(child_command(name, impl, compile=label == COMPILED, bf16=label == BF16,
+                                                             **common), threads)
                 warnings += said
             entry.setdefault("shapes", entry[label].get("shapes", ""))
             if progress:
@@ -157,7 +168,8 @@ TABLE_COLUMNS = ("case", "shapes", "reference s", "fast s", "speed-up", "referen
 
 
 def table_columns(result: dict) -> tuple[str, ...]:
-    return TABLE_COLUMNS + ((f"{COMPILED} s",) if COMPILED in result["implementations"] else ())
+    return (TABLE_COLUMNS + ((f"{COMPILED} s",) if COMPILED in result["implementations"] else ())
+            + ((f"{BF16} s", "bf16 speed-up", f"{BF16} peak MiB") if BF16 in result["implementations"] else ()))
 
 
 def _seconds(run: Optional[dict]) -> str:
@@ -188,6 +200,8 @@ def table_rows(result: dict) -> list[list[str]]:
                _mib(ref), _mib(fast), _ratio(entry.get("memory_ratio"), same)]
         if COMPILED in result["implementations"]:
             row.append(_seconds(entry.get(COMPILED)))
+        if BF16 in result["implementations"]:
+            row += [_seconds(entry.get(BF16)), _ratio(entry.get("speedup_bf16"), False), _mib(entry.get(BF16))]
         rows.append(row)
     return rows
 
@@ -200,7 +214,7 @@ def errors(result: dict) -> list[str]:
 
 # ---- the child: one case, one implementation, this process -----------------------------------------------------
 def run_case(case: str, implementation: str = "fast", *, size: str = "demo", device: str = "auto", threads: int = 2,
-             repeats: int = 3, warmup: int = 1, steps: int = 20, compile: bool = False,
+             repeats: int = 3, warmup: int = 1, steps: int = 20, compile: bool = False, bf16: bool = False,
              budget_gib: Optional[float] = None) -> dict:
     """Build, (estimate,) warm up and time one case in this process; see the module docstring."""
     import torch
@@ -214,7 +228,7 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
     work = BUILDERS[case](setup)
     result = {"case": case, "implementation": implementation, "implementation_applied": setup.applied,
               "shapes": work.shapes, "params": work.params, "device": str(setup.device), "pid": os.getpid(),
-              "threads": torch.get_num_threads(), "compile": compile}
+              "threads": torch.get_num_threads(), "compile": compile, "precision": "bf16-mixed" if bf16 else "32-true"}
     if work.estimate is not None:
         from dawn_train.inference.memory import gib, memory_budget
 
@@ -224,6 +238,14 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
             which = "--memory-budget" if budget_gib is not None else "available memory"
             return {**result, "refused": True, "message": f"{case} ({implementation}) refused: estimated peak "
                     f"{gib(estimate)} is above the {which} {gib(budget)}"}
+    if bf16:  # what Lightning's bf16-mixed precision does around a step
+        step = work.fn
+
+        def under_autocast():
+            with torch.autocast(setup.device.type, dtype=torch.bfloat16):
+                return step()
+
+        work.fn = under_autocast
     if compile:
         result["compile_fallback"] = compile_workload(work, case)
     result.update(measure(work.fn, setup.device, repeats=repeats, warmup=warmup))
@@ -266,11 +288,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--memory-budget", type=float, default=None)
     args = parser.parse_args(argv)
     result = run_case(args.case, args.impl, size=args.size, device=args.device, threads=args.threads,
                       repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
-                      budget_gib=args.memory_budget)
+                      bf16=args.bf16, budget_gib=args.memory_budget)
     print(json.dumps(result), flush=True)
     return 0
 

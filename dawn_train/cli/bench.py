@@ -90,7 +90,7 @@ def cmd_bench_cases(args) -> int:
 
     result = bench_cases(args.cases or DEFAULT_CASES, args.impl, release_size=args.release_size, threads=args.threads,
                          repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
-                         budget_gib=args.memory_budget, device=args.device, progress=not args.quiet)
+                         bf16=args.bf16, budget_gib=args.memory_budget, device=args.device, progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -196,6 +196,9 @@ def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
     cases.add_argument("--steps", type=int, default=20, help="DDIM steps of sample_t200")
     cases.add_argument("--compile", action="store_true", help="also time the fast implementation with the UNet and "
                        "the LFG generator under torch.compile (column fast+compile)")
+    cases.add_argument("--bf16", action="store_true", help="also time the fast implementation under bf16 autocast, "
+                       "what trainer.precision: bf16-mixed runs (column fast+bf16: lower precision, not the same "
+                       "numbers)")
     cases.add_argument("--memory-budget", type=float, default=None,
                        help="GiB a UNet case may use (default: available memory); cases estimated above are refused")
     cases.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")

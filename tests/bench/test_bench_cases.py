@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from dawn_train.bench.cases import COMPILED, add_ratios, child_command, table_columns, table_rows
+from dawn_train.bench.cases import BF16, COMPILED, add_ratios, child_command, table_columns, table_rows
 from dawn_train.cli import main
 
 QUICK = ["--repeats", "1", "--warmup", "0", "--threads", "1"]
@@ -39,6 +39,19 @@ def test_cases_run_side_by_side_in_fresh_processes(capsys):
     # progress: one line per case on stderr
     progress = [line for line in captured.err.splitlines() if line.startswith("bench cases [")]
     assert len(progress) == 2 and "[1/2] unet_t40: reference" in progress[0] and " fast " in progress[0]
+
+
+def test_bf16_column_times_the_fast_path_under_autocast_in_its_own_process(capsys):
+    """`--bf16`: a third run per case, the fast implementation under bf16 autocast (what bf16-mixed runs), beside
+    the float32 ones, with its own speed-up against the reference."""
+    assert main(["bench", "cases", "--cases", "lfg_step_l1", *QUICK, "--bf16", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["implementations"] == ["reference", "fast", BF16]
+    entry = result["cases"][0]
+    assert entry["fast"]["precision"] == "32-true" and entry[BF16]["precision"] == "bf16-mixed"
+    assert entry[BF16]["pid"] != entry["fast"]["pid"] and entry[BF16]["seconds"] > 0
+    assert entry["speedup_bf16"] == pytest.approx(entry["reference"]["seconds"] / entry[BF16]["seconds"], rel=1e-2)
+    assert table_columns(result)[-3:] == ("fast+bf16 s", "bf16 speed-up", "fast+bf16 peak MiB")
 
 
 def test_unknown_case_is_a_one_line_usage_error(capsys):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..precision import float32_under_autocast
 from .blocks import Encoder
 
 # bg_type -> (number of regressed values, their identity values); the fc layer starts at the identity transform
@@ -46,6 +47,7 @@ class BGMotionPredictor(nn.Module):
             with torch.no_grad():
                 self.fc.bias.copy_(torch.tensor(identity))
 
+    @float32_under_autocast  # a global transform of coordinates (models/precision.py)
     def forward(self, source_image: Tensor, driving_image: Tensor) -> Tensor:
         """source_image, driving_image: (B, C, H, W). Returns (B, 3, 3), last row [0, 0, 1] except for perspective."""
         b = source_image.shape[0]

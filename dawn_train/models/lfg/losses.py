@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..precision import at_least_float32
 from .equivariance import RandomTransform
 from .vgg import ImagePyramid, Vgg19Features
 
@@ -19,10 +20,10 @@ def perceptual_loss(features_pred: Sequence[Tensor], features_real: Sequence[Ten
     """sum_i w_i * mean |pred_i - real_i| over VGG layers; the real features are detached (they are the target)."""
     if len(layer_weights) != len(features_pred):
         raise ValueError(f"{len(layer_weights)} layer weights for {len(features_pred)} VGG layers")
-    total = features_pred[0].new_zeros(())
+    total = at_least_float32(features_pred[0].new_zeros(()))
     for w, p, r in zip(layer_weights, features_pred, features_real):
-        if w:
-            total = total + w * (p - r.detach()).abs().mean()
+        if w:  # in float32 when the features are bfloat16 (bf16-mixed): a loss is a reduction, not a matmul
+            total = total + w * (at_least_float32(p) - at_least_float32(r.detach())).abs().mean()
     return total
 
 
@@ -32,7 +33,7 @@ def pyramid_perceptual_loss(prediction: Tensor, target: Tensor, vgg: Vgg19Featur
     pred_pyr = pyramid(prediction)
     with torch.no_grad():  # the target's features are detached anyway: no graph for them
         real_pyr = pyramid(target)
-    total = prediction.new_zeros(())
+    total = at_least_float32(prediction.new_zeros(()))
     for pred, real in zip(pred_pyr, real_pyr):
         with torch.no_grad():
             real_features = vgg(real)
@@ -94,10 +95,12 @@ def lfg_losses(
         transformed = model.region_predictor(transformed_frame)
         out.update(transformed_frame=transformed_frame, transformed_region_params=transformed)
         drv = out["driving_region_params"]
-        if equivariance_shift_weight:
-            losses["equivariance_shift"] = equivariance_shift_weight * equivariance_shift_loss(
-                drv["shift"], transformed["shift"], transform)
-        if equivariance_affine_weight:
-            losses["equivariance_affine"] = equivariance_affine_weight * equivariance_affine_loss(
-                drv["affine"], transformed["shift"], transformed["affine"], transform, model.revert_axis_swap)
+        # small 2x2 algebra on coordinates from the float32 region predictor: float32 under bf16-mixed too
+        with torch.autocast(driving.device.type, enabled=False):
+            if equivariance_shift_weight:
+                losses["equivariance_shift"] = equivariance_shift_weight * equivariance_shift_loss(
+                    drv["shift"], transformed["shift"], transform)
+            if equivariance_affine_weight:
+                losses["equivariance_affine"] = equivariance_affine_weight * equivariance_affine_loss(
+                    drv["affine"], transformed["shift"], transformed["affine"], transform, model.revert_axis_swap)
     return losses, out

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from ..precision import float32_under_autocast
 from .blocks import (
     AntiAliasInterpolation2d,
     Hourglass,
@@ -118,6 +119,7 @@ class PixelwiseFlowPredictor(nn.Module):
         deformed = F.grid_sample(source, grids, align_corners=False)
         return rearrange(deformed, "(b n) c h w -> b n c h w", n=n)
 
+    @float32_under_autocast  # the flow is a softmax-weighted mix of region motions: coordinates (models/precision.py)
     def forward(self, source_image: Tensor, driving_region_params: dict, source_region_params: dict,
                 bg_params: Tensor | None = None) -> dict[str, Tensor]:
         """source_image: (B, C, H, W) in [0, 1]; region params of both frames; bg_params (B, 3, 3) or None.

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..precision import float32_under_autocast
 from .blocks import AntiAliasInterpolation2d, Hourglass, make_coordinate_grid
 
 
@@ -116,6 +117,9 @@ class RegionPredictor(nn.Module):
             return u.to(covar), s.to(covar)
         return symmetric_eig2x2(covar)
 
+    # float32 under bf16-mixed (models/precision.py): the heatmaps are a softmax at temperature 0.1 and the shifts and
+    # affines their moments; in bfloat16 this network's gradients point elsewhere (cosine 0.6-0.8 to float32's)
+    @float32_under_autocast
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """x: (B, C, H, W) image in [0, 1]. Returns a dict with (h, w = H, W times scale_factor):
         ``heatmap`` (B, K, h, w) softmax over space; ``shift`` (B, K, 2) centres (x, y) in [-1, 1];

@@ -114,3 +114,29 @@ def test_vgg_in_place_relu_keeps_the_returned_features():
             expected.append(h)
     for a, b in zip(feats, expected):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_frozen_vgg_under_autocast_runs_a_cached_low_precision_copy():
+    """Under bf16 autocast the frozen VGG runs one bfloat16 copy of itself (autocast would cast its 13 M weights again
+    at every call): the same features as autocast's own casting, gradients reach the input, the copy is outside the
+    state dict, made without touching the global RNG, and made again when the weights change."""
+    torch.manual_seed(0)
+    vgg = Vgg19Features().eval()
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = vgg._features((x - vgg.mean) / vgg.std)  # autocast casting the float32 weights itself
+        state = torch.get_rng_state()
+        features = vgg(x)
+        assert torch.equal(state, torch.get_rng_state())
+    for ours, ref in zip(features, expected):
+        assert ours.dtype == torch.bfloat16
+        torch.testing.assert_close(ours, ref)
+    features[-1].float().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert set(vgg.state_dict()) == set(Vgg19Features().state_dict())  # no copy in checkpoints
+    copy = vgg._copy_in(torch.bfloat16)
+    with torch.no_grad():
+        vgg.features[0].weight.mul_(2)  # weights changed (a load): the copy follows
+    assert vgg._copy_in(torch.bfloat16) is not copy
+    torch.testing.assert_close(vgg._copy_in(torch.bfloat16).features[0].weight, vgg.features[0].weight.bfloat16())
+    assert all(f.dtype == torch.float32 for f in vgg(x.detach()))  # no autocast: float32 as before
