@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..precision import at_least_float32
+
 # GEMM path when out_channels >= GEMM_RATIO * (output positions over the batch): measured crossover 4-8
 GEMM_RATIO = 8
 
@@ -49,5 +51,10 @@ class Conv2d(nn.Conv2d):
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self._use_gemm(input):
+            if torch.is_autocast_enabled("cpu"):
+                # bf16-mixed: these layers read many weights for few outputs, so a bfloat16 GEMM saves little and
+                # autocast's cast of the weight (and of its gradient back) costs more: float32 here
+                with torch.autocast("cpu", enabled=False):
+                    return conv2d_gemm(at_least_float32(input), weight, bias, self.padding)
             return conv2d_gemm(input, weight, bias, self.padding)
         return super()._conv_forward(input, weight, bias)

