@@ -40,7 +40,6 @@ from dawn_train.metrics.weights import HoldsFrozenNet, MetricUnavailable
 TABLE = ("PSNR", "SSIM", "MouthCorr", "SyncOffset", "SyncConf", "Blink/s", "PoseErr", "PoseStd", "IdErr")
 PROBE_METRICS = TABLE[2:]
 ROWS = ("generated", "still frame", "LFG ceiling", "PBNet motion", "ground truth")
-MOTION_METRICS = ("Blink/s", "PoseStd")  # what the "PBNet motion" row has
 
 
 class SyntheticSuite(HoldsFrozenNet):
