@@ -14,7 +14,8 @@ Pose/blink units: the deltas are taken in the shards' raw units (schema: degrees
 angles, scale = face height / crop, tx, ty in crop pixels; blink = lid distance / eye width), exactly as
 the official code feeds its raw 3DDFA values.  `pose_scale` multiplies the six pose deltas if a
 dataset's units differ wildly (default: none, so official weights see official-style inputs; note that
-official 3DDFA scale/translations live in another space, see `data/schema.py`).
+official 3DDFA scale/translations live in another space, see `data/schema.py`); `blink_scale` and
+`motion_shift` bring the deltas where the UNet's SiLU input tells negative ones apart (default off).
 
 Curriculum: stage 1 = clips of 20 frames whose first frame is the reference; stage 2 = L drawn per batch
 in [30, 40] with a random reference from the whole chunk, initialised from stage-1 weights (`init_from`).
@@ -86,6 +87,10 @@ class A2VStage(DawnStage):
         flow_loss_weight, flow_loss_type: auxiliary x0 loss on flow + occlusion (official 0.15, "l2").
         mouth_loss_weight: eps loss inside the mouth box (official 0.15).
         pose_scale: optional per-dimension factors for the six pose deltas (None = raw units, official).
+        blink_scale, motion_shift: the blink deltas are multiplied by `blink_scale`, and `motion_shift` is added to
+            every scaled pose and blink delta (official: 1 and 0).  The condition enters the UNet through SiLU,
+            which maps every delta below about -3 to ~0 (a head turned left looks unturned): scaled to about +-2
+            and shifted by 3, both directions reach the model (`models/a2v/conditioning.condition`).
         audio_mean, audio_std: the audio features enter the condition as (feature - mean) / std (official
             HuBERT: 0, 1; the built-in log-mel needs about -8.6, 3.8, see `condition`).  Recorded in the
             checkpoint, so generate and eval condition exactly as training did.
@@ -106,7 +111,8 @@ class A2VStage(DawnStage):
                  init_from_ema: bool = False, lr: float = 2e-4, optimizer: Optional[OptimizerCallable] = None,
                  min_lr: float = 1e-6, warmup_steps: int = 0, flow_loss_weight: float = 0.15,
                  flow_loss_type: Literal["l1", "l2"] = "l2", mouth_loss_weight: float = 0.15,
-                 pose_scale: Optional[tuple[float, ...]] = None, audio_mean: float = 0.0, audio_std: float = 1.0,
+                 pose_scale: Optional[tuple[float, ...]] = None, blink_scale: float = 1.0,
+                 motion_shift: float = 0.0, audio_mean: float = 0.0, audio_std: float = 1.0,
                  color_jitter: Optional[tuple[float, float, float, float]] = None,
                  timestep_range: Optional[tuple[int, int]] = None, ema_decay: Optional[float] = 0.9999,
                  ema_warmup: bool = True, lfg_chunk_size: Optional[int] = 256, sample_every_n_val: int = 1,
@@ -368,7 +374,8 @@ class A2VStage(DawnStage):
         """The keyword arguments of `condition` this stage trains with (recorded as `condition` in checkpoints)."""
         hp = self.hparams
         return {"pose_scale": None if hp.pose_scale is None else [float(v) for v in hp.pose_scale],
-                "audio_norm": [float(hp.audio_mean), float(hp.audio_std)]}
+                "audio_norm": [float(hp.audio_mean), float(hp.audio_std)],
+                "blink_scale": float(hp.blink_scale), "motion_shift": float(hp.motion_shift)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         means = {k: (v / self._ref_count).tolist() if self._ref_count else None for k, v in self._ref_sum.items()}

@@ -10,7 +10,7 @@ from tests.models.a2v.test_conditioning import inputs
 def test_pipeline_conditions_as_the_checkpoint_recorded():
     audio, pose, blink, _, _ = inputs()
     motion = PoseBlink(pose[0].numpy(), blink[0].numpy(), pose[0, 0].numpy(), blink[0, 0].numpy())
-    settings = {"pose_scale": [2.0] * 6, "audio_norm": [-8.6, 3.8]}
+    settings = {"pose_scale": [2.0] * 6, "audio_norm": [-8.6, 3.8], "blink_scale": 4.0, "motion_shift": 3.0}
     pipe = Pipeline(torch.nn.Identity(), torch.nn.Identity(), A2VInfo(condition=settings))
     want = condition(audio, pose, blink, pose[:, 0], blink[:, 0], **settings)
     assert torch.allclose(pipe.condition(audio[0].numpy(), motion), want)

@@ -164,7 +164,8 @@ def test_stage1_checkpoint_holds_ema_not_lfg(stage1_run):
     model, meta = load_a2v(path)
     assert meta.ema and torch.equal(model.state_dict()[name], ema)
     # generate and eval condition as training did: the demo's log-mel standardisation is in the record
-    assert info["condition"] == meta.condition == {"pose_scale": None, "audio_norm": [-8.6, 3.8]}
+    assert info["condition"] == meta.condition == {"pose_scale": None, "audio_norm": [-8.6, 3.8],
+                                                    "blink_scale": 1.0, "motion_shift": 0.0}
     assert torch.equal(checkpoints.load_model(path, "a2v").state_dict()[name], raw_w)
     # a resume restores every weight strictly although the frozen LFG is not in the file
     stage = A2VStage(checkpoints.build(raw["hyper_parameters"]["model"]),

@@ -60,20 +60,26 @@ def mouth_mask(mouth_lmk: Tensor, height: int, width: int, size: int) -> Tensor:
 
 
 def condition(audio_feat: Tensor, pose: Tensor, blink: Tensor, ref_pose: Tensor, ref_blink: Tensor,
-              pose_scale: Optional[Tensor] = None, audio_norm: Optional[tuple[float, float]] = None) -> Tensor:
+              pose_scale: Optional[Tensor] = None, audio_norm: Optional[tuple[float, float]] = None,
+              blink_scale: float = 1.0, motion_shift: float = 0.0) -> Tensor:
     """Per-frame condition (B, T, D + 6 + 2) = [audio (B, T, D) | pose - ref_pose | blink - ref_blink]
     (pose (B, T, 6), blink (B, T, 2), ref_pose (B, 6), ref_blink (B, 2), raw units).  `pose_scale` (6,)
     optionally multiplies the pose deltas (a stage setting for datasets whose units differ wildly);
     `audio_norm` = (mean, std) standardises the audio features.  Every condition part enters the UNet through
     SiLU -> Linear, so features far below zero (log-mel, mean about -9) reach it as ~0 and the model cannot
-    hear them; HuBERT features are near zero-mean already (official: no normalisation)."""
+    hear them; HuBERT features are near zero-mean already (official: no normalisation).  The same holds for
+    motion: a head turned 5 degrees the other way than the reference gives SiLU(-5) ~ -0.03, as if it had not
+    turned, and SiLU is not monotonic below -1.28.  `blink_scale` multiplies the blink deltas and
+    `motion_shift` is added to every (scaled) pose and blink delta, so that deltas of about +-2 land where SiLU
+    tells them apart (defaults 1 and 0: the official raw deltas)."""
     audio = audio_feat.float()
     if audio_norm is not None:
         audio = (audio - float(audio_norm[0])) / float(audio_norm[1])
     dpose = pose.float() - ref_pose.float()[:, None]
     if pose_scale is not None:
         dpose = dpose * torch.as_tensor(pose_scale, dtype=dpose.dtype, device=dpose.device)
-    return torch.cat((audio, dpose, blink.float() - ref_blink.float()[:, None]), dim=-1)
+    dblink = (blink.float() - ref_blink.float()[:, None]) * float(blink_scale)
+    return torch.cat((audio, dpose + float(motion_shift), dblink + float(motion_shift)), dim=-1)
 
 
 def audio_dim(cond_dim: int) -> int:

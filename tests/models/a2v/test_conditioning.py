@@ -36,3 +36,24 @@ def test_pose_scale_multiplies_the_deltas():
     cond = condition(audio, pose, blink, ref_pose, ref_blink, pose_scale=scale)
     assert torch.allclose(cond[..., 4:10], pose * torch.tensor(scale))
 
+
+
+def test_blink_scale_and_motion_shift():
+    audio, pose, blink, ref_pose, ref_blink = inputs()
+    cond = condition(audio, pose, blink, ref_pose, ref_blink, pose_scale=[0.5] * 6, blink_scale=8.0, motion_shift=3.0)
+    assert torch.allclose(cond[..., 4:10], pose * 0.5 + 3.0) and torch.allclose(cond[..., 10:], blink * 8.0 + 3.0)
+    assert torch.equal(cond[..., :4], audio)  # the audio is not shifted
+
+
+def test_motion_shift_lets_silu_tell_both_directions_apart():
+    # yaw deltas of -20..+20 degrees: raw, SiLU maps every turn beyond -5 degrees to within 0.04 of "no turn";
+    # scaled by 0.1 and shifted by 3, SiLU is strictly increasing over the whole range
+    yaw = torch.linspace(-20, 20, 81)
+    pose = torch.zeros(1, 81, 6)
+    pose[0, :, 0] = yaw
+    blink, zeros = torch.zeros(1, 81, 2), torch.zeros(1, 81, 1)
+    raw = torch.nn.functional.silu(condition(zeros, pose, blink, torch.zeros(1, 6), torch.zeros(1, 2))[0, :, 1])
+    assert (raw[yaw <= -5] - raw[yaw == 0]).abs().max() < 0.04
+    shifted = condition(zeros, pose, blink, torch.zeros(1, 6), torch.zeros(1, 2), pose_scale=[0.1] * 6, motion_shift=3.0)
+    out = torch.nn.functional.silu(shifted[0, :, 1])
+    assert (out.diff() > 1e-3).all()
