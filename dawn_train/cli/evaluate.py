@@ -17,7 +17,7 @@ def cmd_eval(args) -> int:
                       max_frames=args.max_frames, steps=args.steps, window_size=args.window_size, seed=args.seed,
                       pbnet_pose=args.pbnet_pose, pbnet_blink=args.pbnet_blink, device=args.device, out=args.out,
                       log_wandb=not args.no_wandb, progress=not args.quiet, probe=args.probe,
-                      log_videos=args.log_videos, goals=args.goals)
+                      log_videos=args.log_videos, goals=args.goals, guidance=args.guidance)
     table = Table(title=f"{result['settings']['videos']} {args.split} videos, {result['settings']['max_frames']} frames "
                         f"max, pose/blink from {result['settings']['pose_blink']}")
     for column in ("", *TABLE):
@@ -84,6 +84,8 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--max-videos", type=int, default=None)
     ev.add_argument("--max-frames", type=int, default=200, help="frames per video (official: 200)")
     ev.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
+    ev.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none, the "
+                    "release's sampling; each step then calls the UNet twice)")
     ev.add_argument("--window-size", type=window_arg, default=CHECKPOINT_WINDOW,
                     help="sampling window in frames (paper count), 'none' = full attention (default: the checkpoint's)")
     ev.add_argument("--log-videos", type=int, default=4, help="generated videos (with audio) logged to W&B")

@@ -70,15 +70,18 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
              window_size: int | str | None = CHECKPOINT_WINDOW, seed: int = 1234, pbnet_pose: str | None = None,
              pbnet_blink: str | None = None, device: str | None = None, out: str | None = None,
              log_wandb: bool = True, progress: bool = True, probe: str | None = None, log_videos: int = 4,
-             goals: str | None = None) -> dict:
+             goals: str | None = None, guidance: float = 1.0) -> dict:
     """`window_size`: frames, None / "none" (full attention) or "checkpoint" (its own).  `log_videos`: how many
     generated videos (mp4 with audio, `<out folder>/eval_videos/`) go into the W&B per-video table.
     `probe`: a synthetic-probe file (`dawn-train data probe`): on synthetic shards the generated frames are
     also scored against the ground truth (`metrics/synthetic`), beside the still-frame baseline, and BAS and
     Blink/s of the generated videos are measured on them (without a probe those two are n/a).  `goals`: "demo"
-    or "quality" (`metrics/synthetic/goals.py`), checked on those metrics and saved as `goals`."""
+    or "quality" (`metrics/synthetic/goals.py`), checked on those metrics and saved as `goals`.  `guidance`: the
+    classifier-free guidance scale of sampling (1 = none; `models/a2v/conditioning.sampling_kwargs`)."""
     from tqdm.auto import tqdm
 
+    if not guidance > 0:
+        raise ValueError(f"--guidance {guidance}: the guidance scale must be > 0 (1 = none)")
     if goals and not probe:
         raise ValueError(f"goals '{goals}' are checked on the synthetic ground-truth metrics: give --probe FILE")
     # before any model is loaded: a path that cannot be written fails now, not after the whole evaluation
@@ -109,7 +112,8 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         if pipe.pose_blink is not None:
             sampled_pose, sampled_blink = pipe.pose_blink(feat, pose[0], blink[0], seed=seed + videos)
             motion = PoseBlink(sampled_pose.cpu().numpy(), sampled_blink.cpu().numpy(), pose[0], blink[0])
-        generated = pipe.animate(real[:1], parsed[schema.FACE_BOX][0], feat, motion, seed=seed + videos, steps=steps)
+        generated = pipe.animate(real[:1], parsed[schema.FACE_BOX][0], feat, motion, seed=seed + videos, steps=steps,
+                                 guidance=guidance)
         audio = np.zeros(n * schema.SAMPLES_PER_FRAME, np.float32)
         wav = parsed[schema.AUDIO][: len(audio)]
         audio[: len(wav)] = wav
@@ -146,7 +150,7 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         "metrics": rows["generated"], "ground_truth": rows["ground truth"], "unavailable": suite.unavailable,
         "synthetic": synthetic.compute() if synthetic is not None else None,
         "settings": {"a2v": str(a2v), "lfg": str(lfg), "shards": str(shards), "split": split, "videos": videos,
-                     "max_frames": max_frames, "steps": pipe.sampling_steps(steps),
+                     "max_frames": max_frames, "steps": pipe.sampling_steps(steps), "guidance": float(guidance),
                      "window_size": pipe.a2v.unet.window_size, "seed": seed, "ema": pipe.info.ema,
                      "pose_blink": "pbnet" if pipe.pose_blink is not None else "ground truth"},
     }

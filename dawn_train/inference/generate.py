@@ -91,6 +91,8 @@ class GenerateOptions:
                                             "attention (YAML null), default: the checkpoint's")
     steps: Optional[int] = _opt(help="DDIM steps (default: the checkpoint's, 20)")
     eta: Optional[float] = _opt(help="DDIM eta (default: the checkpoint's)")
+    guidance: float = _opt(1.0, help="classifier-free guidance scale (1 = none, the release's sampling; above 1 the "
+                           "video follows audio, pose and blink more strongly, at two UNet calls per step)")
     size: Optional[int] = _opt(help="frame size R (default: the checkpoint's)")
     face_box: Optional[list[float]] = _opt(help="face box x0 y0 x1 y1 in pixels of the R x R image (default: the "
                                            "training data's mean box)", nargs=4)
@@ -270,6 +272,8 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
             if not getattr(opts, key):
                 raise ValueError(f"generate needs --{key} CHECKPOINT (or `{key}:` in the --config YAML)")
     out = check_output(out)
+    if not float(opts.guidance) > 0:
+        raise ValueError(f"--guidance {opts.guidance}: the guidance scale must be > 0 (1 = none)")
     if opts.hubert_dir:  # a wrong path fails before any checkpoint is read
         check_model_dir(opts.hubert_dir)
     started = time.perf_counter()
@@ -354,7 +358,7 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
                 bar.update()
 
         x0 = pipe.sample_motion(ref, box, cond, seed=int(opts.seed), steps=opts.steps, eta=opts.eta, window=window,
-                                overlap=overlap, progress=ticking)
+                                overlap=overlap, progress=ticking, guidance=float(opts.guidance))
     del cond
     out.parent.mkdir(parents=True, exist_ok=True)
     with _phase("decode + encode", n_frames, progress, "frame") as bar:
@@ -362,7 +366,8 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
         data = encode_mp4(video, audio=wav)
     out.write_bytes(data)
     summary = {"out": str(out), "frames": n_frames, "seconds": n_frames / FPS, "size": size, "seed": int(opts.seed),
-               "steps": steps, "window_size": pipe.a2v.unet.window_size, "ema": pipe.info.ema,
+               "steps": steps, "guidance": float(opts.guidance), "window_size": pipe.a2v.unet.window_size,
+               "ema": pipe.info.ema,
                "device": str(pipe.device), "audio_feature": kind or "file", "face_box": box, "chunk_frames": window,
                "chunk_overlap_frames": overlap, "windows": len(spans), "wall_seconds": round(time.perf_counter() - started, 3),
                "memory_estimate_bytes": estimate.peak, "memory_budget_bytes": budget,

@@ -27,6 +27,7 @@ from dawn_train.models.a2v.conditioning import (
     face_box_vector,
     latent_motion,
     sample_windows,
+    sampling_kwargs,
 )
 from dawn_train.tracking.media import to_uint8_video
 
@@ -132,9 +133,10 @@ class Pipeline:
     @torch.no_grad()
     def animate(self, ref: Tensor, box: Sequence[float], audio_feat: np.ndarray, motion: PoseBlink, *, seed: int = 0,
                 steps: Optional[int] = None, eta: Optional[float] = None, decode_chunk: int = 32,
-                progress=None) -> Tensor:
+                progress=None, guidance: float = 1.0) -> Tensor:
         """ref (1, 3, R, R) in [0, 1], box (x0, y0, x1, y1) pixels, audio_feat (N, D), driving motion ->
-        video (N, 3, R, R) in [0, 1]: every frame in one DDIM run, then LFG decoding."""
+        video (N, 3, R, R) in [0, 1]: every frame in one DDIM run, then LFG decoding.  `guidance`: classifier-free
+        guidance scale (1 = none; `models/a2v/conditioning.sampling_kwargs`)."""
         dev, size = ref.device, ref.shape[-1]
 
         def batch(a) -> Tensor:
@@ -143,7 +145,7 @@ class Pipeline:
         cond = self.condition(audio_feat, motion)
         generator = torch.Generator(device=dev).manual_seed(int(seed))
         out = animate(self.lfg, self.a2v, ref, face_box_vector(batch(box), size, size), cond, generator=generator,
-                      steps=steps, eta=eta, decode_chunk=decode_chunk, progress=progress)
+                      steps=steps, eta=eta, decode_chunk=decode_chunk, progress=progress, guidance=guidance)
         return out["video"][0]
 
     def sampling_steps(self, steps: Optional[int]) -> int:
@@ -161,23 +163,22 @@ class Pipeline:
     @torch.no_grad()
     def sample_motion(self, ref: Tensor, box: Sequence[float], cond: Tensor, *, seed: int = 0,
                       steps: Optional[int] = None, eta: Optional[float] = None, window: Optional[int] = None,
-                      overlap: int = 0, progress=None) -> Tensor:
+                      overlap: int = 0, progress=None, guidance: float = 1.0) -> Tensor:
         """ref (1, 3, R, R) in [0, 1], box (x0, y0, x1, y1) pixels, cond (1, N, D + 8) -> latent motion x0
         (1, 3, N, h, w), float32.  `window` None: every frame in one DDIM run (as :meth:`animate`, same noise
         for a seed); else windows of `window` frames sharing `overlap`, cross-faded
-        (`models/a2v/conditioning.sample_windows`)."""
+        (`models/a2v/conditioning.sample_windows`); `guidance` as :meth:`animate`."""
         size = ref.shape[-1]
         with torch.autocast(self.device.type, enabled=False):
             ref_fea = self.lfg.reference_feature(ref.float())
         vector = face_box_vector(torch.as_tensor([list(box)], dtype=torch.float32, device=self.device), size, size)
         dtype = next(self.a2v.parameters()).dtype
         if window is None or window >= cond.shape[1]:
-            kwargs = {"eta": eta} if eta is not None else {}
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
             return self.a2v.sample(ref_fea.to(dtype), vector, cond, generator=generator, sampling_timesteps=steps,
-                                   progress=progress, **kwargs).float()
+                                   progress=progress, **sampling_kwargs(eta, guidance)).float()
         return sample_windows(self.a2v, ref_fea, vector, cond, window=window, overlap=overlap, seed=int(seed),
-                              steps=steps, eta=eta, progress=progress)
+                              steps=steps, eta=eta, progress=progress, guidance=guidance)
 
     @torch.no_grad()
     def decode_frames(self, ref: Tensor, x0: Tensor, chunk: int = 32) -> Iterator[np.ndarray]:

@@ -82,6 +82,18 @@ def condition(audio_feat: Tensor, pose: Tensor, blink: Tensor, ref_pose: Tensor,
     return torch.cat((audio, dpose + float(motion_shift), dblink + float(motion_shift)), dim=-1)
 
 
+def sampling_kwargs(eta: Optional[float] = None, guidance: float = 1.0) -> dict:
+    """Keyword arguments of `A2VFDM.sample` for a DDIM `eta` (None: the model's) and a classifier-free guidance
+    scale (1 = none, the release's sampling): the denoiser's output is null + guidance * (cond - null), null being
+    the output for the null condition the model learnt with `null_cond_prob`; one more UNet call per step."""
+    if not guidance > 0:
+        raise ValueError(f"guidance must be > 0 (1 = no guidance), got {guidance}")
+    kwargs = {"eta": eta} if eta is not None else {}
+    if guidance != 1:
+        kwargs["cond_scale"] = float(guidance)
+    return kwargs
+
+
 def audio_dim(cond_dim: int) -> int:
     """Audio features per frame of a UNet whose condition has `cond_dim` features."""
     return cond_dim - MOTION_DIM
@@ -90,19 +102,18 @@ def audio_dim(cond_dim: int) -> int:
 @torch.no_grad()
 def animate(lfg, a2v, ref: Tensor, box: Tensor, cond: Tensor, *, generator: Optional[torch.Generator] = None,
             steps: Optional[int] = None, eta: Optional[float] = None, decode_chunk: Optional[int] = 32,
-            progress=None) -> dict[str, Tensor]:
+            progress=None, guidance: float = 1.0) -> dict[str, Tensor]:
     """The core of generation, used by `dawn-train generate`, `eval` and the validation sample videos:
     every frame's latent motion in one non-autoregressive DDIM run, then LFG decoding.
 
     lfg: a `LatentFlowGenerator`; a2v: an `A2VFDM`; ref: (B, 3, R, R) reference frames in [0, 1];
-    box: (B, 6) face-box vectors (:func:`face_box_vector`); cond: (B, N, D + 8) (:func:`condition`).
-    Returns x0 (B, 3, N, h, w), flow (B, N, h, w, 2), occlusion (B, N, 1, h, w) and video (B, N, 3, R, R)
-    in [0, 1].  The frozen LFG runs in float32 (outside any autocast)."""
+    box: (B, 6) face-box vectors (:func:`face_box_vector`); cond: (B, N, D + 8) (:func:`condition`);
+    guidance: classifier-free guidance scale (:func:`sampling_kwargs`).  Returns x0 (B, 3, N, h, w), flow
+    (B, N, h, w, 2), occlusion (B, N, 1, h, w) and video (B, N, 3, R, R) in [0, 1].  The frozen LFG runs in float32 (outside any autocast)."""
     with torch.autocast(ref.device.type, enabled=False):
         ref_fea = lfg.reference_feature(ref.float())
-    kwargs = {"eta": eta} if eta is not None else {}
     x0 = a2v.sample(ref_fea, box, cond, generator=generator, sampling_timesteps=steps,
-                    progress=progress, **kwargs)
+                    progress=progress, **sampling_kwargs(eta, guidance))
     flow, occlusion = latent_motion(x0.float())
     with torch.autocast(ref.device.type, enabled=False):
         video = lfg.decode(ref.float(), flow, occlusion, chunk_size=decode_chunk)
@@ -156,7 +167,8 @@ def frame_noise(seed: int, draw: int, start: int, end: int, shape: tuple[int, ..
 
 @torch.no_grad()
 def sample_windows(a2v, ref_fea: Tensor, box: Tensor, cond: Tensor, *, window: int, overlap: int, seed: int = 0,
-                   steps: Optional[int] = None, eta: Optional[float] = None, progress=None) -> Tensor:
+                   steps: Optional[int] = None, eta: Optional[float] = None, progress=None,
+                   guidance: float = 1.0) -> Tensor:
     """Latent motion x0 (B, 3, N, h, w) of N = cond.shape[1] frames, sampled in windows of `window` frames
     (:func:`window_spans`) instead of one pass: memory is that of one window whatever N.
 
@@ -166,7 +178,7 @@ def sample_windows(a2v, ref_fea: Tensor, box: Tensor, cond: Tensor, *, window: i
     latent-flow space over their shared frames (:func:`crossfade_weights`).  The price: frames only see
     their own window (temporal attention, GroupNorm statistics), so motion is consistent within a window
     and blended across seams rather than planned over the whole clip.  `progress` wraps each window's DDIM
-    step iterator."""
+    step iterator; `guidance` as :func:`animate`."""
     b, n = cond.shape[:2]
     h, w = ref_fea.shape[-2:]
     channels = a2v.diffusion.channels
@@ -175,9 +187,8 @@ def sample_windows(a2v, ref_fea: Tensor, box: Tensor, cond: Tensor, *, window: i
     end_prev = 0
     for start, end in window_spans(n, window, overlap):
         noise = [frame_noise(seed, d, start, end, (b, channels, h, w), cond.device) for d in range(steps + 1)]
-        kwargs = {"eta": eta} if eta is not None else {}
         x0 = a2v.sample(ref_fea, box, cond[:, start:end], noise=noise, sampling_timesteps=steps,
-                        progress=progress, **kwargs).float()
+                        progress=progress, **sampling_kwargs(eta, guidance)).float()
         del noise
         shared = max(0, end_prev - start)
         if shared:

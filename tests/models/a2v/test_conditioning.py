@@ -1,7 +1,8 @@
 """What A2V-FDM sees: the per-frame condition, its audio standardisation and pose scaling."""
+import pytest
 import torch
 
-from dawn_train.models.a2v.conditioning import condition
+from dawn_train.models.a2v.conditioning import condition, sampling_kwargs
 
 
 def inputs(frames=5, audio_dim=4):
@@ -57,3 +58,10 @@ def test_motion_shift_lets_silu_tell_both_directions_apart():
     shifted = condition(zeros, pose, blink, torch.zeros(1, 6), torch.zeros(1, 2), pose_scale=[0.1] * 6, motion_shift=3.0)
     out = torch.nn.functional.silu(shifted[0, :, 1])
     assert (out.diff() > 1e-3).all()
+
+
+def test_sampling_kwargs_add_guidance_only_when_it_guides():
+    assert sampling_kwargs() == {} and sampling_kwargs(0.5) == {"eta": 0.5}
+    assert sampling_kwargs(None, 1.5) == {"cond_scale": 1.5}
+    with pytest.raises(ValueError, match="guidance must be > 0"):
+        sampling_kwargs(None, 0.0)
