@@ -30,6 +30,7 @@ from dawn_train.metrics.suite import TABLE, MetricSuite
 from dawn_train.metrics.synthetic import TABLE as SYNTHETIC_TABLE
 from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
 from dawn_train.metrics.synthetic.goals import GOALS, check_goals
+from dawn_train.models.a2v.conditioning import check_guidance
 from dawn_train.tracking.eval_log import log_evaluation
 from dawn_train.tracking.media import to_uint8_video
 from dawn_train.tracking.paper import TABLE1_HDTF as PAPER_HDTF
@@ -80,8 +81,7 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
     classifier-free guidance scale of sampling (1 = none; `models/a2v/conditioning.sampling_kwargs`)."""
     from tqdm.auto import tqdm
 
-    if not guidance > 0:
-        raise ValueError(f"--guidance {guidance}: the guidance scale must be > 0 (1 = none)")
+    guidance = check_guidance(guidance)
     if goals and not probe:
         raise ValueError(f"goals '{goals}' are checked on the synthetic ground-truth metrics: give --probe FILE")
     # before any model is loaded: a path that cannot be written fails now, not after the whole evaluation
@@ -150,7 +150,7 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         "metrics": rows["generated"], "ground_truth": rows["ground truth"], "unavailable": suite.unavailable,
         "synthetic": synthetic.compute() if synthetic is not None else None,
         "settings": {"a2v": str(a2v), "lfg": str(lfg), "shards": str(shards), "split": split, "videos": videos,
-                     "max_frames": max_frames, "steps": pipe.sampling_steps(steps), "guidance": float(guidance),
+                     "max_frames": max_frames, "steps": pipe.sampling_steps(steps), "guidance": guidance,
                      "window_size": pipe.a2v.unet.window_size, "seed": seed, "ema": pipe.info.ema,
                      "pose_blink": "pbnet" if pipe.pose_blink is not None else "ground truth"},
     }

@@ -56,7 +56,7 @@ from dawn_train.inference.pose_blink import (
 )
 from dawn_train.inference.source_image import ImageError, crop_source, read_image
 from dawn_train.log import get_logger
-from dawn_train.models.a2v.conditioning import window_spans
+from dawn_train.models.a2v.conditioning import check_guidance, window_spans
 
 log = get_logger(__name__)
 
@@ -272,8 +272,7 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
             if not getattr(opts, key):
                 raise ValueError(f"generate needs --{key} CHECKPOINT (or `{key}:` in the --config YAML)")
     out = check_output(out)
-    if not float(opts.guidance) > 0:
-        raise ValueError(f"--guidance {opts.guidance}: the guidance scale must be > 0 (1 = none)")
+    guidance = check_guidance(opts.guidance)
     if opts.hubert_dir:  # a wrong path fails before any checkpoint is read
         check_model_dir(opts.hubert_dir)
     started = time.perf_counter()
@@ -358,7 +357,7 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
                 bar.update()
 
         x0 = pipe.sample_motion(ref, box, cond, seed=int(opts.seed), steps=opts.steps, eta=opts.eta, window=window,
-                                overlap=overlap, progress=ticking, guidance=float(opts.guidance))
+                                overlap=overlap, progress=ticking, guidance=guidance)
     del cond
     out.parent.mkdir(parents=True, exist_ok=True)
     with _phase("decode + encode", n_frames, progress, "frame") as bar:
@@ -366,7 +365,7 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
         data = encode_mp4(video, audio=wav)
     out.write_bytes(data)
     summary = {"out": str(out), "frames": n_frames, "seconds": n_frames / FPS, "size": size, "seed": int(opts.seed),
-               "steps": steps, "guidance": float(opts.guidance), "window_size": pipe.a2v.unet.window_size,
+               "steps": steps, "guidance": guidance, "window_size": pipe.a2v.unet.window_size,
                "ema": pipe.info.ema,
                "device": str(pipe.device), "audio_feature": kind or "file", "face_box": box, "chunk_frames": window,
                "chunk_overlap_frames": overlap, "windows": len(spans), "wall_seconds": round(time.perf_counter() - started, 3),

@@ -82,15 +82,22 @@ def condition(audio_feat: Tensor, pose: Tensor, blink: Tensor, ref_pose: Tensor,
     return torch.cat((audio, dpose + float(motion_shift), dblink + float(motion_shift)), dim=-1)
 
 
+def check_guidance(guidance: float) -> float:
+    """A classifier-free guidance scale as a float; anything but a positive number is refused (`generate` and
+    `eval` call this before loading any model)."""
+    if not float(guidance) > 0:
+        raise ValueError(f"--guidance {guidance}: the guidance scale must be > 0 (1 = none)")
+    return float(guidance)
+
+
 def sampling_kwargs(eta: Optional[float] = None, guidance: float = 1.0) -> dict:
     """Keyword arguments of `A2VFDM.sample` for a DDIM `eta` (None: the model's) and a classifier-free guidance
     scale (1 = none, the release's sampling): the denoiser's output is null + guidance * (cond - null), null being
     the output for the null condition the model learnt with `null_cond_prob`; one more UNet call per step."""
-    if not guidance > 0:
-        raise ValueError(f"guidance must be > 0 (1 = no guidance), got {guidance}")
+    guidance = check_guidance(guidance)
     kwargs = {"eta": eta} if eta is not None else {}
     if guidance != 1:
-        kwargs["cond_scale"] = float(guidance)
+        kwargs["cond_scale"] = guidance
     return kwargs
 
 
@@ -109,7 +116,8 @@ def animate(lfg, a2v, ref: Tensor, box: Tensor, cond: Tensor, *, generator: Opti
     lfg: a `LatentFlowGenerator`; a2v: an `A2VFDM`; ref: (B, 3, R, R) reference frames in [0, 1];
     box: (B, 6) face-box vectors (:func:`face_box_vector`); cond: (B, N, D + 8) (:func:`condition`);
     guidance: classifier-free guidance scale (:func:`sampling_kwargs`).  Returns x0 (B, 3, N, h, w), flow
-    (B, N, h, w, 2), occlusion (B, N, 1, h, w) and video (B, N, 3, R, R) in [0, 1].  The frozen LFG runs in float32 (outside any autocast)."""
+    (B, N, h, w, 2), occlusion (B, N, 1, h, w) and video (B, N, 3, R, R) in [0, 1].  The frozen LFG runs in
+    float32 (outside any autocast)."""
     with torch.autocast(ref.device.type, enabled=False):
         ref_fea = lfg.reference_feature(ref.float())
     x0 = a2v.sample(ref_fea, box, cond, generator=generator, sampling_timesteps=steps,

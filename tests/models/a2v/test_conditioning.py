@@ -63,5 +63,5 @@ def test_motion_shift_lets_silu_tell_both_directions_apart():
 def test_sampling_kwargs_add_guidance_only_when_it_guides():
     assert sampling_kwargs() == {} and sampling_kwargs(0.5) == {"eta": 0.5}
     assert sampling_kwargs(None, 1.5) == {"cond_scale": 1.5}
-    with pytest.raises(ValueError, match="guidance must be > 0"):
+    with pytest.raises(ValueError, match="--guidance 0.0: the guidance scale must be > 0"):
         sampling_kwargs(None, 0.0)
