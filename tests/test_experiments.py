@@ -169,3 +169,27 @@ def test_values_shared_by_data_and_model_are_set_once(fake_shards, tmp_path, mon
 def test_config_files_parse_as_yaml():
     for path in EXPERIMENTS.rglob("*.yaml"):
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
+def test_quality_out_moves_every_run_shard_and_probe_of_the_recipe(tmp_path, monkeypatch):
+    """`QUALITY_OUT=DIR make quality`: every `dawn-train fit` of experiments/synth/quality.sh reads its shards and
+    probe from DIR and writes its runs there, though the configs name quality_out/ (the script runs here with
+    `dawn-train` a shell function that writes down its arguments)."""
+    import shlex
+    import subprocess
+
+    out, calls = tmp_path / "elsewhere dir.d", tmp_path / "calls.txt"
+    script = (f'dawn-train() {{ printf "%q " "$@" >> {shlex.quote(str(calls))}; echo >> {shlex.quote(str(calls))}; }}\n'
+              f"export -f dawn-train\nbash experiments/synth/quality.sh")
+    env = {"PATH": "/usr/bin:/bin", "QUALITY_OUT": str(out), "QUALITY_RESULTS": str(tmp_path / "results")}
+    subprocess.run(["bash", "-c", script], cwd=REPO, env=env, check=True, capture_output=True)
+    fits = [shlex.split(line)[1:] for line in calls.read_text().splitlines() if line.startswith("fit ")]
+    assert len(fits) == 5  # LFG, PBNet pose and blink, A2V-FDM stages 1 and 2
+    monkeypatch.chdir(REPO)
+    for args in fits:
+        config = resolve_fit_config(args)
+        assert config["run"]["root"] == f"{out}/runs"
+        assert config["data"]["init_args"]["shards"] == f"{out}/shards"
+        probe = config["model"]["init_args"].get("probe")
+        assert probe in (None, f"{out}/probe.pt"), probe
+        assert '"quality_out/' not in json.dumps(config), args  # no path left relative to quality_out/

@@ -3,7 +3,8 @@
 Frames stay uint8 in batches (4x less to copy to the device); stages divide by 255.
 
 - LFG:   two frames of one chunk, indices drawn uniformly with replacement and sorted
-         (source = earlier), as the official LFG dataset does.
+         (source = earlier), as the official LFG dataset does; optionally a fraction of the pairs
+         drives with a blink frame (`LFGPair.blink_pairs`).
 - PBNet: a window of `window` consecutive frames of audio features, pose and blink (the whole
          chunk if shorter; the collate pads and returns a mask).  No video is decoded.
 - A2V:   a clip of L consecutive frames with every condition (and the 16 kHz waveform, for
@@ -27,16 +28,42 @@ def to_chw(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(frames, -1, -3))
 
 
-def lfg_pair(parsed: dict, rng: np.random.Generator, length: int | None = None) -> dict:
-    n = parsed["meta"]["n_frames"]
-    first, second = sorted(rng.integers(0, n, size=2))
-    source, driving = decode_frames(parsed, [first, second])
-    pair = {"source": to_chw(source), "driving": to_chw(driving), "key": parsed["name"]}
-    for key, name in ((schema.MOUTH_LMK, "mouth_lmk"), (schema.EYE_LMK, "eye_lmk")):
-        if key in parsed:  # (N, K, 2) pixels: the LFG stage may weight the mouth and the eyes in its loss
-            pair[f"source_{name}"] = parsed[key][first].astype(np.float32)
-            pair[f"driving_{name}"] = parsed[key][second].astype(np.float32)
-    return pair
+BLINK_RELATIVE = 0.6  # a blink frame: openness below this x the median (count_blinks' relative_threshold)
+
+
+@dataclass(frozen=True)
+class LFGPair:
+    """LFG pair rule: two frames of one chunk, (source, driving).
+
+    Uniform (the official rule) when `blink_pairs` is 0.  Otherwise that fraction of pairs takes its driving frame
+    among the chunk's blink frames (eye openness below `BLINK_RELATIVE` x the chunk's median, the rule `count_blinks`
+    uses) and its source anywhere: in a uniform draw about one pair in twenty shows a closing eye, and its few pixels
+    weigh nothing in the loss.  A chunk without a blink gives a uniform pair."""
+
+    blink_pairs: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.blink_pairs <= 1.0:
+            raise ValueError(f"blink_pairs must be in [0, 1], got {self.blink_pairs}")
+
+    def __call__(self, parsed: dict, rng: np.random.Generator, length: int | None = None) -> dict:
+        n = parsed["meta"]["n_frames"]
+        first, second = sorted(rng.integers(0, n, size=2))
+        if self.blink_pairs > 0 and rng.random() < self.blink_pairs:
+            openness = parsed[schema.BLINK][:n].mean(axis=1)
+            closed = np.flatnonzero(openness < BLINK_RELATIVE * np.median(openness))
+            if len(closed):
+                first, second = int(rng.integers(0, n)), int(rng.choice(closed))
+        source, driving = decode_frames(parsed, [first, second])
+        pair = {"source": to_chw(source), "driving": to_chw(driving), "key": parsed["name"]}
+        for key, name in ((schema.MOUTH_LMK, "mouth_lmk"), (schema.EYE_LMK, "eye_lmk")):
+            if key in parsed:  # (N, K, 2) pixels: the LFG stage may weight the mouth and the eyes in its loss
+                pair[f"source_{name}"] = parsed[key][first].astype(np.float32)
+                pair[f"driving_{name}"] = parsed[key][second].astype(np.float32)
+        return pair
+
+
+lfg_pair = LFGPair()  # the official uniform rule
 
 
 def pbnet_window(parsed: dict, rng: np.random.Generator, length: int) -> dict:

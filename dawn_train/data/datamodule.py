@@ -15,7 +15,7 @@ import lightning as L
 
 from dawn_train.data import schema
 from dawn_train.data.audio import FEATURE_KINDS
-from dawn_train.data.clips import A2VClip, lfg_pair, pbnet_window
+from dawn_train.data.clips import A2VClip, LFGPair, pbnet_window
 from dawn_train.data.shards import MANIFEST, load_manifest, shard_urls
 from dawn_train.data.stream import EpochDataLoader, make_pipeline
 
@@ -57,7 +57,8 @@ class ShardDataModule(L.LightningDataModule):
         self.manifest: dict | None = None
 
     # --- what a stage varies -------------------------------------------------------------
-    def draw(self):
+    def draw(self, train: bool):
+        """What one sample becomes: a callable (parsed sample, rng, length) -> dict of arrays."""
         raise NotImplementedError
 
     def lengths(self, train: bool) -> tuple[int, int] | None:
@@ -89,7 +90,7 @@ class ShardDataModule(L.LightningDataModule):
         batches_per_worker = max(1, math.ceil(clips / (self.batch_size * world * workers)))
         epoch = self.train_epoch if train else multiprocessing.Value("i", 0)
         pipeline = make_pipeline(
-            shard_urls(self.shards, split), self.draw(), self.keys, self.batch_size, train=train,
+            shard_urls(self.shards, split), self.draw(train), self.keys, self.batch_size, train=train,
             batches_per_worker=batches_per_worker, workers=self.num_workers, rank=rank, world_size=world,
             seed=self.seed, epoch=epoch, lengths=self.lengths(train), shuffle_buffer=self.shuffle_buffer,
             feature_dim=self.manifest["feature"]["dim"], max_skip_fraction=self.max_skip_fraction,
@@ -136,12 +137,18 @@ class ShardDataModule(L.LightningDataModule):
 class LFGDataModule(ShardDataModule):
     """(source, driving) frame pairs: batch `source`, `driving` uint8 (B, 3, H, W).
 
-    Default epoch: one pair per second of training video."""
+    Default epoch: one pair per second of training video.  `blink_pairs`: the fraction of training pairs whose
+    driving frame is drawn among the chunk's blink frames (see `LFGPair`); validation pairs are always uniform."""
 
     keys = schema.STAGE_KEYS["lfg"]
 
-    def draw(self):
-        return lfg_pair
+    def __init__(self, shards: str, blink_pairs: float = 0.0, **kwargs):
+        super().__init__(shards, **kwargs)
+        self.blink_pairs = blink_pairs
+        LFGPair(blink_pairs)  # validates now, not in a worker
+
+    def draw(self, train: bool):
+        return LFGPair(self.blink_pairs if train else 0.0)
 
     def default_clips(self, split: dict) -> int:
         return max(1, split["frames"] // schema.FPS)
@@ -157,7 +164,7 @@ class PBNetDataModule(ShardDataModule):
         super().__init__(shards, **kwargs)
         self.window = window
 
-    def draw(self):
+    def draw(self, train: bool):
         return pbnet_window
 
     def lengths(self, train: bool):
@@ -186,7 +193,7 @@ class A2VDataModule(ShardDataModule):
         self.val_clip_len = val_clip_len or clip_len
         A2VClip(reference)  # validates `reference` now, not in a worker
 
-    def draw(self):
+    def draw(self, train: bool):
         return A2VClip(self.reference)
 
     def lengths(self, train: bool):

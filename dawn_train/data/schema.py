@@ -82,9 +82,10 @@ OPTIONAL_KEYS = (EYE_LMK,)
 EYE_POINTS = 6  # landmarks per eye in `eye_lmk`: image-left eye first (68-point 36-41, then 42-47)
 
 # What each training stage reads from a sample (video decoding is the expensive part:
-# PBNet never touches `frames.mp4`).  The LFG reads the mouth and eye points for its optional region losses.
+# PBNet never touches `frames.mp4`).  The LFG reads the mouth and eye points for its optional region losses
+# and the eye openness for its optional blink pairs.
 STAGE_KEYS = {
-    "lfg": (FRAMES, MOUTH_LMK, EYE_LMK, META),
+    "lfg": (FRAMES, BLINK, MOUTH_LMK, EYE_LMK, META),
     "pbnet": (AUDIO_FEAT, POSE, BLINK, META),
     "a2v": (FRAMES, AUDIO, AUDIO_FEAT, POSE, BLINK, FACE_BOX, MOUTH_LMK, META),
 }

@@ -15,6 +15,9 @@ rm -rf "$OUT"  # a fresh recipe run: never mixed with an earlier one's runs
 mkdir -p "$OUT"
 START=$(date +%s)
 QUIET=(--trainer.enable_model_summary=false)
+# Where the configs say quality_out/ (runs, shards, probe), the runs of this recipe use $OUT: given after every config.
+HERE=(--run.root "$OUT/runs" --data.init_args.shards "$OUT/shards")
+PROBED=("${HERE[@]}" --model.init_args.probe "$OUT/probe.pt")
 DEMO=(-c experiments/base.yaml -c experiments/demo/base.yaml)
 SYNTH=(-c experiments/synth/base.yaml)
 RUNS="$OUT/runs"
@@ -31,20 +34,20 @@ else
 fi
 
 step "3/8 LFG"
-dawn-train fit "${DEMO[@]}" -c experiments/demo/lfg.yaml "${SYNTH[@]}" -c experiments/synth/lfg.yaml "${QUIET[@]}"
+dawn-train fit "${DEMO[@]}" -c experiments/demo/lfg.yaml "${SYNTH[@]}" -c experiments/synth/lfg.yaml "${QUIET[@]}" "${PROBED[@]}"
 
 step "4/8 PBNet pose and blink"
 PBNET=(-c experiments/demo/pbnet.yaml "${SYNTH[@]}" -c experiments/synth/pbnet.yaml)
-dawn-train fit "${DEMO[@]}" "${PBNET[@]}" "${QUIET[@]}"
-dawn-train fit "${DEMO[@]}" "${PBNET[@]}" -c experiments/demo/pbnet_blink.yaml "${QUIET[@]}"
+dawn-train fit "${DEMO[@]}" "${PBNET[@]}" "${QUIET[@]}" "${HERE[@]}"
+dawn-train fit "${DEMO[@]}" "${PBNET[@]}" -c experiments/demo/pbnet_blink.yaml "${QUIET[@]}" "${HERE[@]}"
 
 step "5/8 A2V-FDM curriculum stage 1"
 A2V=(-c experiments/demo/a2v_stage1.yaml "${SYNTH[@]}" -c experiments/synth/a2v_stage1.yaml)
-dawn-train fit "${DEMO[@]}" "${A2V[@]}" "${QUIET[@]}"
+dawn-train fit "${DEMO[@]}" "${A2V[@]}" "${QUIET[@]}" "${PROBED[@]}"
 
 step "6/8 A2V-FDM curriculum stage 2"
 dawn-train fit "${DEMO[@]}" -c experiments/demo/a2v_stage1.yaml -c experiments/demo/a2v_stage2.yaml "${SYNTH[@]}" \
-    -c experiments/synth/a2v_stage1.yaml -c experiments/synth/a2v_stage2.yaml "${QUIET[@]}"
+    -c experiments/synth/a2v_stage1.yaml -c experiments/synth/a2v_stage2.yaml "${QUIET[@]}" "${PROBED[@]}"
 
 step "7/8 eval on held-out identities: ground-truth pose/blink, then PBNet's"
 A2V_CKPT="$RUNS/a2v-synth-stage2/checkpoints/last.ckpt"

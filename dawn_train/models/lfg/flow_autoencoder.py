@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
+import yaml
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
@@ -40,12 +41,27 @@ _TOP_LEVEL_KEYS = {"num_regions", "num_channels", "estimate_affine", "revert_axi
 
 
 def _merge(name: str, defaults, overrides: dict | None, cls: type) -> dict[str, Any]:
-    """Defaults updated by the user's dict; an unknown key raises instead of being silently ignored."""
-    known = set(inspect.signature(cls).parameters) - _TOP_LEVEL_KEYS
+    """Defaults updated by the user's dict; an unknown key raises instead of being silently ignored.
+
+    A number or flag given as text (``--model...region_predictor_params.scale_factor 0.5`` on the command line
+    arrives as the string "0.5", since the dict's values are untyped) is read as YAML, so that it is the number, and
+    text that is no number or flag raises here, naming the key, instead of a TypeError deep inside a module."""
+    parameters = inspect.signature(cls).parameters
+    known = set(parameters) - _TOP_LEVEL_KEYS
     merged = {**defaults, **(overrides or {})}
     unknown = sorted(set(merged) - known)
     if unknown:
         raise ValueError(f"{name}: unknown key(s) {unknown} for {cls.__name__}; valid: {sorted(known)}")
+    for key, value in merged.items():
+        default = defaults.get(key, parameters[key].default)
+        if isinstance(value, str) and isinstance(default, (bool, int, float)):
+            try:
+                number = yaml.safe_load(value)
+            except yaml.YAMLError:
+                number = None
+            if not isinstance(number, (bool, int, float)) or isinstance(number, bool) != isinstance(default, bool):
+                raise ValueError(f"{name}.{key}: expected {type(default).__name__} like {default!r}, got {value!r}")
+            merged[key] = number
     return merged
 
 

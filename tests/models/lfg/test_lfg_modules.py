@@ -70,6 +70,19 @@ def test_constructor_rejects_unknown_keys():
         BGMotionPredictor(bg_type="rotation")
 
 
+def test_numbers_given_as_text_are_read_as_numbers_or_refused_by_key():
+    """A dict value set on the command line arrives as text: "0.5" is the number, "half" names its key."""
+    tiny = dict(block_expansion="8", max_features=16, num_blocks=2)
+    model = LatentFlowGenerator(region_predictor_params={**tiny, "scale_factor": "0.5"}, bg_predictor_params=tiny,
+                                generator_params=dict(block_expansion=8, max_features=16, num_down_blocks=2,
+                                                      num_bottleneck_blocks=1, pixelwise_flow_predictor_params=tiny))
+    assert model.region_predictor.scale_factor == 0.5
+    with pytest.raises(ValueError, match=r"region_predictor_params.scale_factor: expected float like 0.25, got 'half'"):
+        LatentFlowGenerator(region_predictor_params={**tiny, "scale_factor": "half"})
+    with pytest.raises(ValueError, match=r"pixelwise_flow_predictor_params.use_covar_heatmap: expected bool"):
+        LatentFlowGenerator(generator_params=dict(pixelwise_flow_predictor_params=dict(use_covar_heatmap="1")))
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # forward shapes
 
