@@ -3,10 +3,11 @@
 Shards are split into disjoint slots, one per (rank, worker): in every pass over the data the
 shard list is permuted with a seed shared by all ranks (seed, epoch, pass) and slot s reads
 shards s, s + S, s + 2S, ... (S = world size x workers).  Training streams are endless
-(`resampled`: the next pass starts when a slot runs out of shards) and cut by `with_epoch` to
+(`resampled`: the next pass starts when a slot runs out of shards) and cut by `Passes` to
 the same number of batches on every worker, so every rank sees the same number of batches and
 DDP never waits on a rank that ran out.  Validation streams use the same slots when there are
-enough shards, else every slot reads every shard and keeps every S-th sample.
+enough shards, else every slot reads every shard and keeps every S-th sample; a validation split with fewer
+samples than the clips asked for is read pass after pass, each pass drawing other clips (`Passes`).
 
 URLs are local paths, brace lists (`train-{000000..000009}.tar`) or `pipe:` commands
 (`pipe:aws s3 cp s3://bucket/train-000000.tar -`), whatever webdataset opens.
@@ -19,6 +20,7 @@ since the previous batch of that worker) so the DataModule can report totals at 
 """
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import re
 import warnings
@@ -181,6 +183,7 @@ class ClipStage:
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
         self.lengths, self.feature_dim = lengths, feature_dim
         self.rng = None
+        self.pass_index = 0  # set by `Passes`: a split read again draws other clips from its samples
 
     def length_of_batch(self, batch_index: int) -> int | None:
         if self.lengths is None:
@@ -190,7 +193,8 @@ class ClipStage:
 
     def __call__(self, source):
         self.slot, _ = worker_slot(self.rank, self.world_size)
-        self.rng = np.random.default_rng([self.seed, self.epoch.value, self.slot])
+        again = [self.pass_index] if self.pass_index else []  # pass 0 draws what a single pass always drew
+        self.rng = np.random.default_rng([self.seed, self.epoch.value, self.slot, *again])
         produced = 0
         for raw in source:
             try:
@@ -218,7 +222,8 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
         stages.append(keep_every(lambda: worker_slot(rank, world_size)))
     if train and shuffle_buffer > 1:
         stages.append(SampleShuffle(shuffle_buffer, rank, world_size, seed, epoch))
-    stages.append(ClipStage(draw, keys, counter, batch_size, rank, world_size, seed, epoch, lengths, feature_dim))
+    clips = ClipStage(draw, keys, counter, batch_size, rank, world_size, seed, epoch, lengths, feature_dim)
+    stages.append(clips)
 
     def collate_and_count(samples):
         batch = collate(samples)
@@ -227,8 +232,34 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
 
     # Training batches are always full (equal shapes, equal counts per rank); validation keeps the rest.
     stages.append(wds.batched(batch_size, collation_fn=collate_and_count, partial=not train))
-    pipeline = wds.DataPipeline(*stages).with_epoch(batches_per_worker)
-    return pipeline.with_length(batches_per_worker * max(workers, 1), silent=True)
+    return Passes(wds.DataPipeline(*stages), clips, batches_per_worker, batches_per_worker * max(workers, 1))
+
+
+class Passes(torch.utils.data.IterableDataset):
+    """`batches` batches of a pipeline, read pass after pass (endless training shards need one pass; a validation
+    split with fewer samples than `val_clips` is read several times), pass k drawing its clips with its own RNG.
+    webdataset's `with_epoch` repeats a pass with the same draws: 32 validation pairs of 4 videos were the same 4
+    pairs 8 times, and a correlation over them swung between -0.8 and +0.97 from one validation to the next."""
+
+    def __init__(self, pipeline, clips: ClipStage, batches: int, length: int):
+        self.pipeline, self.clips, self.batches, self.length = pipeline, clips, batches, length
+
+    def __len__(self) -> int:  # batches over all workers of this rank, for progress bars
+        return self.length
+
+    def __iter__(self):
+        produced = 0
+        for pass_index in itertools.count():
+            self.clips.pass_index = pass_index
+            empty = True
+            for batch in self.pipeline:
+                empty = False
+                yield batch
+                produced += 1
+                if produced == self.batches:
+                    return
+            if empty:  # nothing readable: stop instead of looping
+                return
 
 
 class EpochDataLoader(DataLoader):

@@ -67,6 +67,21 @@ def test_pbnet_windows_of_short_chunks_and_padding(synth_shards):
     assert padded["length"].tolist() == [3, 5]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_validation_asked_for_more_clips_than_samples_reads_other_clips_each_pass(synth_shards, workers):
+    """2 validation videos, 12 clips asked: every pass over them draws other clips (the same ones at every
+    validation), not one pass's clips repeated."""
+    dm = A2VDataModule(str(synth_shards), clip_len=4, batch_size=2, num_workers=workers, val_clips=12)
+    def clips():
+        return sorted((key, int(start)) for batch in dm.val_dataloader() for key, start in zip(batch["key"], batch["start"]))
+    first = clips()
+    # one reader: 6 passes of one batch; two readers of one shard each: 3 passes of a one-clip batch each (a pass ends
+    # with a partial batch, so small validation sets read by several workers give fewer clips than asked)
+    assert len(first) == (12 if workers == 0 else 6) and len({video_id(key) for key, _ in first}) == 2
+    assert len(set(first)) >= len(first) - 2  # 47 positions per video: a repeat by chance, not a repeated pass
+    assert clips() == first  # validation is the same clips every epoch
+
+
 def run_rank(urls, rank, world, workers, batches_per_worker=3):
     epoch = multiprocessing.Value("i", -1)
     pipeline = make_pipeline(urls, lfg_pair, STAGE_KEYS["lfg"], 1, train=True, batches_per_worker=batches_per_worker,
