@@ -20,7 +20,8 @@ from dawn_train.data.shards import MANIFEST, load_manifest, shard_urls
 from dawn_train.data.stream import EpochDataLoader, make_pipeline
 
 # Lightning warns that `__len__` of a multi-worker IterableDataset may be inaccurate; ours is exact:
-# every worker yields exactly `batches_per_worker` batches of its own shards (see data/stream.py).
+# every worker yields exactly `batches_per_worker` batches (validation: `clips_per_worker` clips) of its own shards
+# (see data/stream.py).
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
@@ -88,13 +89,14 @@ class ShardDataModule(L.LightningDataModule):
         train = split == "train"
         workers = max(self.num_workers, 1)
         batches_per_worker = max(1, math.ceil(clips / (self.batch_size * world * workers)))
+        clips_per_worker = max(1, math.ceil(clips / (world * workers)))  # validation: the clips asked, not full batches
         epoch = self.train_epoch if train else multiprocessing.Value("i", 0)
         pipeline = make_pipeline(
             shard_urls(self.shards, split), self.draw(train), self.keys, self.batch_size, train=train,
             batches_per_worker=batches_per_worker, workers=self.num_workers, rank=rank, world_size=world,
             seed=self.seed, epoch=epoch, lengths=self.lengths(train), shuffle_buffer=self.shuffle_buffer,
             feature_dim=self.manifest["feature"]["dim"], max_skip_fraction=self.max_skip_fraction,
-            where=str(Path(self.shards) / MANIFEST),
+            where=str(Path(self.shards) / MANIFEST), clips_per_worker=None if train else clips_per_worker,
         )
         return EpochDataLoader(pipeline, epoch, advance=train, num_workers=self.num_workers,
                                persistent_workers=False, pin_memory=False)

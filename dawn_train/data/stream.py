@@ -21,6 +21,7 @@ since the previous batch of that worker) so the DataModule can report totals at 
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing
 import re
 import warnings
@@ -184,6 +185,7 @@ class ClipStage:
         self.lengths, self.feature_dim = lengths, feature_dim
         self.rng = None
         self.pass_index = 0  # set by `Passes`: a split read again draws other clips from its samples
+        self.offset = 0  # clips drawn in earlier passes (a batch may span two passes: one length per batch)
 
     def length_of_batch(self, batch_index: int) -> int | None:
         if self.lengths is None:
@@ -199,7 +201,7 @@ class ClipStage:
         for raw in source:
             try:
                 parsed = parse_sample(raw, self.keys, self.feature_dim)
-                sample = self.draw(parsed, self.rng, self.length_of_batch(produced // self.batch_size))
+                sample = self.draw(parsed, self.rng, self.length_of_batch((self.offset + produced) // self.batch_size))
             except (ValueError, KeyError) as exc:  # SchemaError, VideoError, AudioError are ValueErrors
                 self.counter.bad_sample(exc, raw.get("__url__"))
                 continue
@@ -210,8 +212,11 @@ class ClipStage:
 def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, train: bool, batches_per_worker: int,
                   workers: int, rank: int = 0, world_size: int = 1, seed: int = 0, epoch=None,
                   lengths: tuple[int, int] | None = None, shuffle_buffer: int = 64, feature_dim: int | None = None,
-                  max_skip_fraction: float = 0.1, where: str = "shards"):
-    """Build one split's pipeline: slot shards -> tar samples -> shuffle -> clips -> batches."""
+                  max_skip_fraction: float = 0.1, where: str = "shards", clips_per_worker: int | None = None):
+    """Build one split's pipeline: slot shards -> tar samples -> shuffle -> clips (pass after pass) -> batches.
+
+    Every worker yields `batches_per_worker` full batches (training), or `clips_per_worker` clips in batches whose
+    last may be partial (validation; default: `batches_per_worker` full batches)."""
     import webdataset as wds
 
     epoch = epoch if epoch is not None else multiprocessing.Value("i", 0)
@@ -231,32 +236,32 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
         return batch
 
     # Training batches are always full (equal shapes, equal counts per rank); validation keeps the rest.
-    stages.append(wds.batched(batch_size, collation_fn=collate_and_count, partial=not train))
-    return Passes(wds.DataPipeline(*stages), clips, batches_per_worker, batches_per_worker * max(workers, 1))
+    quota = batches_per_worker * batch_size if train or clips_per_worker is None else clips_per_worker
+    batched = wds.DataPipeline(Passes(wds.DataPipeline(*stages), clips, quota),
+                               wds.batched(batch_size, collation_fn=collate_and_count, partial=not train))
+    return batched.with_length(math.ceil(quota / batch_size) * max(workers, 1), silent=True)
 
 
 class Passes(torch.utils.data.IterableDataset):
-    """`batches` batches of a pipeline, read pass after pass (endless training shards need one pass; a validation
-    split with fewer samples than `val_clips` is read several times), pass k drawing its clips with its own RNG.
-    webdataset's `with_epoch` repeats a pass with the same draws: 32 validation pairs of 4 videos were the same 4
-    pairs 8 times, and a correlation over them swung between -0.8 and +0.97 from one validation to the next."""
+    """`quota` clips of a one-pass pipeline, read pass after pass (endless training shards need one pass; a validation
+    split with fewer samples than the clips asked for is read several times), pass k drawing its clips with its own
+    RNG.  webdataset's `with_epoch` repeated a pass with the same draws and cut batches, not clips: the quality LFG's
+    "32 validation pairs" of 4 videos were 8, the same 4 pairs twice, and a correlation over them swung between -0.8
+    and +0.97 from one validation to the next."""
 
-    def __init__(self, pipeline, clips: ClipStage, batches: int, length: int):
-        self.pipeline, self.clips, self.batches, self.length = pipeline, clips, batches, length
-
-    def __len__(self) -> int:  # batches over all workers of this rank, for progress bars
-        return self.length
+    def __init__(self, samples, clips: ClipStage, quota: int):
+        self.samples, self.clips, self.quota = samples, clips, quota
 
     def __iter__(self):
         produced = 0
         for pass_index in itertools.count():
-            self.clips.pass_index = pass_index
+            self.clips.pass_index, self.clips.offset = pass_index, produced
             empty = True
-            for batch in self.pipeline:
+            for sample in self.samples:
                 empty = False
-                yield batch
+                yield sample
                 produced += 1
-                if produced == self.batches:
+                if produced == self.quota:
                     return
             if empty:  # nothing readable: stop instead of looping
                 return
