@@ -245,9 +245,9 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
 class Passes(torch.utils.data.IterableDataset):
     """`quota` clips of a one-pass pipeline, read pass after pass (endless training shards need one pass; a validation
     split with fewer samples than the clips asked for is read several times), pass k drawing its clips with its own
-    RNG.  webdataset's `with_epoch` repeated a pass with the same draws and cut batches, not clips: the quality LFG's
-    "32 validation pairs" of 4 videos were 8, the same 4 pairs twice, and a correlation over them swung between -0.8
-    and +0.97 from one validation to the next."""
+    RNG.  webdataset's `with_epoch` repeated a pass with the same draws and counted batches, not clips: the quality
+    LFG's "32 validation pairs" of 4 videos were 16, the same 4 pairs 4 times, and a correlation over them swung
+    between -0.8 and +0.97 from one validation to the next."""
 
     def __init__(self, samples, clips: ClipStage, quota: int):
         self.samples, self.clips, self.quota = samples, clips, quota
