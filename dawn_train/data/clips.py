@@ -28,16 +28,13 @@ def to_chw(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(frames, -1, -3))
 
 
-BLINK_RELATIVE = 0.6  # a blink frame: openness below this x the median (count_blinks' relative_threshold)
-
-
 @dataclass(frozen=True)
 class LFGPair:
     """LFG pair rule: two frames of one chunk, (source, driving).
 
     Uniform (the official rule) when `blink_pairs` is 0.  Otherwise that fraction of pairs takes its driving frame
-    among the chunk's blink frames (eye openness below `BLINK_RELATIVE` x the chunk's median, the rule `count_blinks`
-    uses) and its source anywhere: in a uniform draw about one pair in twenty shows a closing eye, and its few pixels
+    among the chunk's blink frames (eye openness below `schema.BLINK_RELATIVE` x the chunk's median, the rule
+    `count_blinks` uses) and its source anywhere: in a uniform draw about one pair in twenty shows a closing eye, and its few pixels
     weigh nothing in the loss.  A chunk without a blink gives a uniform pair."""
 
     blink_pairs: float = 0.0
@@ -51,7 +48,7 @@ class LFGPair:
         first, second = sorted(rng.integers(0, n, size=2))
         if self.blink_pairs > 0 and rng.random() < self.blink_pairs:
             openness = parsed[schema.BLINK][:n].mean(axis=1)
-            closed = np.flatnonzero(openness < BLINK_RELATIVE * np.median(openness))
+            closed = np.flatnonzero(openness < schema.BLINK_RELATIVE * np.median(openness))
             if len(closed):
                 first, second = int(rng.integers(0, n)), int(rng.choice(closed))
         source, driving = decode_frames(parsed, [first, second])

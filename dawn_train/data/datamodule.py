@@ -89,14 +89,14 @@ class ShardDataModule(L.LightningDataModule):
         train = split == "train"
         workers = max(self.num_workers, 1)
         batches_per_worker = max(1, math.ceil(clips / (self.batch_size * world * workers)))
-        clips_per_worker = max(1, math.ceil(clips / (world * workers)))  # validation: the clips asked, not full batches
         epoch = self.train_epoch if train else multiprocessing.Value("i", 0)
         pipeline = make_pipeline(
             shard_urls(self.shards, split), self.draw(train), self.keys, self.batch_size, train=train,
             batches_per_worker=batches_per_worker, workers=self.num_workers, rank=rank, world_size=world,
             seed=self.seed, epoch=epoch, lengths=self.lengths(train), shuffle_buffer=self.shuffle_buffer,
             feature_dim=self.manifest["feature"]["dim"], max_skip_fraction=self.max_skip_fraction,
-            where=str(Path(self.shards) / MANIFEST), clips_per_worker=None if train else clips_per_worker,
+            where=str(Path(self.shards) / MANIFEST),
+            clips_per_worker=None if train else math.ceil(clips / (world * workers)),  # validation: the clips asked
         )
         return EpochDataLoader(pipeline, epoch, advance=train, num_workers=self.num_workers,
                                persistent_workers=False, pin_memory=False)

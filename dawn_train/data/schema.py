@@ -79,6 +79,7 @@ ALL_KEYS = (FRAMES, AUDIO, *ARRAYS, META)
 # Members a sample may lack (shards written before they existed, or by a prep that cannot make them): read
 # when present; whoever uses one checks for it.
 OPTIONAL_KEYS = (EYE_LMK,)
+BLINK_RELATIVE = 0.6  # a blink frame: eye openness below this x the video's median (Blink/s, LFG blink pairs)
 EYE_POINTS = 6  # landmarks per eye in `eye_lmk`: image-left eye first (68-point 36-41, then 42-47)
 
 # What each training stage reads from a sample (video decoding is the expensive part:

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dawn_train.data.schema import FPS
+from dawn_train.data.schema import BLINK_RELATIVE, FPS
 from dawn_train.metrics.weights import Float64Metric
 
 
-def count_blinks(openness: np.ndarray, *, threshold: float | None = None, relative_threshold: float = 0.6,
+def count_blinks(openness: np.ndarray, *, threshold: float | None = None, relative_threshold: float = BLINK_RELATIVE,
                  min_frames: int = 2) -> int:
     """(T,) or (T, 2) openness -> number of closed runs of >= min_frames frames. NaN frames are open."""
     x = np.asarray(openness, dtype=np.float64)
@@ -49,7 +49,7 @@ class BlinkRate(Float64Metric):
 
     higher_is_better = None
 
-    def __init__(self, *, threshold: float | None = None, relative_threshold: float = 0.6, min_frames: int = 2,
+    def __init__(self, *, threshold: float | None = None, relative_threshold: float = BLINK_RELATIVE, min_frames: int = 2,
                  fps: float = FPS, **kwargs):
         super().__init__(**kwargs)
         self.threshold, self.relative_threshold = threshold, relative_threshold

@@ -70,3 +70,13 @@ def audio_only_mp4(seconds: float = 1.0) -> bytes:
         for packet in stream.encode(None):
             container.mux(packet)
     return buffer.getvalue()
+
+
+def raw_samples(path) -> list[dict]:
+    """The samples of tar `path` as the loader sees them: sample key -> {member: bytes, "__key__", "__url__"}."""
+    samples: dict = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            key, name = schema.split_member(member.name)
+            samples.setdefault(key, {"__key__": key, "__url__": str(path)})[name] = tar.extractfile(member).read()
+    return list(samples.values())

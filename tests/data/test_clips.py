@@ -1,25 +1,17 @@
 """What the LFG draws from a chunk: uniform pairs (the official rule) or pairs driven by a blink frame."""
-import tarfile
-
 import numpy as np
 import pytest
 
 from dawn_train.data import schema
-from dawn_train.data.clips import BLINK_RELATIVE, LFGPair
+from dawn_train.data.clips import LFGPair
 from dawn_train.data.sample import decode_frames, parse_sample
+from tests.data.conftest import raw_samples
 
 
 def parsed_samples(shards) -> list[dict]:
     """Every training sample of the shards, parsed with the LFG's keys."""
-    parsed = []
-    for path in sorted(shards.glob("train-*.tar")):
-        samples: dict = {}
-        with tarfile.open(path) as tar:
-            for member in tar:
-                key, name = schema.split_member(member.name)
-                samples.setdefault(key, {"__key__": key, "__url__": str(path)})[name] = tar.extractfile(member).read()
-        parsed += [parse_sample(raw, schema.STAGE_KEYS["lfg"]) for raw in samples.values()]
-    return parsed
+    return [parse_sample(raw, schema.STAGE_KEYS["lfg"]) for path in sorted(shards.glob("train-*.tar"))
+            for raw in raw_samples(path)]
 
 
 def driving_indices(rule: LFGPair, parsed: dict, draws: int, seed: int = 0) -> list[int]:
@@ -34,7 +26,7 @@ def driving_indices(rule: LFGPair, parsed: dict, draws: int, seed: int = 0) -> l
 
 def blink_frames(parsed: dict) -> set[int]:
     openness = parsed[schema.BLINK].mean(axis=1)
-    return set(np.flatnonzero(openness < BLINK_RELATIVE * np.median(openness)).tolist())
+    return set(np.flatnonzero(openness < schema.BLINK_RELATIVE * np.median(openness)).tolist())
 
 
 def test_blink_pairs_drive_with_blink_frames_and_zero_is_uniform(synth_shards):

@@ -21,7 +21,7 @@ from dawn_train.data.shards import (
     write_shards,
 )
 from dawn_train.data.splits import split_videos
-from tests.data.conftest import audio_only_mp4, copy_videos, corrupt_member, rewrite_tar, tar_metas
+from tests.data.conftest import audio_only_mp4, copy_videos, corrupt_member, raw_samples, rewrite_tar, tar_metas
 
 
 def shard_members(path):
@@ -56,16 +56,6 @@ def test_sample_contains_every_contract_key(synth_shards):
     suffixes = sorted(schema.split_member(n)[1] for n in names)
     assert suffixes == sorted(["frames.mp4", "audio.wav", "audio_feat.npy", "pose.npy", "blink.npy", "face_box.npy",
                                "mouth_lmk.npy", "eye_lmk.npy", "json"])
-
-
-def raw_samples(path) -> list[dict]:
-    """The samples of tar `path` as the loader sees them: sample key -> {member: bytes, "__key__", "__url__"}."""
-    samples: dict = {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            key, name = schema.split_member(member.name)
-            samples.setdefault(key, {"__key__": key, "__url__": str(path)})[name] = tar.extractfile(member).read()
-    return list(samples.values())
 
 
 def test_eye_landmarks_are_optional_members(synth_shards, tmp_path):
