@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dawn_train.data import face_layout as layout
 from dawn_train.data.prepared import write_prepared
 from dawn_train.data.schema import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, SCHEMA_VERSION
 from dawn_train.data.video import Encoding, encode_mp4
 
 MOUTH_RMS = 0.15  # audio RMS at which the mouth is fully open
-EYE_HALF_WIDTH = 0.2  # in face units (face half-height = 1)
 # Bumped whenever the same seed draws other frames or labels, so that a rerun re-renders the videos of an older
 # renderer instead of keeping them.  2: ellipse edges end at the ellipse (closed eyes and mouths were lines across
 # the face), eye landmarks.
@@ -52,7 +52,7 @@ def random_identity(rng: np.random.Generator) -> Identity:
         aspect=rng.uniform(0.72, 0.86), skin=skin, hair=rng.uniform(0.02, 0.5, 3) * rng.uniform(0.3, 1.0),
         background=(rng.uniform(0.1, 0.9, 3), rng.uniform(0.1, 0.9, 3)),
         lips=np.clip(skin * [1.0, 0.55, 0.55] + [0.05, 0, 0], 0, 1), texture_phase=rng.uniform(0, 2 * np.pi, 4),
-        f0=rng.uniform(100, 220), blink_rate=rng.uniform(0.2, 0.8), eye_open=rng.uniform(0.26, 0.36),
+        f0=rng.uniform(100, 220), blink_rate=rng.uniform(0.2, 0.8), eye_open=rng.uniform(*layout.EYE_OPEN),
     )
 
 
@@ -127,7 +127,7 @@ def blinks(rng: np.random.Generator, n_frames: int, identity: Identity) -> tuple
         if start + length > n_frames:
             break
         closure = np.sin(np.pi * (np.arange(length) + 0.5) / length)  # 0 -> 1 -> 0 over the blink
-        openness[start:start + length] *= (1 - 0.85 * closure)[:, None]
+        openness[start:start + length] *= (1 - layout.BLINK_DEPTH * closure)[:, None]
         events.append([start, length])
         t += length / FPS + 0.4 + rng.exponential(1.0 / identity.blink_rate)
     return openness.astype(np.float32), events
@@ -141,8 +141,9 @@ class FaceCanvas:
         self.radius = pose[3] * size / 2  # face half-height in pixels
         self.cos, self.sin = np.cos(roll), np.sin(roll)
         self.centre = pose[4:6]
-        self.aspect = identity.aspect * (1 - 0.2 * abs(np.sin(yaw)))
-        self.shift = np.array([0.35 * np.sin(yaw), 0.3 * np.sin(pitch)])  # features follow the head turn
+        self.aspect = identity.aspect * (1 - layout.YAW_NARROWING * abs(np.sin(yaw)))
+        # eyes, nose and mouth follow the head turn
+        self.shift = np.array([layout.YAW_SHIFT * np.sin(yaw), layout.PITCH_SHIFT * np.sin(pitch)])
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
         u, v = xs - self.centre[0], ys - self.centre[1]
         self.fu = (self.cos * u + self.sin * v) / self.radius
@@ -174,7 +175,7 @@ def render_frame(size: int, pose: np.ndarray, openness: np.ndarray, mouth: float
         image[:] = image * (1 - alpha[..., None]) + alpha[..., None] * np.asarray(colour)
 
     a, (dx, dy) = canvas.aspect, canvas.shift
-    hair = canvas.ellipse(0, -0.25, a * 1.12, 0.95)
+    hair = canvas.ellipse(0, layout.HAIR_Y, a * layout.HAIR_WIDTH, layout.HAIR_HALF_HEIGHT)
     paint(hair, identity.hair)
     face = canvas.ellipse(0, 0, a, 1.0)
     p = identity.texture_phase  # low-frequency shading that moves with the face, so flow is visible
@@ -183,24 +184,28 @@ def render_frame(size: int, pose: np.ndarray, openness: np.ndarray, mouth: float
     paint(hair * (canvas.fv < -0.62 + 0.08 * np.sin(5 * canvas.fu + p[2])), identity.hair)
     eye_points = []
     for side, eye_open in zip((-1, 1), openness):  # image-left eye first
-        cx, cy = side * 0.34 + dx, -0.1 + dy
-        paint(canvas.ellipse(cx, cy - 0.2, 0.2, 0.035), identity.hair * 0.6)
-        half_height = max(eye_open * EYE_HALF_WIDTH, 1e-3)
-        sclera = canvas.ellipse(cx, cy, EYE_HALF_WIDTH, half_height)
+        cx, cy = side * layout.EYE_X + dx, layout.EYE_Y + dy
+        brow = canvas.ellipse(cx, cy - layout.BROW_ABOVE, layout.BROW_HALF_WIDTH, layout.BROW_HALF_HEIGHT)
+        paint(brow, identity.hair * 0.6)
+        half_height = max(eye_open * layout.EYE_HALF_WIDTH, 1e-3)
+        sclera = canvas.ellipse(cx, cy, layout.EYE_HALF_WIDTH, half_height)
         paint(sclera, (0.95, 0.95, 0.95))
-        paint(sclera * canvas.ellipse(cx + 0.5 * dx, cy, 0.08, 0.08), (0.1, 0.07, 0.05))
+        pupil = canvas.ellipse(cx + layout.PUPIL_FOLLOW * dx, cy, layout.PUPIL_RADIUS, layout.PUPIL_RADIUS)
+        paint(sclera * pupil, (0.1, 0.07, 0.05))
         # 68-point order: left corner, two upper-lid points, right corner, two lower-lid points
-        eye_points.append(np.stack([cx + EYE_HALF_WIDTH * np.cos(EYE_ANGLES), cy - half_height * np.sin(EYE_ANGLES)], 1))
-    paint(canvas.ellipse(1.2 * dx, 0.18 + dy, 0.07, 0.1), identity.skin * 0.8)
-    mx, my = dx, 0.5 + dy
-    outer_h, inner_h = 0.06 + 0.14 * mouth, 0.01 + 0.12 * mouth
-    paint(canvas.ellipse(mx, my, 0.27, outer_h), identity.lips)
-    paint(canvas.ellipse(mx, my, 0.2, inner_h), (0.2, 0.05, 0.05))
+        eye_points.append(np.stack([cx + layout.EYE_HALF_WIDTH * np.cos(EYE_ANGLES),
+                                    cy - half_height * np.sin(EYE_ANGLES)], 1))
+    nose = canvas.ellipse(layout.NOSE_FOLLOW * dx, layout.NOSE_Y + dy, layout.NOSE_HALF_WIDTH, layout.NOSE_HALF_HEIGHT)
+    paint(nose, identity.skin * 0.8)
+    mx, my = dx, layout.MOUTH_Y + dy
+    outer_h, inner_h = layout.LIPS_CLOSED + layout.LIPS_GAIN * mouth, layout.INSIDE_CLOSED + layout.INSIDE_GAIN * mouth
+    paint(canvas.ellipse(mx, my, layout.LIPS_HALF_WIDTH, outer_h), identity.lips)
+    paint(canvas.ellipse(mx, my, layout.INSIDE_HALF_WIDTH, inner_h), (0.2, 0.05, 0.05))
 
     angles_outer, angles_inner = np.linspace(0, 2 * np.pi, 13)[:-1], np.linspace(0, 2 * np.pi, 9)[:-1]
     lips = np.concatenate([
-        np.stack([mx + 0.27 * np.cos(angles_outer), my + outer_h * np.sin(angles_outer)], 1),
-        np.stack([mx + 0.2 * np.cos(angles_inner), my + inner_h * np.sin(angles_inner)], 1),
+        np.stack([mx + layout.LIPS_HALF_WIDTH * np.cos(angles_outer), my + outer_h * np.sin(angles_outer)], 1),
+        np.stack([mx + layout.INSIDE_HALF_WIDTH * np.cos(angles_inner), my + inner_h * np.sin(angles_inner)], 1),
     ])
     half_x = canvas.radius * np.hypot(a * canvas.cos, canvas.sin)
     half_y = canvas.radius * np.hypot(a * canvas.sin, canvas.cos)

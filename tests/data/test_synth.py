@@ -3,8 +3,9 @@ import json
 import numpy as np
 
 from dawn_train.data.audio import read_wav
+from dawn_train.data.face_layout import EYE_HALF_WIDTH
 from dawn_train.data.schema import FPS, SAMPLES_PER_FRAME
-from dawn_train.data.synth import EYE_HALF_WIDTH, mouth_from_audio, random_identity, render_frame, synth_video
+from dawn_train.data.synth import mouth_from_audio, random_identity, render_frame, synth_video
 from dawn_train.data.video import decode_all
 
 

@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dawn_train.data import face_layout as layout
 from dawn_train.metrics.synthetic.render import IDENTITY_NAMES, Scene
 
 FACE_WINDOW = (-1.2, 1.2, -1.3, 1.1)  # face-crop extent in face units (u0, u1, v0, v1), v down
-EYE_WINDOW = (0.3, 0.15)  # eye-crop half width / half height in face units, around the eye centre
-EYE_X, EYE_Y = 0.34, -0.1  # eye centres in face units (before the yaw / pitch shift), as synth.py
-MOUTH_Y, MOUTH_WINDOW = 0.5, (0.34, 0.26)  # mouth centre (face units) and crop half width / height
-YAW_SHIFT, PITCH_SHIFT = 0.35, 0.3  # feature shift in face units = k * sin(angle), as synth.py
+# Crop half width / half height in face units around the eye and the mouth centres: the widest eye and lips, a margin.
+EYE_WINDOW = (1.5 * layout.EYE_HALF_WIDTH, 0.75 * layout.EYE_HALF_WIDTH)
+MOUTH_WINDOW = (layout.LIPS_HALF_WIDTH + 0.07, layout.LIPS_CLOSED + layout.LIPS_GAIN + 0.06)
 # Target scaling: each network output is (value - centre) / spread, of order 1.
 POSE_CENTRE = (0.0, 0.0, 0.0, 0.67, 0.5, 0.52)  # tx, ty as fractions of the frame size
 POSE_SPREAD = (16.0, 12.0, 7.0, 0.1, 0.09, 0.08)
@@ -145,13 +145,13 @@ def face_crop(frames: Tensor, pose: Tensor, crop: int) -> Tensor:
 def feature_shift(pose: Tensor) -> Tensor:
     """(N, 6) -> (N, 2): how far eyes, nose and mouth move with yaw and pitch (face units)."""
     yaw, pitch = torch.deg2rad(pose[:, 0]), torch.deg2rad(pose[:, 1])
-    return torch.stack([YAW_SHIFT * yaw.sin(), PITCH_SHIFT * pitch.sin()], 1)
+    return torch.stack([layout.YAW_SHIFT * yaw.sin(), layout.PITCH_SHIFT * pitch.sin()], 1)
 
 
 def eye_crops(frames: Tensor, pose: Tensor, hw: tuple[int, int]) -> Tensor:
     """(N, 3, S, S) -> (2N, 3, h, w): the image-left eyes, then the image-right eyes mirrored."""
     shift = feature_shift(pose)
-    crops = [aligned_crop(frames, pose, shift + shift.new_tensor([side * EYE_X, EYE_Y]), EYE_WINDOW, hw,
+    crops = [aligned_crop(frames, pose, shift + shift.new_tensor([side * layout.EYE_X, layout.EYE_Y]), EYE_WINDOW, hw,
                           mirror=side > 0) for side in (-1, 1)]
     return torch.cat(crops)
 
@@ -159,7 +159,7 @@ def eye_crops(frames: Tensor, pose: Tensor, hw: tuple[int, int]) -> Tensor:
 def mouth_crop(frames: Tensor, pose: Tensor, hw: tuple[int, int]) -> Tensor:
     """(N, 3, S, S) -> (N, 3, h, w) around the mouth."""
     shift = feature_shift(pose)
-    return aligned_crop(frames, pose, shift + shift.new_tensor([0.0, MOUTH_Y]), MOUTH_WINDOW, hw)
+    return aligned_crop(frames, pose, shift + shift.new_tensor([0.0, layout.MOUTH_Y]), MOUTH_WINDOW, hw)
 
 
 # Target codes: what each network is trained to output.

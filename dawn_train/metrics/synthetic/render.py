@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dawn_train.data.synth import EYE_HALF_WIDTH, Identity
+from dawn_train.data import face_layout as layout
+from dawn_train.data.synth import Identity
 
 SCLERA = (0.95, 0.95, 0.95)
 PUPIL = (0.1, 0.07, 0.05)
@@ -84,9 +85,10 @@ def sample_scenes(gen: torch.Generator, n: int, size: int, *, blink_fraction: fl
     hair = _uniform(gen, n, 0.02, [0.5] * 3) * _uniform(gen, n, 0.3, [1.0])
     background = _uniform(gen, n, 0.1, [0.9] * 6)
     identity = torch.cat([_uniform(gen, n, 0.70, [0.88]), skin, hair, background], 1)
-    eye_open = _uniform(gen, n, 0.25, [0.37]) * torch.cat([torch.ones(n, 1), _uniform(gen, n, 0.92, [1.08])], 1)
+    low, high = layout.EYE_OPEN[0] - 0.01, layout.EYE_OPEN[1] + 0.01
+    eye_open = _uniform(gen, n, low, [high]) * torch.cat([torch.ones(n, 1), _uniform(gen, n, 0.92, [1.08])], 1)
     closure = torch.rand(n, 1, generator=gen) * (torch.rand(n, 1, generator=gen) < blink_fraction)
-    eyes = eye_open * (1 - 0.85 * closure)
+    eyes = eye_open * (1 - layout.BLINK_DEPTH * closure)
     mouth = torch.rand(n, generator=gen) * 1.05 * (torch.rand(n, generator=gen) >= closed_mouth_fraction)
     pose = torch.cat([
         _uniform(gen, n, [-16.0, -12.0, -7.0, 0.57], [16.0, 12.0, 7.0, 0.77]),
@@ -113,8 +115,9 @@ class _Canvas:
         yaw, pitch, roll = torch.deg2rad(pose[:, :3]).unbind(1)
         self.radius = (pose[:, 3] * size / 2)[:, None, None]  # (N, 1, 1) face half-height in pixels
         cos, sin = roll.cos()[:, None, None], roll.sin()[:, None, None]
-        self.aspect = (scene.identity[:, 0] * (1 - 0.2 * yaw.sin().abs()))[:, None, None]
-        self.dx, self.dy = (0.35 * yaw.sin())[:, None, None], (0.3 * pitch.sin())[:, None, None]
+        self.aspect = (scene.identity[:, 0] * (1 - layout.YAW_NARROWING * yaw.sin().abs()))[:, None, None]
+        self.dx = (layout.YAW_SHIFT * yaw.sin())[:, None, None]
+        self.dy = (layout.PITCH_SHIFT * pitch.sin())[:, None, None]
         grid = torch.arange(size, device=pose.device, dtype=pose.dtype) + 0.5
         u = grid[None, None, :] - pose[:, 4, None, None]  # (N, 1, W)
         v = grid[None, :, None] - pose[:, 5, None, None]  # (N, H, 1)
@@ -149,24 +152,29 @@ def render(scene: Scene, size: int) -> Tensor:
         image = image * (1 - alpha[:, None]) + alpha[:, None] * colour
 
     a, dx, dy, p = canvas.aspect, canvas.dx, canvas.dy, scene.texture_phase[:, :, None, None]
-    hair_cover = canvas.ellipse(0.0, -0.25, a * 1.12, 0.95)
+    hair_cover = canvas.ellipse(0.0, layout.HAIR_Y, a * layout.HAIR_WIDTH, layout.HAIR_HALF_HEIGHT)
     paint(hair_cover, hair)
     shading = 1 + 0.08 * torch.sin(3 * canvas.fu + p[:, 0]) * torch.sin(4 * canvas.fv + p[:, 1]) - 0.12 * canvas.fu ** 2
     paint(canvas.ellipse(0.0, 0.0, a, 1.0), (skin * shading[:, None]).clamp(0, 1))
     fringe = (canvas.fv < -0.62 + 0.08 * torch.sin(5 * canvas.fu + p[:, 2])).to(image.dtype)
     paint(hair_cover * fringe, hair)
     for side, eye_open in zip((-1, 1), scene.eyes.unbind(1)):  # image-left eye first
-        cx, cy = side * 0.34 + dx, -0.1 + dy
-        paint(canvas.ellipse(cx, cy - 0.2, 0.2, 0.035), hair * 0.6)
-        half_height = (eye_open * EYE_HALF_WIDTH).clamp(min=1e-3)[:, None, None]
-        sclera = canvas.ellipse(cx, cy, EYE_HALF_WIDTH, half_height)
+        cx, cy = side * layout.EYE_X + dx, layout.EYE_Y + dy
+        brow = canvas.ellipse(cx, cy - layout.BROW_ABOVE, layout.BROW_HALF_WIDTH, layout.BROW_HALF_HEIGHT)
+        paint(brow, hair * 0.6)
+        half_height = (eye_open * layout.EYE_HALF_WIDTH).clamp(min=1e-3)[:, None, None]
+        sclera = canvas.ellipse(cx, cy, layout.EYE_HALF_WIDTH, half_height)
         paint(sclera, const(SCLERA))
-        paint(sclera * canvas.ellipse(cx + 0.5 * dx, cy, 0.08, 0.08), const(PUPIL))
-    paint(canvas.ellipse(1.2 * dx, 0.18 + dy, 0.07, 0.1), skin * 0.8)
+        pupil = canvas.ellipse(cx + layout.PUPIL_FOLLOW * dx, cy, layout.PUPIL_RADIUS, layout.PUPIL_RADIUS)
+        paint(sclera * pupil, const(PUPIL))
+    nose = canvas.ellipse(layout.NOSE_FOLLOW * dx, layout.NOSE_Y + dy, layout.NOSE_HALF_WIDTH, layout.NOSE_HALF_HEIGHT)
+    paint(nose, skin * 0.8)
     mouth = scene.mouth[:, None, None]
     lips = (skin * const((1.0, 0.55, 0.55)) + const((0.05, 0.0, 0.0))).clamp(0, 1)
-    paint(canvas.ellipse(dx, 0.5 + dy, 0.27, 0.06 + 0.14 * mouth), lips)
-    paint(canvas.ellipse(dx, 0.5 + dy, 0.2, 0.01 + 0.12 * mouth), const(MOUTH_INSIDE))
+    my = layout.MOUTH_Y + dy
+    paint(canvas.ellipse(dx, my, layout.LIPS_HALF_WIDTH, layout.LIPS_CLOSED + layout.LIPS_GAIN * mouth), lips)
+    inside = canvas.ellipse(dx, my, layout.INSIDE_HALF_WIDTH, layout.INSIDE_CLOSED + layout.INSIDE_GAIN * mouth)
+    paint(inside, const(MOUTH_INSIDE))
     return image.clamp(0, 1)
 
 
@@ -178,9 +186,9 @@ def quantize(frames: Tensor) -> Tensor:
 def mouth_from_landmarks(mouth_lmk: np.ndarray) -> np.ndarray:
     """The true mouth opening (...,) from synthetic mouth landmarks (..., 20, 2) (`render_frame`'s
     `mouth_lmk`, the shards' `mouth_lmk.npy`): outer-lip height over width, which the renderer sets
-    to (0.06 + 0.14 mouth) / 0.27 whatever the pose."""
+    to (layout.LIPS_CLOSED + layout.LIPS_GAIN mouth) / layout.LIPS_HALF_WIDTH whatever the pose."""
     lmk = np.asarray(mouth_lmk, dtype=np.float64)
     height = np.linalg.norm(lmk[..., 3, :] - lmk[..., 9, :], axis=-1)  # outer points at 90 and 270 degrees
     width = np.linalg.norm(lmk[..., 0, :] - lmk[..., 6, :], axis=-1)  # at 0 and 180 degrees
-    half_height = 0.27 * height / np.maximum(width, 1e-9)
-    return ((half_height - 0.06) / 0.14).astype(np.float32)
+    half_height = layout.LIPS_HALF_WIDTH * height / np.maximum(width, 1e-9)
+    return ((half_height - layout.LIPS_CLOSED) / layout.LIPS_GAIN).astype(np.float32)
