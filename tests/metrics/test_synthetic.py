@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from dawn_train.data.synth import random_identity, synth_video
+from dawn_train.data import face_layout as layout
+from dawn_train.data import schema
+from dawn_train.data.synth import random_identity, render_frame, synth_video
 from dawn_train.metrics.synthetic import (
     Augment,
     MouthSync,
@@ -20,6 +22,7 @@ from dawn_train.metrics.synthetic import (
     shifted_correlations,
     train_probe,
 )
+from dawn_train.metrics.synthetic.probe import EYE_WINDOW, MOUTH_WINDOW, feature_shift
 from dawn_train.metrics.synthetic.render import quantize
 from dawn_train.metrics.weights import MetricUnavailable
 
@@ -57,6 +60,28 @@ def test_torch_renderer_draws_what_synth_draws():
     diff = (quantize(render(scene, 64)) - frames).abs() * 255
     assert diff.max() <= 1.0 + 1e-4  # rounding ties only
     assert (diff > 0.5).float().mean() < 1e-3
+
+
+def test_probe_crops_hold_the_widest_eyes_and_mouth():
+    """The probe's eye and mouth windows (sized from data/face_layout.py) contain the renderer's landmarks of the
+    widest open eyes and mouth at the extreme poses of the data: a face made larger needs larger windows."""
+    identity = random_identity(np.random.default_rng([SEED, 1]))
+    widest = layout.EYE_OPEN[1] * 1.07  # the second eye is drawn up to 7 % more open
+    for yaw, pitch, roll in [(0, 0, 0), (16, 12, 7), (-16, -12, -7)]:
+        pose = np.array([yaw, pitch, roll, 0.72, 32, 34], dtype=np.float32)
+        _, _, mouth_lmk, eye_lmk = render_frame(64, pose, np.array([widest, widest]), 1.0, identity,
+                                                 np.zeros((64, 64, 3)))
+        radius, (cos, sin) = pose[3] * 64 / 2, (np.cos(np.deg2rad(roll)), np.sin(np.deg2rad(roll)))
+        d = np.concatenate([eye_lmk, mouth_lmk]) - pose[4:6]
+        units = np.stack([cos * d[:, 0] + sin * d[:, 1], -sin * d[:, 0] + cos * d[:, 1]], 1) / radius
+        shift = feature_shift(torch.from_numpy(pose)[None])[0].numpy()
+        n = schema.EYE_POINTS
+        for points, centre, window in [
+            (units[:n], shift + [-layout.EYE_X, layout.EYE_Y], EYE_WINDOW),
+            (units[n:2 * n], shift + [layout.EYE_X, layout.EYE_Y], EYE_WINDOW),
+            (units[2 * n:], shift + [0, layout.MOUTH_Y], MOUTH_WINDOW),
+        ]:
+            assert (np.abs(points - centre) <= np.asarray(window)).all(), (yaw, pitch, roll, points - centre, window)
 
 
 def test_mouth_from_landmarks_is_the_label():
