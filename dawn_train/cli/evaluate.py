@@ -1,7 +1,18 @@
-"""`dawn-train eval|report|quality-report`: measure a checkpoint, compare runs, write the quality results."""
+"""`dawn-train eval|eval-lfg|report|quality-report`: measure a checkpoint, compare runs, write the quality results."""
 from __future__ import annotations
 
 import argparse
+
+
+def print_goals_and_output(result: dict, goals: str | None) -> None:
+    """The goal verdicts (when checked) and where the results were written: the end of `eval` and `eval-lfg`."""
+    if result.get("goals"):
+        from dawn_train.metrics.synthetic.goals import GoalCheck, format_goals
+
+        print(f"goals ({goals}):")
+        for line in format_goals([GoalCheck(**check) for check in result["goals"]]):
+            print(f"  {line}")
+    print(f"results: {result['out']}")
 
 
 def cmd_eval(args) -> int:
@@ -36,13 +47,32 @@ def cmd_eval(args) -> int:
         for row in synthetic:
             table.add_row(*row)
         console.print(table)
-    if result.get("goals"):
-        from dawn_train.metrics.synthetic.goals import GoalCheck, format_goals
+    print_goals_and_output(result, args.goals)
+    return 0
 
-        print(f"goals ({args.goals}):")
-        for line in format_goals([GoalCheck(**check) for check in result["goals"]]):
-            print(f"  {line}")
-    print(f"results: {result['out']}")
+
+def cmd_eval_lfg(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dawn_train.inference.evaluate_lfg import evaluate_lfg, format_lfg_table, video_lines
+    from dawn_train.metrics.synthetic import TABLE as SYNTHETIC_TABLE
+
+    result = evaluate_lfg(args.lfg, args.shards, split=args.split, max_videos=args.max_videos,
+                          max_frames=args.max_frames, probe=args.probe, goals=args.goals, device=args.device,
+                          out=args.out, progress=not args.quiet)
+    table = Table(title=f"LFG reconstructions of {result['settings']['videos']} {args.split} videos from their own "
+                        f"motion (first frame = source), {args.max_frames} frames max")
+    for column in ("", *SYNTHETIC_TABLE):
+        table.add_column(column)
+    for row in format_lfg_table(result, SYNTHETIC_TABLE):
+        table.add_row(*row)
+    Console(width=max(Console().width, 140)).print(table)
+    for line in video_lines(result):
+        print(f"  {line}")
+    for name, reason in result["unavailable"].items():
+        print(f"n/a {name}: {reason}")
+    print_goals_and_output(result, args.goals)
     return 0
 
 
@@ -106,6 +136,23 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
                          "`make quality` (metrics/synthetic/goals.py), printed and saved in the results")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_eval)
+
+    lfg = commands.add_parser("eval-lfg", help="an LFG's reconstructions of held-out synthetic clips from their own "
+                              "motion (the ceiling of any A2V-FDM driving it), beside the still frame")
+    lfg.add_argument("--lfg", required=True, help="LFG checkpoint")
+    lfg.add_argument("--shards", required=True, help="shard directory with manifest.json (synthetic for the probe)")
+    lfg.add_argument("--split", default="val")
+    lfg.add_argument("--max-videos", type=int, default=None)
+    lfg.add_argument("--max-frames", type=int, default=200)
+    lfg.add_argument("--probe", default=None, help="synthetic-probe file: mouth sync, Blink/s, pose and identity error "
+                     "of the reconstructions (PSNR/SSIM only without)")
+    lfg.add_argument("--goals", choices=("lfg", "quality", "demo"), default=None,
+                     help="with --probe: 'lfg' checks that the reconstructions leave room for `make quality`'s video "
+                          "goals and reach 28 dB (metrics/synthetic/goals.py)")
+    lfg.add_argument("--device", default=None)
+    lfg.add_argument("--out", default=None, help="results JSON (default: runs/<name>/eval_lfg.json)")
+    lfg.add_argument("--quiet", action="store_true")
+    lfg.set_defaults(func=cmd_eval_lfg)
 
     report = commands.add_parser("report", help="compare runs: table of final metrics + plots (markdown, html)")
     report.add_argument("runs", nargs="+", help="run folders (runs/<name>), sweep folders (runs/sweeps/<name>) or "

@@ -59,10 +59,10 @@ def split_samples(shards: str | Path, split: str):
             log.warning("skipped bad sample: %s", problem)
 
 
-def default_output(a2v: str | Path) -> Path:
-    """`runs/<name>/eval.json` for a checkpoint in `runs/<name>/checkpoints/`, else next to the file."""
-    path = Path(a2v)
-    return path.parent.parent / "eval.json" if path.parent.name == "checkpoints" else path.with_suffix(".eval.json")
+def default_output(checkpoint: str | Path, name: str = "eval.json") -> Path:
+    """`runs/<run>/<name>` for a checkpoint in `runs/<run>/checkpoints/`, else next to the file (`last.<name>`)."""
+    path = Path(checkpoint)
+    return path.parent.parent / name if path.parent.name == "checkpoints" else path.with_suffix("." + name)
 
 
 @torch.no_grad()

@@ -67,6 +67,21 @@ def test_pbnet_goals_are_attributed_to_pbnet_when_its_own_motion_misses_them(tmp
     assert "the A2V-FDM: the LFG ceiling (2.600) meets the goal" in text
 
 
+def test_each_goal_judges_the_lfg_ceiling_by_its_own_threshold(tmp_path):
+    """Blink/s has two goals (ground-truth-driven: within 20%, PBNet-driven: within 30%) and PSNR two (the video's
+    still frame + 4 dB, the LFG's own 28 dB): the ceiling is judged by the goal of the table it stands in."""
+    synthetic = synthetic_rows(mouth_ceiling=0.9)
+    synthetic["generated"]["Blink/s"], synthetic["LFG ceiling"]["Blink/s"] = 0.1, 0.32  # truth 0.25: +28 %
+    result = {"synthetic": synthetic, "goals": [c.as_dict() for c in check_goals(synthetic, QUALITY)],
+              "settings": {"videos": 4, "max_frames": 100, "steps": 10, "pose_blink": "ground truth"}}
+    (tmp_path / "gt.json").write_text(json.dumps(result))
+    text = write_results(tmp_path / "out", {"GT": tmp_path / "gt.json"}).read_text()
+    blink = next(line for line in text.splitlines() if line.startswith("| Blink/s |") and "within 20%" in line)
+    assert "the LFG: its ceiling is 0.320" in blink  # 28 % off: out of this goal's 20 % (within the other's 30 %)
+    psnr = next(line for line in text.splitlines() if line.startswith("| PSNR |") and "+ 4 dB" in line)
+    assert "the A2V-FDM: the LFG ceiling (26.50) meets the goal" in psnr  # not judged by the LFG's 28 dB
+
+
 def test_results_file_states_the_probe_and_its_accuracy(tmp_path):
     """The figures are the probe's readings: the file says which probe and how accurate it is on ground truth."""
     import torch

@@ -7,6 +7,7 @@ Each goal names one metric of the generated row and how it must compare with the
     QUALITY `make quality` (experiments/synth, <= 60 CPU minutes): the recipe's goals for a model driven by
             ground-truth pose and blink with the clip's own audio;
     PBNET   the same model driven by PBNet's pose and blinks (eval --pbnet-pose/--pbnet-blink).
+    LFG     an LFG's reconstructions of the clips from their own motion (`dawn-train eval-lfg`).
 
     check_goals(rows, QUALITY) -> [GoalCheck(...)]; format_goals(checks) -> lines for people.
 """
@@ -62,7 +63,12 @@ PBNET = (  # the same recipe driven by PBNet's sampled pose and blinks: natural 
     Goal("PoseStd", "within [0.5, 2]x the ground truth",
          lambda generated, still, truth: truth is not None and 0.5 * truth <= generated <= 2 * truth),
 )
-GOALS = {"demo": DEMO, "quality": QUALITY, "pbnet": PBNET}
+LFG = (  # `dawn-train eval-lfg`: the LFG's reconstructions (the ceiling of any A2V-FDM driving it) must leave room
+    # for the video goals of QUALITY, and reach the LFG's own 28 dB
+    Goal("PSNR", ">= 28 dB", lambda generated, still, truth: generated >= 28.0),
+    *(goal for goal in QUALITY if goal.metric != "PSNR"),
+)
+GOALS = {"demo": DEMO, "quality": QUALITY, "pbnet": PBNET, "lfg": LFG}
 
 
 def check_goals(rows: Rows, goals: tuple[Goal, ...]) -> list[GoalCheck]:
