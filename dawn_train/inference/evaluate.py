@@ -59,6 +59,13 @@ def split_samples(shards: str | Path, split: str):
             log.warning("skipped bad sample: %s", problem)
 
 
+def lfg_reconstruction(lfg, real: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
+    """The clip re-rendered by the LFG from its own motion, its first frame the source: real (T, 3, H, W) in
+    [0, 1] -> (1, T, 3, H, W) in [0, 1].  The best any A2V-FDM driving this LFG can do (its "ceiling")."""
+    flow, occlusion = lfg.encode(real[:1], real[None], chunk_size=chunk_size)
+    return lfg.decode(real[:1], flow, occlusion, chunk_size=chunk_size).clamp(0, 1)
+
+
 def default_output(checkpoint: str | Path, name: str = "eval.json") -> Path:
     """`runs/<run>/<name>` for a checkpoint in `runs/<run>/checkpoints/`, else next to the file (`last.<name>`)."""
     path = Path(checkpoint)
@@ -124,9 +131,7 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         reading = None
         if synthetic is not None:
             mouth = mouth_from_landmarks(parsed[schema.MOUTH_LMK][:n])
-            # the LFG ceiling: the real clip re-rendered from its own motion, the best this LFG lets any A2V-FDM do
-            flow, occlusion = pipe.lfg.encode(real[:1], real[None], chunk_size=32)
-            ceiling = pipe.lfg.decode(real[:1], flow, occlusion, chunk_size=32).clamp(0, 1)
+            ceiling = lfg_reconstruction(pipe.lfg, real)
             reading = synthetic.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(motion.pose),
                                        mouth=as_batch(mouth), reconstruction=ceiling)
             if pipe.pose_blink is not None:  # PBNet's own motion, beside the video's: whose is an unmet goal

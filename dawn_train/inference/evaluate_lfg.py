@@ -17,13 +17,12 @@ import torch
 from dawn_train import checkpoints
 from dawn_train.data import schema
 from dawn_train.data.sample import decode_frames
-from dawn_train.inference.evaluate import default_output, split_samples
+from dawn_train.inference.evaluate import default_output, lfg_reconstruction, split_samples
 from dawn_train.inference.outputs import check_output_file
 from dawn_train.inference.pipeline import resolve_device
 from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
 from dawn_train.metrics.synthetic.goals import GOALS, check_goals
-
-CHUNK = 32  # frames per LFG encode / decode call
+from dawn_train.metrics.synthetic.metrics import frame_psnr
 
 
 @torch.no_grad()
@@ -47,16 +46,14 @@ def evaluate_lfg(lfg: str, shards: str, *, split: str = "val", max_videos: int |
             break
         n = min(int(parsed["meta"]["n_frames"]), max_frames)
         real = torch.from_numpy(decode_frames(parsed, range(n))).to(dev).permute(0, 3, 1, 2).float() / 255
-        flow, occlusion = model.encode(real[:1], real[None], chunk_size=CHUNK)
-        reconstruction = model.decode(real[:1], flow, occlusion, chunk_size=CHUNK).clamp(0, 1)  # (1, T, 3, H, W)
+        reconstruction = lfg_reconstruction(model, real)  # (1, T, 3, H, W)
         pose = torch.as_tensor(parsed[schema.POSE][:n], dtype=torch.float32, device=dev)[None]
         mouth = None  # the true opening from synthetic lip landmarks, read only where the probe reads frames
         if probe:
             mouth = torch.as_tensor(mouth_from_landmarks(parsed[schema.MOUTH_LMK][:n]), device=dev)[None]
         suite.update(reconstruction, real[None], real[:1], pose, mouth=mouth)
-        mse = ((reconstruction[0] - real) ** 2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
         key = f"{parsed['meta'].get('video_id', len(per_video))}/{parsed['meta'].get('chunk', 0)}"
-        per_video.append({"video_key": key, "frames": n, "psnr": float((-10 * mse.log10()).mean())})
+        per_video.append({"video_key": key, "frames": n, "psnr": float(frame_psnr(reconstruction[0], real).mean())})
     if not per_video:
         raise ValueError(f"{shards}: no usable '{split}' samples to evaluate")
     result = {"synthetic": suite.compute(), "unavailable": suite.unavailable,

@@ -44,6 +44,17 @@ def _check_videos(name: str, x: Tensor) -> None:
         raise ValueError(f"{name}: expected videos (B, T, 3, H, W), got {tuple(x.shape)}")
 
 
+def frame_psnr(video: Tensor, truth: Tensor, cap: float = PSNR_CAP) -> Tensor:
+    """(T, 3, H, W) RGB in [0, 1] each -> (T,) PSNR in dB (float64) of the frames rounded to 8-bit levels, capped
+    at `cap` (identical frames would give +inf): `FrameFidelity`'s PSNR per frame."""
+    return _psnr_8bit(quantize_8bit(video.float()), quantize_8bit(truth.float()), cap)
+
+
+def _psnr_8bit(x: Tensor, y: Tensor, cap: float) -> Tensor:
+    mse = (x - y).pow(2).flatten(1).mean(1).double()
+    return (10 * torch.log10(1 / mse.clamp(min=10 ** (-cap / 10)))).clamp(max=cap)
+
+
 class FrameFidelity(Float64Metric):
     """PSNR and SSIM of video frames against the real frames.
 
@@ -65,8 +76,7 @@ class FrameFidelity(Float64Metric):
             raise ValueError(f"videos {tuple(videos.shape)} and real {tuple(real.shape)} differ in shape")
         for video, truth, n in zip(videos, real, _lengths(lengths, *videos.shape[:2])):
             x, y = quantize_8bit(video[:n].float()), quantize_8bit(truth[:n].float())
-            mse = (x - y).pow(2).flatten(1).mean(1).double()
-            psnr = (10 * torch.log10(1 / mse.clamp(min=10 ** (-self.psnr_cap / 10)))).clamp(max=self.psnr_cap)
+            psnr = _psnr_8bit(x, y, self.psnr_cap)
             ssim = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none")
             self.psnr_sum += psnr.sum().to(self.psnr_sum.device)
             self.ssim_sum += ssim.double().sum().to(self.ssim_sum.device)

@@ -186,7 +186,7 @@ def quantize(frames: Tensor) -> Tensor:
 def mouth_from_landmarks(mouth_lmk: np.ndarray) -> np.ndarray:
     """The true mouth opening (...,) from synthetic mouth landmarks (..., 20, 2) (`render_frame`'s
     `mouth_lmk`, the shards' `mouth_lmk.npy`): outer-lip height over width, which the renderer sets
-    to (layout.LIPS_CLOSED + layout.LIPS_GAIN mouth) / layout.LIPS_HALF_WIDTH whatever the pose."""
+    to (LIPS_CLOSED + LIPS_GAIN x mouth) / LIPS_HALF_WIDTH (`face_layout`) whatever the pose."""
     lmk = np.asarray(mouth_lmk, dtype=np.float64)
     height = np.linalg.norm(lmk[..., 3, :] - lmk[..., 9, :], axis=-1)  # outer points at 90 and 270 degrees
     width = np.linalg.norm(lmk[..., 0, :] - lmk[..., 6, :], axis=-1)  # at 0 and 180 degrees
