@@ -260,10 +260,12 @@ class PBNetStage(DawnStage):
             return hp.kl_weight
         return hp.kl_weight * min(1.0, (step - hp.kl_delay_steps + 1) / hp.kl_warmup_steps)
 
-    def losses(self, x: Tensor, audio: Tensor, mask: Tensor, step: int) -> tuple[dict, dict]:
-        """Unweighted terms, the weighted total under "loss" and the model output."""
+    def losses(self, x: Tensor, audio: Tensor, mask: Tensor, step: int,
+               generator: torch.Generator | None = None) -> tuple[dict, dict]:
+        """Unweighted terms, the weighted total under "loss" and the model output (the posterior sample drawn with
+        `generator`, else from the global RNG)."""
         hp = self.hparams
-        out = self.model(x, audio, mask)
+        out = self.model(x, audio, mask, generator=generator)
         target = out["x_delta"]
         terms = {
             "rc": reconstruction_loss(out["output"], target, mask),
@@ -324,7 +326,10 @@ class PBNetStage(DawnStage):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x, audio, mask = self.inputs(batch)
         bs = len(x)
-        terms, out = self.losses(x, audio, mask, self.batches_done)
+        # Validation draws from generators of its own, never from the global RNG: with it, the number of validation
+        # clips changed the noise of every later training step (a PBNet trained with 8 clips != one with 4).
+        posterior = torch.Generator(device=x.device).manual_seed(2**31 + batch_idx)
+        terms, out = self.losses(x, audio, mask, self.batches_done, generator=posterior)
         self.log_dict({f"val/{k}": terms[k] for k in ("rc", "kl", "smooth", "loss")}, on_epoch=True,
                       prog_bar=False, sync_dist=True, batch_size=bs)
         # prior samples from the real first frame, as at inference (fixed seed per batch)

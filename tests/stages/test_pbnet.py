@@ -143,6 +143,30 @@ def test_audio_features_of_another_size_are_named_before_the_first_step(synth_sh
     assert trainer.global_step == 0
 
 
+def test_validation_draws_its_noise_from_its_own_generators(synth_shards, tmp_path):
+    """Validation's posterior and prior samples come from generators of their own: with the global RNG, the number of
+    validation clips changed every later training step's noise (a PBNet validated on 8 clips trained unlike one
+    validated on 4).  Its figures do not depend on the global state either."""
+    import lightning as L
+
+    from dawn_train.data.datamodule import PBNetDataModule
+
+    stage = tiny_stage("pose")
+    data = PBNetDataModule(str(synth_shards), window=20, batch_size=1, num_workers=0)
+
+    def validate(seed: int, batches: int) -> tuple[dict, torch.Tensor]:
+        trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, limit_val_batches=batches, default_root_dir=tmp_path)
+        torch.manual_seed(seed)
+        figures = trainer.validate(stage, datamodule=data, verbose=False)[0]
+        return figures, torch.get_rng_state()
+
+    (one, after_one), (two, after_two), (two_again, _) = validate(0, 1), validate(0, 2), validate(1, 2)
+    assert torch.equal(after_one, after_two)  # the global RNG moves as much whatever the number of clips
+    assert two == two_again and "val/kl" in two
+    assert one != two  # the second clip counts in the figures
+
+
 def test_plot_curves_is_an_image():
     t = np.linspace(0, 4, 100)
     image = plot_curves(np.stack([np.sin(t), np.cos(t)], 1), np.stack([np.sin(t + 0.3), np.cos(t)], 1), ("l", "r"),
