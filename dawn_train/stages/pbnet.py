@@ -327,7 +327,8 @@ class PBNetStage(DawnStage):
         x, audio, mask = self.inputs(batch)
         bs = len(x)
         # Validation draws from generators of its own, never from the global RNG: with it, the number of validation
-        # clips changed the noise of every later training step (a PBNet trained with 8 clips != one with 4).
+        # clips changed the noise of every later training step (a PBNet trained with 8 clips != one with 4).  The
+        # posterior's seeds sit 2**31 above the prior samples' (below), so the two draws are not the same noise.
         posterior = torch.Generator(device=x.device).manual_seed(2**31 + batch_idx)
         terms, out = self.losses(x, audio, mask, self.batches_done, generator=posterior)
         self.log_dict({f"val/{k}": terms[k] for k in ("rc", "kl", "smooth", "loss")}, on_epoch=True,
