@@ -2,8 +2,8 @@
 # `make quality`: the proof that the three stages train into a talking head, on the synthetic dataset whose
 # every frame has a known truth.  Renders data, trains the probe, LFG, PBNet (pose, blink) and A2V-FDM (both
 # curriculum stages), then evaluates on held-out identities and writes experiments/synth/RESULTS.md (table,
-# goals, learning curves as PNG).  About 60 minutes on 2 CPU cores.  Every step is a plain `dawn-train`
-# command; the runs land in quality_out/runs/ (experiments/synth/base.yaml).
+# goals, learning curves as PNG).  About 40 minutes on 2 quiet CPU cores (up to 90 on a loaded machine).  Every
+# step is a plain `dawn-train` command; the runs land in quality_out/runs/ (experiments/synth/base.yaml).
 # QUALITY_OUT moves quality_out/, QUALITY_RESULTS the folder of RESULTS.md, and QUALITY_PROBE=FILE reuses a probe
 # made by `dawn-train data probe --steps 1000` instead of training one (~7 min; the probe does not depend on the data).
 set -euo pipefail
