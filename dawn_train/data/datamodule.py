@@ -20,7 +20,7 @@ from dawn_train.data.shards import MANIFEST, load_manifest, shard_urls
 from dawn_train.data.stream import EpochDataLoader, make_pipeline
 
 # Lightning warns that `__len__` of a multi-worker IterableDataset may be inaccurate; ours is exact:
-# every worker yields exactly `batches_per_worker` batches (validation: `clips_per_worker` clips) of its own shards
+# every worker yields exactly `batches_per_worker` batches (validation: its share of the clips asked) of its own shards
 # (see data/stream.py).
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
@@ -96,7 +96,7 @@ class ShardDataModule(L.LightningDataModule):
             seed=self.seed, epoch=epoch, lengths=self.lengths(train), shuffle_buffer=self.shuffle_buffer,
             feature_dim=self.manifest["feature"]["dim"], max_skip_fraction=self.max_skip_fraction,
             where=str(Path(self.shards) / MANIFEST),
-            clips_per_worker=None if train else math.ceil(clips / (world * workers)),  # validation: the clips asked
+            val_clips=None if train else clips,  # validation: the clips asked, dealt over every rank's workers
         )
         return EpochDataLoader(pipeline, epoch, advance=train, num_workers=self.num_workers,
                                persistent_workers=False, pin_memory=False)

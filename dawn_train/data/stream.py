@@ -6,8 +6,9 @@ shards s, s + S, s + 2S, ... (S = world size x workers).  Training streams are e
 (`resampled`: the next pass starts when a slot runs out of shards) and cut by `Passes` to
 the same number of batches on every worker, so every rank sees the same number of batches and
 DDP never waits on a rank that ran out.  Validation streams use the same slots when there are
-enough shards, else every slot reads every shard and keeps every S-th sample; a validation split with fewer
-samples than the clips asked for is read pass after pass, each pass drawing other clips (`Passes`).
+enough shards, else every slot reads every shard and keeps every S-th sample (`KeepEvery`).  The validation clips
+asked for are dealt over the readers, every rank getting at least one; a split with fewer samples than that is read
+pass after pass, each pass drawing other clips (`Passes`).
 
 URLs are local paths, brace lists (`train-{000000..000009}.tar`) or `pipe:` commands
 (`pipe:aws s3 cp s3://bucket/train-000000.tar -`), whatever webdataset opens.
@@ -144,14 +145,37 @@ class SlotShards(torch.utils.data.IterableDataset):
                 yield {"url": self.urls[index]}
 
 
-def keep_every(slot_of: Callable[[], tuple[int, int]]):
-    """Per-sample split for small validation sets: keep every S-th sample from offset `slot`."""
-    def stage(source):
-        slot, slots = slot_of()
-        for i, sample in enumerate(source):
-            if i % slots == slot:
+def reader_position(rank: int, world_size: int) -> tuple[int, int]:
+    """(position, readers) of the calling worker in the order validation clips are dealt: across ranks first, then
+    workers, so the ranks' counts differ by at most one clip (the workers of one rank may differ more)."""
+    info = torch.utils.data.get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return worker * world_size + rank, world_size * workers
+
+
+def reader_clips(clips: int, position: int, readers: int, world_size: int) -> int:
+    """Validation clips of the reader at `position`: `clips` dealt round-robin, at least one per rank (a rank
+    without a validation batch would never join the others' metric reduction, and DDP would wait forever)."""
+    clips = max(clips, world_size)
+    return clips // readers + (position < clips % readers)
+
+
+class KeepEvery:
+    """Per-sample split for small validation sets, where every reader reads every shard: of the samples read pass
+    after pass (the i-th raw sample of pass k is number k * N + i), keep those whose number is `position` modulo
+    the readers.  So the readers' clips are one deal of the passes' samples, none twice, and a reader whose first
+    pass holds nothing for it (fewer samples than readers) gets its clips from the later passes."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.rank, self.world_size = rank, world_size
+        self.seen = 0  # raw samples read so far in this iteration, over all passes (reset by `Passes`)
+
+    def __call__(self, source):
+        position, readers = reader_position(self.rank, self.world_size)
+        for sample in source:
+            number, self.seen = self.seen, self.seen + 1
+            if number % readers == position:
                 yield sample
-    return stage
 
 
 class SampleShuffle:
@@ -212,19 +236,21 @@ class ClipStage:
 def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, train: bool, batches_per_worker: int,
                   workers: int, rank: int = 0, world_size: int = 1, seed: int = 0, epoch=None,
                   lengths: tuple[int, int] | None = None, shuffle_buffer: int = 64, feature_dim: int | None = None,
-                  max_skip_fraction: float = 0.1, where: str = "shards", clips_per_worker: int | None = None):
+                  max_skip_fraction: float = 0.1, where: str = "shards", val_clips: int | None = None):
     """Build one split's pipeline: slot shards -> tar samples -> shuffle -> clips (pass after pass) -> batches.
 
-    Every worker yields `batches_per_worker` full batches (training), or `clips_per_worker` clips in batches whose
-    last may be partial (validation; default: `batches_per_worker` full batches)."""
+    Every worker yields `batches_per_worker` full batches (training), or its share of the `val_clips` clips of all
+    ranks in batches whose last may be partial (validation; `reader_clips`; default: `batches_per_worker` full
+    batches)."""
     import webdataset as wds
 
     epoch = epoch if epoch is not None else multiprocessing.Value("i", 0)
     counter = SkipCounter(max_skip_fraction)
     source = SlotShards(urls, rank, world_size, seed, epoch, resampled=train, workers=workers, where=where)
     stages = [source, wds.tarfile_to_samples(handler=counter), counter.count_read]
-    if source.per_sample:
-        stages.append(keep_every(lambda: worker_slot(rank, world_size)))
+    keep = KeepEvery(rank, world_size) if source.per_sample else None
+    if keep is not None:
+        stages.append(keep)
     if train and shuffle_buffer > 1:
         stages.append(SampleShuffle(shuffle_buffer, rank, world_size, seed, epoch))
     clips = ClipStage(draw, keys, counter, batch_size, rank, world_size, seed, epoch, lengths, feature_dim)
@@ -236,34 +262,49 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
         return batch
 
     # Training batches are always full (equal shapes, equal counts per rank); validation keeps the rest.
-    quota = batches_per_worker * batch_size if train or clips_per_worker is None else clips_per_worker
-    batched = wds.DataPipeline(Passes(wds.DataPipeline(*stages), clips, quota),
+    if train or val_clips is None:
+        quotas = [batches_per_worker * batch_size] * max(workers, 1)
+    else:
+        readers = world_size * max(workers, 1)
+        quotas = [reader_clips(val_clips, worker * world_size + rank, readers, world_size) for worker in range(max(workers, 1))]
+    patience = world_size * max(workers, 1) if keep is not None else 1
+    batched = wds.DataPipeline(Passes(wds.DataPipeline(*stages), clips, quotas, counter, keep, patience),
                                wds.batched(batch_size, collation_fn=collate_and_count, partial=not train))
-    return batched.with_length(math.ceil(quota / batch_size) * max(workers, 1), silent=True)
+    return batched.with_length(sum(math.ceil(q / batch_size) for q in quotas), silent=True)
 
 
 class Passes(torch.utils.data.IterableDataset):
-    """`quota` clips of a one-pass pipeline, read pass after pass (endless training shards need one pass; a validation
-    split with fewer samples than the clips asked for is read several times), pass k drawing its clips with its own
-    RNG.  webdataset's `with_epoch` repeated a pass with the same draws and counted batches, not clips: the quality
-    LFG's "32 validation pairs" of 4 videos were 16, the same 4 pairs 4 times, and a correlation over them swung
-    between -0.8 and +0.97 from one validation to the next."""
+    """`quotas[worker]` clips of a one-pass pipeline, read pass after pass (endless training shards need one pass; a
+    validation split with fewer samples than the clips asked for is read several times), pass k drawing its clips
+    with its own RNG.  webdataset's `with_epoch` repeated a pass with the same draws and counted batches, not clips:
+    the quality LFG's "32 validation pairs" of 4 videos were 16, the same 4 pairs 4 times, and a correlation over
+    them swung between -0.8 and +0.97 from one validation to the next.
 
-    def __init__(self, samples, clips: ClipStage, quota: int):
-        self.samples, self.clips, self.quota = samples, clips, quota
+    It stops early when a pass reads nothing (no readable shard) or when `patience` passes in a row gave no clip
+    (every sample bad; a per-sample reader may rightly get nothing from up to readers - 1 passes in a row)."""
+
+    def __init__(self, samples, clips: ClipStage, quotas: list[int], counter: SkipCounter,
+                 keep: KeepEvery | None = None, patience: int = 1):
+        self.samples, self.clips, self.quotas, self.counter = samples, clips, quotas, counter
+        self.keep, self.patience = keep, patience
 
     def __iter__(self):
-        produced = 0
+        info = torch.utils.data.get_worker_info()
+        produced, quota, idle = 0, self.quotas[info.id if info is not None else 0], 0
+        if self.keep is not None:
+            self.keep.seen = 0
+        if quota == 0:
+            return
         for pass_index in itertools.count():
             self.clips.pass_index, self.clips.offset = pass_index, produced
-            empty = True
+            read, before = self.counter.read + self.counter.tar_errors, produced
             for sample in self.samples:
-                empty = False
                 yield sample
                 produced += 1
-                if produced == self.quota:
+                if produced == quota:
                     return
-            if empty:  # nothing readable: stop instead of looping
+            idle = idle + 1 if produced == before else 0
+            if self.counter.read + self.counter.tar_errors == read or idle >= self.patience:
                 return
 
 

@@ -81,6 +81,30 @@ def test_validation_asked_for_more_clips_than_samples_reads_other_clips_each_pas
     assert clips() == first  # validation is the same clips every epoch
 
 
+def validation_of_rank(urls, rank, world, workers, val_clips, batch_size=2):
+    pipeline = make_pipeline(urls, pbnet_window, STAGE_KEYS["pbnet"], batch_size, train=False, batches_per_worker=1,
+                             workers=workers, rank=rank, world_size=world, seed=1, lengths=(10, 10), val_clips=val_clips)
+    loader = EpochDataLoader(pipeline, multiprocessing.Value("i", 0), advance=False, num_workers=workers)
+    batches = list(loader)
+    assert len(batches) == len(loader), "the length Lightning plans validation with is not what the loader yields"
+    return [(key, int(start)) for batch in batches for key, start in zip(batch["key"], batch["start"])]
+
+
+@pytest.mark.parametrize("world,workers,val_clips", [(2, 2, 12), (2, 2, 5), (3, 2, 1), (1, 4, 3)])
+def test_validation_clips_are_dealt_over_every_rank_and_worker(synth_shards, world, workers, val_clips):
+    """2 validation videos, more readers than videos (each reader reads both and keeps its share of the samples):
+    the clips asked come out, every rank has at least one (a rank without a validation batch never joins the
+    others' metric reduction: DDP hangs), the ranks differ by at most one, and both videos are used evenly."""
+    urls = shard_urls(synth_shards, "val")
+    per_rank = [validation_of_rank(urls, rank, world, workers, val_clips) for rank in range(world)]
+    counts = [len(clips) for clips in per_rank]
+    assert sum(counts) == max(val_clips, world) and min(counts) >= 1 and max(counts) - min(counts) <= 1, counts
+    videos = [video_id(key) for clips in per_rank for key, _ in clips]
+    assert abs(videos.count(videos[0]) - (len(videos) - videos.count(videos[0]))) <= 1
+    every = [clip for clips in per_rank for clip in clips]
+    assert len(set(every)) >= len(every) - 1  # other windows each pass, not one pass's windows again
+
+
 def run_rank(urls, rank, world, workers, batches_per_worker=3):
     epoch = multiprocessing.Value("i", -1)
     pipeline = make_pipeline(urls, lfg_pair, STAGE_KEYS["lfg"], 1, train=True, batches_per_worker=batches_per_worker,
