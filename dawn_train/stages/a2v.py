@@ -292,10 +292,11 @@ class A2VStage(DawnStage):
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
-        # one EMA update per optimizer step (so also right under gradient accumulation), before any
-        # callback's on_train_batch_end can write a checkpoint
+        # One EMA update per optimizer step, before any callback's on_train_batch_end can write a checkpoint.
+        # A strategy that accumulates gradients itself (DeepSpeed) is called on every micro-batch and steps on
+        # the k-th only: the others must not move the average (they did: 8 updates for 4 steps).
         super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
+        if self.ema is not None and not self.trainer.fit_loop._should_accumulate():
             self.ema.update(self.model)
 
     def configure_callbacks(self) -> list[L.Callback]:

@@ -103,3 +103,22 @@ def test_zero3_with_ema_is_refused_with_a_message(synth_raw, synth_shards, tmp_p
     assert proc.returncode != 0
     assert "EMA copy cannot be kept under DeepSpeed ZeRO-3" in proc.stderr and "ema_decay=null" in proc.stderr
     assert not os.path.exists(tmp_path / "runs" / "a2v-demo-stage1" / "checkpoints" / "last.ckpt")
+
+
+def _ema_updates(directory) -> int:
+    """The EMA's update counter (`ema.step`, a buffer of the stage) in a DeepSpeed checkpoint directory."""
+    states = torch.load(next(directory.rglob("mp_rank_00_model_states.pt")), map_location="cpu", weights_only=False)
+    return int(states["module"]["ema.step"])
+
+
+def test_ema_updates_once_per_optimizer_step_under_deepspeed_gradient_accumulation(synth_raw, synth_shards, tmp_path):
+    """DeepSpeed accumulates gradients itself: Lightning calls the stage's optimizer_step on every micro-batch and
+    the engine steps only on every k-th.  The EMA follows the optimizer steps, not the micro-batches."""
+    lfg = make_tiny_lfg(synth_raw, tmp_path / "lfg.pt")
+    run_dawn(["fit", *STAGE1, "-c", STRATEGY, "--trainer.accelerator=cpu", "--trainer.precision=32-true",
+              "--trainer.devices=1", "--trainer.accumulate_grad_batches=2", *_fit_args(synth_shards, lfg, 4)],
+             timeout=600, cwd=tmp_path)
+    last = tmp_path / "runs" / "a2v-demo-stage1" / "checkpoints" / "last.ckpt"
+    engine = torch.load(next(last.rglob("mp_rank_00_model_states.pt")), map_location="cpu", weights_only=False)
+    assert engine["global_steps"] == checkpoints.open_checkpoint(last, "a2v").global_step == 4
+    assert _ema_updates(last) == 4  # was 8, one per micro-batch
