@@ -97,7 +97,9 @@ class A2VStage(DawnStage):
         color_jitter: (brightness, contrast, saturation, hue) maxima, one draw per clip (official
             (0.25, 0.25, 0.25, 0.04) once per batch); None = off.
         timestep_range: draw training steps t in [lo, hi) instead of [0, T) (diagnostics and tests).
-        ema_decay: EMA decay (None = no EMA, sampling uses the raw weights); ema_warmup: decay warm-up.
+        ema_decay: EMA decay (None = no EMA, sampling uses the raw weights); ema_warmup: decay warm-up.  With
+            `init_from` the average starts from the checkpoint's EMA but its warm-up starts over, so it soon
+            follows the new stage's weights; `ema_warmup: false` continues the old average at the full decay.
         lfg_chunk_size: frames per LFG call when encoding/decoding (memory bound).
         sample_every_n_val: log a sampled clip every N validations (0 = never); sample_steps: DDIM steps;
         sample_seed: seeds validation noise and sampling (validation losses are comparable across runs).

@@ -67,10 +67,10 @@ class DataHealth(L.Callback):
 
 
 class SampleVideo(L.Callback):
-    """Every `every_n_val`-th validation (rank zero, not in the sanity check): DDIM-samples the first clip
-    of the first batch with the module's sampling (EMA) weights through the same `animate` that
-    generation uses, logs it as a W&B video with its audio and an image strip (ground truth / generated /
-    generated flow), and writes the mp4 under the run's `samples/`.
+    """Every `every_n_val`-th validation (not in the sanity check): DDIM-samples the first clip of the first
+    batch with the module's sampling (EMA) weights through the same `animate` that generation uses, logs it as
+    a W&B video with its audio and an image strip (ground truth / generated / generated flow), and writes the mp4
+    under the run's `samples/`.
 
     The module provides `sample(inputs) -> {"video", "flow", ...}` and returns its prepared `inputs` from
     `validation_step` (A2VStage does both)."""
@@ -81,18 +81,23 @@ class SampleVideo(L.Callback):
         self.last_path: Path | None = None
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if (batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or not isinstance(outputs, dict)
+        if (batch_idx != 0 or trainer.sanity_checking or not isinstance(outputs, dict)
                 or self._validations % self.every_n_val):
             return
-        self.last_path = self.log_sample(trainer, pl_module, batch, outputs["inputs"])
+        # Every rank samples (its own first clip), rank 0 alone logs: under DeepSpeed ZeRO-3 each forward gathers
+        # the sharded weights from all ranks, and a rank-0-only sample waited forever for the others.
+        with torch.no_grad():
+            out = pl_module.sample(outputs["inputs"])
+        if trainer.is_global_zero:
+            self.last_path = self.log_sample(trainer, pl_module, batch, out)
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
             self._validations += 1
 
     @torch.no_grad()
-    def log_sample(self, trainer, pl_module, batch: dict, inputs: dict) -> Path:
-        out = pl_module.sample(inputs)
+    def log_sample(self, trainer, pl_module, batch: dict, out: dict) -> Path:
+        """Log and write `out`, the module's `sample` of the batch's first clip."""
         video = to_uint8_video(out["video"][0])  # (L, H, W, 3)
         audio = batch.get("audio")
         audio = audio[0].float().cpu().numpy() if torch.is_tensor(audio) else None

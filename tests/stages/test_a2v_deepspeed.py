@@ -1,7 +1,8 @@
 """A2V-FDM under DeepSpeed on 2 CPU processes, as the README recommends it on GPUs: ZeRO-2 with bf16-mixed
 and an EMA trains, saves a checkpoint directory, resumes at the right step with its EMA, chains into
 curriculum stage 2 (`init_from` the directory), and `generate`, `eval` and `export` read the directory with
-its EMA weights and stage record.  ZeRO-3 with an EMA is refused at set-up with a message."""
+its EMA weights and stage record.  ZeRO-3 with an EMA is refused at set-up with a message; without one it samples
+its validation video on every rank.  The EMA moves once per optimizer step under DeepSpeed's own accumulation."""
 from __future__ import annotations
 
 import json
@@ -122,3 +123,14 @@ def test_ema_updates_once_per_optimizer_step_under_deepspeed_gradient_accumulati
     engine = torch.load(next(last.rglob("mp_rank_00_model_states.pt")), map_location="cpu", weights_only=False)
     assert engine["global_steps"] == checkpoints.open_checkpoint(last, "a2v").global_step == 4
     assert _ema_updates(last) == 4  # was 8, one per micro-batch
+
+
+def test_zero3_without_ema_samples_its_validation_video(synth_raw, synth_shards, tmp_path):
+    """Under ZeRO-3 every forward gathers the parameters from all ranks: the validation video, sampled with the
+    raw (sharded) weights, must be sampled by every rank, or rank 0 waits forever for the others."""
+    lfg = make_tiny_lfg(synth_raw, tmp_path / "lfg.pt")
+    run_dawn(["fit", *STAGE1, "-c", STRATEGY, "-c", ZERO3, "--trainer.accelerator=cpu", "--trainer.precision=32-true",
+              "--trainer.devices=2", *_fit_args(synth_shards, lfg, 2), "--model.init_args.ema_decay=null",
+              "--model.init_args.sample_every_n_val=1"], timeout=420, cwd=tmp_path)
+    samples = sorted((tmp_path / "runs" / "a2v-demo-stage1" / "samples").glob("*.mp4"))
+    assert [p.name for p in samples] == ["val_step0000002.mp4"] and samples[0].stat().st_size > 0
