@@ -20,7 +20,6 @@ import torch
 
 from dawn_train.data import schema
 from dawn_train.data.sample import decode_frames
-from dawn_train.data.schema import SchemaError
 
 
 def to_chw(frames: np.ndarray) -> np.ndarray:
@@ -74,6 +73,10 @@ def pbnet_window(parsed: dict, rng: np.random.Generator, length: int) -> dict:
     }
 
 
+class ShortSample(ValueError):
+    """A sample too short for the clip asked: a sound sample (the tail chunk of a long video), skipped but not bad."""
+
+
 @dataclass(frozen=True)
 class A2VClip:
     """A2V clip rule: `reference` is "first" (stage 1) or "random" (stage 2)."""
@@ -87,7 +90,7 @@ class A2VClip:
     def __call__(self, parsed: dict, rng: np.random.Generator, length: int) -> dict:
         n = parsed["meta"]["n_frames"]
         if n < length:
-            raise SchemaError(f"{parsed['name']}: {n} frames, shorter than the clip length {length}")
+            raise ShortSample(f"{parsed['name']}: {n} frames, shorter than the clip length {length}")
         start = int(rng.integers(0, n - length + 1))
         ref = start if self.reference == "first" else int(rng.integers(0, n))
         frames = decode_frames(parsed, [ref, *range(start, start + length)])

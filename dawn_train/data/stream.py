@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from dawn_train.data.clips import collate
+from dawn_train.data.clips import ShortSample, collate
 from dawn_train.data.sample import parse_sample
 
 
@@ -208,6 +208,8 @@ class ClipStage:
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
         self.lengths, self.feature_dim = lengths, feature_dim
         self.rng = None
+        self.noted_short = False
+        self.where = "shards"  # named in errors (the manifest)
         self.pass_index = 0  # set by `Passes`: a split read again draws other clips from its samples
         self.offset = 0  # clips drawn in earlier passes (a batch may span two passes: one length per batch)
 
@@ -221,16 +223,31 @@ class ClipStage:
         self.slot, _ = worker_slot(self.rank, self.world_size)
         again = [self.pass_index] if self.pass_index else []  # pass 0 draws what a single pass always drew
         self.rng = np.random.default_rng([self.seed, self.epoch.value, self.slot, *again])
-        produced = 0
+        produced = short_in_a_row = 0
         for raw in source:
             try:
                 parsed = parse_sample(raw, self.keys, self.feature_dim)
                 sample = self.draw(parsed, self.rng, self.length_of_batch((self.offset + produced) // self.batch_size))
+            except ShortSample as exc:  # the tail chunk of a long video: sound, skipped, not counted as bad
+                short_in_a_row += 1
+                self.short(exc, short_in_a_row)
+                continue
             except (ValueError, KeyError) as exc:  # SchemaError, VideoError, AudioError are ValueErrors
                 self.counter.bad_sample(exc, raw.get("__url__"))
                 continue
-            produced += 1
+            produced, short_in_a_row = produced + 1, 0
             yield sample
+
+    def short(self, exc: ShortSample, in_a_row: int) -> None:
+        """Skip a sample shorter than the clip, once with a note; stop when nothing but such samples come."""
+        if in_a_row == 1 and not self.noted_short:
+            self.noted_short = True
+            warnings.warn(f"skipping samples shorter than the clip (not counted as bad): {exc}", stacklevel=3)
+        if in_a_row >= self.counter.min_samples:
+            raise TooManyBadSamples(
+                f"{self.where}: {in_a_row} samples in a row are shorter than the clip asked ({exc}): lower the clip "
+                f"length (data.init_args.clip_len / clip_len_max) or write the shards with longer chunks "
+                f"(`dawn-train data shards --chunk-frames`)")
 
 
 def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, train: bool, batches_per_worker: int,
@@ -254,6 +271,7 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
     if train and shuffle_buffer > 1:
         stages.append(SampleShuffle(shuffle_buffer, rank, world_size, seed, epoch))
     clips = ClipStage(draw, keys, counter, batch_size, rank, world_size, seed, epoch, lengths, feature_dim)
+    clips.where = where
     stages.append(clips)
 
     def collate_and_count(samples):

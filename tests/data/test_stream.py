@@ -218,3 +218,27 @@ def test_corrupted_member_is_skipped_counted_and_named(synth_shards, tmp_path):
     assert all(part in messages[0] for part in ("train-000003.tar", key, "audio.wav is corrupted"))
     keys, skipped, _ = read(STAGE_KEYS["pbnet"], pbnet_window, (10, 10))
     assert skipped == 0 and len(keys) == 6
+
+
+def test_chunks_shorter_than_the_clip_are_skipped_not_counted_as_bad(synth_raw, tmp_path):
+    """2-s videos in 20-frame chunks: every video ends in a 10-frame tail, too short for a 12-frame clip.  Those
+    are sound samples: skipped without counting towards max_skip_fraction (a third of the samples here, which
+    stopped the run as bad input).  Clips longer than every chunk stop with a clear error, not an endless wait."""
+    from dawn_train.data.shards import write_shards
+
+    shards = tmp_path / "chunked shards.v1"
+    write_shards(synth_raw, shards, val_fraction=0.25, samples_per_shard=3, chunk_frames=20, progress=False)
+    dm = A2VDataModule(str(shards), clip_len=12, batch_size=2, num_workers=0, clips_per_epoch=24)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = list(dm.train_dataloader())
+    assert len(batches) == 12 and all(int(b["skipped"]) == 0 for b in batches)
+    notes = [str(w.message) for w in caught if "shorter than the clip" in str(w.message)]
+    assert len(notes) == 1 and "not counted as bad" in notes[0] and "10 frames" in notes[0]
+    assert not any("skipped bad sample" in str(w.message) for w in caught)
+
+    too_long = A2VDataModule(str(shards), clip_len=25, batch_size=2, num_workers=0, clips_per_epoch=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(TooManyBadSamples, match=r"manifest.json: 20 samples in a row are shorter than the clip"):
+            list(too_long.train_dataloader())
