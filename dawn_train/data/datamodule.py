@@ -9,14 +9,13 @@ from __future__ import annotations
 import math
 import multiprocessing
 import warnings
-from pathlib import Path
 
 import lightning as L
 
 from dawn_train.data import schema
 from dawn_train.data.audio import FEATURE_KINDS
 from dawn_train.data.clips import A2VClip, LFGPair, pbnet_window
-from dawn_train.data.shards import MANIFEST, load_manifest, shard_urls
+from dawn_train.data.shards import MANIFEST, load_manifest, shard_root, shard_urls
 from dawn_train.data.stream import EpochDataLoader, make_pipeline
 
 # Lightning warns that `__len__` of a multi-worker IterableDataset may be inaccurate; ours is exact:
@@ -74,7 +73,7 @@ class ShardDataModule(L.LightningDataModule):
         self.manifest = load_manifest(self.shards)
         kind = (self.manifest.get("feature") or {}).get("type")
         if self.audio_feature is not None and kind != self.audio_feature:
-            raise ValueError(f"{Path(self.shards) / MANIFEST}: the shards hold {kind} audio features, the config asks "
+            raise ValueError(f"{shard_root(self.shards) / MANIFEST}: the shards hold {kind} audio features, the config asks "
                              f"for {self.audio_feature} (data.init_args.audio_feature): write the shards with `dawn-train "
                              f"data shards --features {self.audio_feature}` or set data.init_args.audio_feature: {kind}")
 
@@ -95,7 +94,7 @@ class ShardDataModule(L.LightningDataModule):
             batches_per_worker=batches_per_worker, workers=self.num_workers, rank=rank, world_size=world,
             seed=self.seed, epoch=epoch, lengths=self.lengths(train), shuffle_buffer=self.shuffle_buffer,
             feature_dim=self.manifest["feature"]["dim"], max_skip_fraction=self.max_skip_fraction,
-            where=str(Path(self.shards) / MANIFEST),
+            where=str(shard_root(self.shards) / MANIFEST),
             val_clips=None if train else clips,  # validation: the clips asked, dealt over every rank's workers
         )
         return EpochDataLoader(pipeline, epoch, advance=train, num_workers=self.num_workers,

@@ -306,10 +306,15 @@ def check_shards_match(manifest: dict, image_size: int | None, audio_feature: di
         raise ValueError(f"shards of '{manifest.get('dataset')}' do not match the checkpoint: " + "; ".join(problems))
 
 
+def shard_root(shards: str | Path) -> Path:
+    """The shard directory named by `shards`: the directory itself or the path of its manifest."""
+    path = Path(shards)
+    return path.parent if path.name == MANIFEST else path
+
+
 def load_manifest(shards: str | Path) -> dict:
     """The manifest of a shard directory (or of the directory of a manifest path)."""
-    path = Path(shards)
-    path = path if path.name == MANIFEST else path / MANIFEST
+    path = shard_root(shards) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no shard manifest (write shards with `dawn-train data shards`)")
     manifest = json.loads(path.read_text())
@@ -320,7 +325,7 @@ def load_manifest(shards: str | Path) -> dict:
 
 
 def shard_urls(shards: str | Path, split: str) -> list[str]:
-    manifest, root = load_manifest(shards), Path(shards)
+    manifest, root = load_manifest(shards), shard_root(shards)
     if split not in manifest["splits"] or not manifest["splits"][split]["shards"]:
         raise ValueError(f"{root / MANIFEST}: no '{split}' shards")
     return [str(root / shard["name"]) for shard in manifest["splits"][split]["shards"]]
@@ -331,7 +336,7 @@ def inspect_shards(shards: str | Path, progress: bool = True) -> dict:
     and bad samples (each named by shard, key and member)."""
     from tqdm import tqdm
 
-    root, manifest = Path(shards), load_manifest(shards)
+    root, manifest = shard_root(shards), load_manifest(shards)
     report = {"splits": {}, "bad": [], "feature": manifest["feature"], "fps": manifest["fps"],
               "failed_videos": manifest.get("failed_videos", 0)}
     for split, info in manifest["splits"].items():

@@ -20,7 +20,7 @@ import torch
 
 from dawn_train.data import schema
 from dawn_train.data.sample import decode_frames, parse_sample
-from dawn_train.data.shards import check_shards_match, iter_tar, load_manifest
+from dawn_train.data.shards import check_shards_match, iter_tar, load_manifest, shard_root
 from dawn_train.data.video import encode_mp4
 from dawn_train.inference.outputs import check_output_file
 from dawn_train.inference.pipeline import CHECKPOINT_WINDOW, load_pipeline
@@ -43,7 +43,7 @@ KEYS = (schema.FRAMES, schema.AUDIO, schema.AUDIO_FEAT, schema.POSE, schema.BLIN
 
 def split_samples(shards: str | Path, split: str):
     """Every sample of `split`, parsed; bad ones are reported as they are met and skipped."""
-    root, manifest = Path(shards), load_manifest(shards)
+    root, manifest = shard_root(shards), load_manifest(shards)
     if split not in manifest["splits"]:
         raise ValueError(f"{root}/manifest.json: no '{split}' split")
     for shard in manifest["splits"][split]["shards"]:

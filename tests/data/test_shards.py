@@ -18,6 +18,7 @@ from dawn_train.data.shards import (
     check_shards_match,
     inspect_shards,
     load_manifest,
+    shard_urls,
     write_shards,
 )
 from dawn_train.data.splits import split_videos
@@ -290,3 +291,12 @@ def test_check_shards_match_names_both_sides(synth_shards):
         check_shards_match(manifest, 64, {**feature, "n_fft": 512, "hop": 320}, feature["dim"])
     old = {k: v for k, v in manifest.items() if k != "frame_size"}  # written before frame sizes were recorded
     check_shards_match(old, 256, feature, feature["dim"])
+
+
+def test_a_manifest_path_names_its_directory_everywhere(synth_shards):
+    """`--shards DIR/manifest.json` is accepted as well as DIR: the shard paths are those of DIR."""
+    manifest_path = synth_shards / "manifest.json"
+    assert shard_urls(manifest_path, "val") == shard_urls(synth_shards, "val")
+    assert all(os.path.isfile(url) for url in shard_urls(manifest_path, "train"))
+    report = inspect_shards(manifest_path, progress=False)
+    assert not report["bad"] and report["splits"]["val"]["samples"] == load_manifest(synth_shards)["splits"]["val"]["samples"]
