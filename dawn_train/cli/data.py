@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from dawn_train.cli.arguments import seed_arg
 from dawn_train.cli.output import print_json_or_table
 
 
@@ -99,7 +100,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--videos", type=int, default=32, help="number of videos (identities)")
     synth.add_argument("--seconds", type=float, default=4.0, help="duration of each video")
     synth.add_argument("--size", type=int, default=128, choices=(64, 128, 256), help="frame size in pixels")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=seed_arg, default=0)
     synth.add_argument("--workers", type=int, default=2, help="rendering processes")
     shards = data_commands.add_parser("shards", help="write WebDataset tar shards + manifest.json from prepared videos "
                                       "(unreadable videos are skipped and listed in failures.jsonl)")
@@ -110,7 +111,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     shards.add_argument("--samples-per-shard", type=int, default=4)
     shards.add_argument("--chunk-frames", type=int, default=500, help="split longer videos into chunks (0: never)")
     shards.add_argument("--dataset", default=None, help="dataset name in sample keys (default: parent dir name)")
-    shards.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    shards.add_argument("--seed", type=seed_arg, default=0, help="seed of the train/val split")
     shards.add_argument("--split-file", action="append", metavar="FILE", help="an official split list, named "
                         "after what it lists (repeat the flag): test_ids.txt, excluded_ids.txt, test_speakers.txt, "
                         "excluded_speakers.txt, e.g. datasets/hdtf/test_ids.txt; test entries go to test shards, "
@@ -148,7 +149,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     probe.add_argument("--out", required=True, help="probe file, e.g. runs/synth_probe.pt")
     probe.add_argument("--steps", type=int, default=1000, help="optimizer steps (~7 CPU minutes at 1000)")
     probe.add_argument("--batch-size", type=int, default=64)
-    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--seed", type=seed_arg, default=0)
     probe.add_argument("--eval-videos", type=int, default=8, help="held-out identities to measure its accuracy on")
     probe.add_argument("--json", action="store_true")
     probe.set_defaults(func=cmd_data_probe)

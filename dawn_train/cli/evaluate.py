@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from dawn_train.cli.arguments import seed_arg
+
 
 def print_goals_and_output(result: dict, goals: str | None) -> None:
     """The goal verdicts (when checked) and where the results were written: the end of `eval` and `eval-lfg`."""
@@ -119,7 +121,7 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--window-size", type=window_arg, default=CHECKPOINT_WINDOW,
                     help="sampling window in frames (paper count), 'none' = full attention (default: the checkpoint's)")
     ev.add_argument("--log-videos", type=int, default=4, help="generated videos (with audio) logged to W&B")
-    ev.add_argument("--seed", type=int, default=1234)
+    ev.add_argument("--seed", type=seed_arg, default=1234)
     ev.add_argument("--pbnet-pose", default=None, help="drive pose by PBNet instead of the ground truth")
     ev.add_argument("--pbnet-blink", default=None)
     for name, what in (("fid", "pt_inception-2015-12-05-6726825d.pth"), ("i3d", "i3d_pretrained_400.pt"),

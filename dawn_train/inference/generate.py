@@ -193,6 +193,8 @@ def load_audio(path: str | Path, max_seconds: Optional[float] = None) -> np.ndar
         raise AudioError(f"{path}: no such audio file")
     audio, _ = decode_audio(path)
     if max_seconds is not None:
+        if not max_seconds > 0:
+            raise AudioError(f"{path}: --max-seconds must be > 0, got {max_seconds:g}")
         audio = audio[: int(max_seconds * SAMPLE_RATE)]
     if n_video_frames(len(audio)) < 1:
         raise AudioError(f"{path}: {len(audio) / SAMPLE_RATE:.3f} s of audio, shorter than one video frame (40 ms)")

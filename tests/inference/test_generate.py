@@ -167,6 +167,10 @@ def test_audio_checks(tmp_path):
                           ("text.wav", "cannot decode"), ("missing.wav", "no such audio file")]:
         with pytest.raises(AudioError, match=message):
             load_audio(tmp_path / name)
+    assert abs(len(load_audio(tmp_path / "ok.wav", max_seconds=0.25)) - 4000) <= 1
+    for seconds in (0, -1.0):  # a negative end kept all but the last second
+        with pytest.raises(AudioError, match=f"ok.wav: --max-seconds must be > 0, got {seconds:g}"):
+            load_audio(tmp_path / "ok.wav", max_seconds=seconds)
 
 
 def test_cli_reports_bad_inputs_in_one_line(models, photo, tmp_path, capsys):
