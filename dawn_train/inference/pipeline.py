@@ -214,7 +214,13 @@ def load_pipeline(lfg: str | Path, a2v: str | Path, *, pbnet_pose: Optional[str 
     if pbnet_pose:
         pose = checkpoints.open_checkpoint(pbnet_pose, "pbnet-pose")
         blink = checkpoints.open_checkpoint(pbnet_blink, "pbnet-blink")
-        sampler = PoseBlinkSampler(pose.build().to(dev), blink.build().to(dev), pose_units=units_of(pose),
+        pose_model, blink_model = pose.build(), blink.build()
+        a2v_dim = audio_dim(a2v_model.unet.cond_dim)
+        for path, model in ((pbnet_pose, pose_model), (pbnet_blink, blink_model)):
+            if model.audio_dim != a2v_dim:  # both read the audio features computed for the A2V-FDM
+                raise ValueError(f"{path}: this PBNet reads {model.audio_dim}-d audio features, the A2V-FDM {a2v} "
+                                 f"{a2v_dim}-d ones: train both on shards with the same --features")
+        sampler = PoseBlinkSampler(pose_model.to(dev), blink_model.to(dev), pose_units=units_of(pose),
                                    blink_units=units_of(blink))
     return Pipeline(lfg_model, a2v_model.to(dev), info, sampler, dev)
 

@@ -200,9 +200,9 @@ def test_official_release_architecture_builds():
     assert model.eval().unet.half_width() == 40 and model.train().unet.half_width() is None
 
 
-def tiny_pbnet(path: Path, pos_dim: int, eye_dim: int, kind: str) -> Path:
+def tiny_pbnet(path: Path, pos_dim: int, eye_dim: int, kind: str, audio_dim: int = 80) -> Path:
     config = {"class_path": "dawn_train.models.pbnet.PBNet",
-              "init_args": {"pos_dim": pos_dim, "eye_dim": eye_dim, "audio_dim": 80, "pose_latent_dim": 8,
+              "init_args": {"pos_dim": pos_dim, "eye_dim": eye_dim, "audio_dim": audio_dim, "pose_latent_dim": 8,
                             "audio_latent_dim": 16, "ff_size": 16, "num_heads": 4}}
     torch.manual_seed(1)
     return checkpoints.save_converted(checkpoints.build(config), config, kind, path)
@@ -227,6 +227,9 @@ def test_pbnet_drives_pose_and_blink_with_seeded_variety(models, photo, tmp_path
     assert np.abs(seen[0] - seen[2]).max() > 0  # another seed, another head motion
     with pytest.raises(ValueError, match="both --pbnet-pose and --pbnet-blink"):
         generate(photo, speech, tmp_path / "y.mp4", lfg=str(lfg), a2v=str(a2v), pbnet_pose=str(pose_ckpt), **init)
+    hubert_blink = tiny_pbnet(tmp_path / "blink.hubert.pt", 0, 2, "pbnet-blink", audio_dim=1024)
+    with pytest.raises(ValueError, match=r"blink.hubert.pt: this PBNet reads 1024-d audio features, the A2V-FDM .* 80-d"):
+        generate(photo, speech, tmp_path / "z.mp4", **{**common, "pbnet_blink": str(hubert_blink)}, **init)
 
 
 def test_options_from_yaml_flags_and_python_are_one(models, photo, tmp_path):
