@@ -89,13 +89,16 @@ class ShardDataModule(L.LightningDataModule):
         workers = max(self.num_workers, 1)
         batches_per_worker = max(1, math.ceil(clips / (self.batch_size * world * workers)))
         epoch = self.train_epoch if train else multiprocessing.Value("i", 0)
+        urls = shard_urls(self.shards, split)
+        counts = [shard.get("samples") for shard in self.manifest["splits"][split]["shards"]]
         pipeline = make_pipeline(
-            shard_urls(self.shards, split), self.draw(train), self.keys, self.batch_size, train=train,
+            urls, self.draw(train), self.keys, self.batch_size, train=train,
             batches_per_worker=batches_per_worker, workers=self.num_workers, rank=rank, world_size=world,
             seed=self.seed, epoch=epoch, lengths=self.lengths(train), shuffle_buffer=self.shuffle_buffer,
             feature_dim=self.manifest["feature"]["dim"], max_skip_fraction=self.max_skip_fraction,
             where=str(shard_root(self.shards) / MANIFEST),
             val_clips=None if train else clips,  # validation: the clips asked, dealt over every rank's workers
+            shard_samples={url: count for url, count in zip(urls, counts) if count is not None},
         )
         return EpochDataLoader(pipeline, epoch, advance=train, num_workers=self.num_workers,
                                persistent_workers=False, pin_memory=False)

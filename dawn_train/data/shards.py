@@ -342,7 +342,9 @@ def inspect_shards(shards: str | Path, progress: bool = True) -> dict:
     for split, info in manifest["splits"].items():
         counts = defaultdict(int)
         for shard in tqdm(info["shards"], desc=f"inspect {split}", disable=not progress):
+            read = 0
             for raw in iter_tar(root / shard["name"], report["bad"]):
+                read += 1
                 try:
                     parsed = parse_sample(raw, feature_dim=manifest["feature"]["dim"])
                     parsed[schema.FRAMES].frames(range(len(parsed[schema.FRAMES])))
@@ -351,6 +353,9 @@ def inspect_shards(shards: str | Path, progress: bool = True) -> dict:
                     continue
                 counts["samples"] += 1
                 counts["frames"] += parsed["meta"]["n_frames"]
+            if read < shard.get("samples", read):  # a tar cut at a member boundary reads as a shorter, sound tar
+                report["bad"].append(f"{root / shard['name']}: {read} samples, the manifest lists {shard['samples']} "
+                                     f"(truncated?)")
         counts["seconds"] = counts["frames"] / manifest["fps"]
         counts["manifest_samples"], counts["manifest_frames"] = info["samples"], info["frames"]
         report["splits"][split] = dict(counts)

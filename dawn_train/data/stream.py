@@ -87,9 +87,9 @@ class SkipCounter:
         self.tar_errors += 1
         return self._report(exc, source_of(exc))
 
-    def bad_sample(self, exc: Exception, source: str | None = None) -> bool:
-        self.bad += 1
-        return self._report(exc, source)
+    def bad_sample(self, exc: Exception, source: str | None = None, count: int = 1) -> bool:
+        self.bad += count
+        return self._report(exc, source, count)
 
     def count_read(self, source):
         """Pipeline stage counting raw samples as they come out of the tars."""
@@ -97,12 +97,12 @@ class SkipCounter:
             self.read += 1
             yield sample
 
-    def _report(self, exc: Exception, source: str | None) -> bool:
-        self.unreported += 1
+    def _report(self, exc: Exception, source: str | None, count: int = 1) -> bool:
+        self.unreported += count
         message = " ".join(str(a) for a in exc.args if a is not None) or repr(exc)
         self.last_errors = (self.last_errors + [f"{type(exc).__name__}: {message}"])[-5:]
         if source:
-            self.sources[source] = self.sources.get(source, 0) + 1
+            self.sources[source] = self.sources.get(source, 0) + count
         if self.skipped <= self.warn_first or self.skipped % 100 == 0:
             warnings.warn(f"skipped bad sample ({self.skipped} so far): {type(exc).__name__}: {message}", stacklevel=2)
         total = self.read + self.tar_errors
@@ -120,6 +120,32 @@ class SkipCounter:
     def take_unreported(self) -> int:
         count, self.unreported = self.unreported, 0
         return count
+
+
+class ShardLengths:
+    """Pipeline stage comparing the samples each shard gave with the manifest's count: a tar cut at a member
+    boundary reads as a shorter, well-formed tar, and its lost samples would go unnoticed.  They count as bad."""
+
+    def __init__(self, expected: dict[str, int], counter: SkipCounter):
+        self.expected, self.counter = expected, counter
+
+    def __call__(self, source):
+        url, keys = None, set()
+        for sample in source:
+            # a new read of a shard: another URL, or a key again (the same shard read twice in a row)
+            if sample.get("__url__") != url or sample.get("__key__") in keys:
+                self.check(url, len(keys))
+                url, keys = sample.get("__url__"), set()
+            keys.add(sample.get("__key__"))
+            yield sample
+        self.check(url, len(keys))  # not reached when the stream is closed in the middle of a shard
+
+    def check(self, url: str | None, read: int) -> None:
+        missing = self.expected.get(url, read) - read if url is not None else 0
+        if missing > 0:
+            error = ValueError(f"{url}: {read} samples, the manifest lists {self.expected[url]} (truncated?)")
+            self.counter.read += missing  # samples of the data, all bad: the fraction is over every sample
+            self.counter.bad_sample(error, url, count=missing)
 
 
 class SlotShards(torch.utils.data.IterableDataset):
@@ -253,18 +279,21 @@ class ClipStage:
 def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, train: bool, batches_per_worker: int,
                   workers: int, rank: int = 0, world_size: int = 1, seed: int = 0, epoch=None,
                   lengths: tuple[int, int] | None = None, shuffle_buffer: int = 64, feature_dim: int | None = None,
-                  max_skip_fraction: float = 0.1, where: str = "shards", val_clips: int | None = None):
+                  max_skip_fraction: float = 0.1, where: str = "shards", val_clips: int | None = None,
+                  shard_samples: dict[str, int] | None = None):
     """Build one split's pipeline: slot shards -> tar samples -> shuffle -> clips (pass after pass) -> batches.
 
     Every worker yields `batches_per_worker` full batches (training), or its share of the `val_clips` clips of all
     ranks in batches whose last may be partial (validation; `reader_clips`; default: `batches_per_worker` full
-    batches)."""
+    batches).  `shard_samples` (url -> samples, from the manifest) lets it notice shards cut short."""
     import webdataset as wds
 
     epoch = epoch if epoch is not None else multiprocessing.Value("i", 0)
     counter = SkipCounter(max_skip_fraction)
     source = SlotShards(urls, rank, world_size, seed, epoch, resampled=train, workers=workers, where=where)
     stages = [source, wds.tarfile_to_samples(handler=counter), counter.count_read]
+    if shard_samples:
+        stages.append(ShardLengths(shard_samples, counter))
     keep = KeepEvery(rank, world_size) if source.per_sample else None
     if keep is not None:
         stages.append(keep)

@@ -242,3 +242,29 @@ def test_chunks_shorter_than_the_clip_are_skipped_not_counted_as_bad(synth_raw, 
         warnings.simplefilter("ignore")
         with pytest.raises(TooManyBadSamples, match=r"manifest.json: 20 samples in a row are shorter than the clip"):
             list(too_long.train_dataloader())
+
+
+def test_a_shard_cut_at_a_member_boundary_is_noticed(synth_raw, tmp_path):
+    """A tar cut just before a sample's first header is a well-formed, shorter tar: without the manifest's counts
+    its lost samples vanish silently.  The stream counts them as bad, naming the shard; inspect reports it."""
+    from dawn_train.data.shards import inspect_shards, write_shards
+
+    shards = tmp_path / "cut shards.v1"
+    write_shards(synth_raw, shards, val_fraction=0.25, samples_per_shard=3, progress=False)
+    path = shards / "train-000000.tar"
+    with tarfile.open(path) as tar:
+        keys = [(m.name.split(".", 1)[0], m.offset) for m in tar]
+    second = next(offset for key, offset in keys if key != keys[0][0])
+    path.write_bytes(path.read_bytes()[:second])  # 1 of 3 samples left
+    with tarfile.open(path) as tar:
+        assert len({m.name.split(".", 1)[0] for m in tar}) == 1  # a sound tar
+
+    dm = A2VDataModule(str(shards), clip_len=8, batch_size=1, num_workers=0, clips_per_epoch=12, max_skip_fraction=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        skipped = sum(int(batch["skipped"]) for batch in dm.train_dataloader())
+    assert skipped >= 2 and skipped % 2 == 0  # 2 lost samples each time the shard is read
+    notes = [str(w.message) for w in caught if "the manifest lists" in str(w.message)]
+    assert notes and all("train-000000.tar: 1 samples, the manifest lists 3 (truncated?)" in note for note in notes)
+    assert any("train-000000.tar: 1 samples, the manifest lists 3" in bad
+               for bad in inspect_shards(shards, progress=False)["bad"])
