@@ -76,6 +76,10 @@ class ShardDataModule(L.LightningDataModule):
             raise ValueError(f"{shard_root(self.shards) / MANIFEST}: the shards hold {kind} audio features, the config asks "
                              f"for {self.audio_feature} (data.init_args.audio_feature): write the shards with `dawn-train "
                              f"data shards --features {self.audio_feature}` or set data.init_args.audio_feature: {kind}")
+        sizes = self.manifest.get("frame_size")
+        if schema.FRAMES in self.keys and isinstance(sizes, list):  # one batch stacks frames of one size
+            raise ValueError(f"{shard_root(self.shards) / MANIFEST}: the shards hold frames of several sizes ({sizes} px); "
+                             f"a batch needs one: write the videos of each size to shards of their own")
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
