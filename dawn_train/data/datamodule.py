@@ -1,8 +1,10 @@
 """LightningDataModules over WebDataset shards, one per DAWN stage, configured from YAML.
 
 Epoch sizes come from the shard manifest (no tar is read to count).  Data position on resume:
-the epoch counter is saved in the checkpoint (`state_dict`), so a resumed run continues with
-the next epoch's shard order and shuffles; samples of a half-finished epoch may be seen again.
+the epoch counter is saved in the checkpoint (`state_dict`), so a resumed run draws with the next
+epoch's shard order and shuffles.  A run stopped in the middle of an epoch finishes that epoch's
+remaining batches from the next epoch's order: not a replay of the lost position (streams have no
+random access), so within that epoch some samples come twice and others not at all.
 """
 from __future__ import annotations
 
