@@ -180,27 +180,35 @@ def reader_position(rank: int, world_size: int) -> tuple[int, int]:
 
 
 def reader_clips(clips: int, position: int, readers: int, world_size: int) -> int:
-    """Validation clips of the reader at `position`: `clips` dealt round-robin, at least one per rank (a rank
-    without a validation batch would never join the others' metric reduction, and DDP would wait forever)."""
-    clips = max(clips, world_size)
+    """Validation clips of the reader at `position`: the same number for every rank, `clips` rounded up to a
+    multiple of the world size, dealt round-robin.  Equal, not nearly equal: under ZeRO-3 every forward gathers the
+    weights from all ranks, so a rank with one batch more waits forever for the others (and under DDP a rank
+    without a batch never joins the others' metric reduction)."""
+    clips = -(-max(clips, 1) // world_size) * world_size
     return clips // readers + (position < clips % readers)
 
 
 class KeepEvery:
-    """Per-sample split for small validation sets, where every reader reads every shard: of the samples read pass
-    after pass (the i-th raw sample of pass k is number k * N + i), keep those whose number is `position` modulo
-    the readers.  So the readers' clips are one deal of the passes' samples, none twice, and a reader whose first
-    pass holds nothing for it (fewer samples than readers) gets its clips from the later passes."""
+    """Per-sample split for small validation sets, where every reader reads every shard.  The samples read pass
+    after pass are numbered n = k * N + i (pass k, sample i of N) and dealt round-robin, number n to the reader at
+    `position` (n + c) modulo the R readers, in cycles c of lcm(N, R) numbers.  Within a cycle every reader gets each
+    sample of its class (i = position - c modulo gcd(N, R)) once, so the samples are used evenly and no two readers
+    keep the same (sample, pass); the deal turns by one each cycle, so a reader whose class holds only unusable
+    samples (e.g. the short tail chunks of every video, 3 readers of head/middle/tail chunks) gets the others' next
+    cycle instead of no clip at all.  A reader whose first pass holds nothing for it (N < R) gets its clips from the
+    later passes.  `Passes` resets it and records N after the first pass (cycle 0 does not need it)."""
 
     def __init__(self, rank: int, world_size: int):
         self.rank, self.world_size = rank, world_size
-        self.seen = 0  # raw samples read so far in this iteration, over all passes (reset by `Passes`)
+        self.seen = 0  # raw samples read so far in this iteration, over all passes
+        self.per_pass: int | None = None  # N, known after the first pass
 
     def __call__(self, source):
         position, readers = reader_position(self.rank, self.world_size)
         for sample in source:
             number, self.seen = self.seen, self.seen + 1
-            if number % readers == position:
+            cycle = number // math.lcm(self.per_pass, readers) if self.per_pass else 0
+            if (number + cycle) % readers == position:
                 yield sample
 
 
@@ -234,7 +242,7 @@ class ClipStage:
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
         self.lengths, self.feature_dim = lengths, feature_dim
         self.rng = None
-        self.noted_short = False
+        self.noted_short, self.short_total = False, 0
         self.where = "shards"  # named in errors (the manifest)
         self.pass_index = 0  # set by `Passes`: a split read again draws other clips from its samples
         self.offset = 0  # clips drawn in earlier passes (a batch may span two passes: one length per batch)
@@ -256,6 +264,7 @@ class ClipStage:
                 sample = self.draw(parsed, self.rng, self.length_of_batch((self.offset + produced) // self.batch_size))
             except ShortSample as exc:  # the tail chunk of a long video: sound, skipped, not counted as bad
                 short_in_a_row += 1
+                self.short_total += 1
                 self.short(exc, short_in_a_row)
                 continue
             except (ValueError, KeyError) as exc:  # SchemaError, VideoError, AudioError are ValueErrors
@@ -328,7 +337,8 @@ class Passes(torch.utils.data.IterableDataset):
     them swung between -0.8 and +0.97 from one validation to the next.
 
     It stops early when a pass reads nothing (no readable shard) or when `patience` passes in a row gave no clip
-    (every sample bad; a per-sample reader may rightly get nothing from up to readers - 1 passes in a row)."""
+    (every sample bad; a per-sample reader may rightly get nothing from up to readers - 1 passes in a row), and
+    raises when that leaves it without any clip."""
 
     def __init__(self, samples, clips: ClipStage, quotas: list[int], counter: SkipCounter,
                  keep: KeepEvery | None = None, patience: int = 1):
@@ -339,11 +349,13 @@ class Passes(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         produced, quota, idle = 0, self.quotas[info.id if info is not None else 0], 0
         if self.keep is not None:
-            self.keep.seen = 0
+            self.keep.seen, self.keep.per_pass = 0, None
         if quota == 0:
             return
         for pass_index in itertools.count():
             self.clips.pass_index, self.clips.offset = pass_index, produced
+            if self.keep is not None and pass_index == 1:
+                self.keep.per_pass = self.keep.seen or None  # N (KeepEvery's cycles)
             read, before = self.counter.read + self.counter.tar_errors, produced
             for sample in self.samples:
                 yield sample
@@ -352,7 +364,14 @@ class Passes(torch.utils.data.IterableDataset):
                     return
             idle = idle + 1 if produced == before else 0
             if self.counter.read + self.counter.tar_errors == read or idle >= self.patience:
-                return
+                break
+        if produced == 0:  # a rank without a batch would hang the others (DDP, ZeRO-3): say why instead
+            worker = info.id if info is not None else 0
+            raise TooManyBadSamples(
+                f"{self.clips.where}: reader {self.clips.rank}/{worker} (rank/worker) got no clip for its {quota} "
+                f"asked: of the {self.counter.read} samples read, {self.counter.bad} were bad, {self.clips.short_total} "
+                f"shorter than the clip, and {self.counter.tar_errors} shards unreadable; check them with `dawn-train "
+                f"data inspect` or lower the clip length")
 
 
 class EpochDataLoader(DataLoader):

@@ -295,10 +295,12 @@ class A2VStage(DawnStage):
 
     def optimizer_step(self, *args, **kwargs) -> None:
         # One EMA update per optimizer step, before any callback's on_train_batch_end can write a checkpoint.
-        # A strategy that accumulates gradients itself (DeepSpeed) is called on every micro-batch and steps on
-        # the k-th only: the others must not move the average (they did: 8 updates for 4 steps).
+        # DeepSpeed accumulates gradients itself: it is called on every micro-batch and steps on its own k-th
+        # (counted across epochs; an fp16 overflow skips one too), so ask the engine whether the weights moved
+        # (the average moved on every micro-batch before: 8 updates for 4 steps).
         super().optimizer_step(*args, **kwargs)
-        if self.ema is not None and not self.trainer.fit_loop._should_accumulate():
+        engine = getattr(self.trainer.strategy, "deepspeed_engine", None)
+        if self.ema is not None and (engine is None or engine.was_step_applied()):
             self.ema.update(self.model)
 
     def configure_callbacks(self) -> list[L.Callback]:

@@ -93,16 +93,46 @@ def validation_of_rank(urls, rank, world, workers, val_clips, batch_size=2):
 @pytest.mark.parametrize("world,workers,val_clips", [(2, 2, 12), (2, 2, 5), (3, 2, 1), (1, 4, 3)])
 def test_validation_clips_are_dealt_over_every_rank_and_worker(synth_shards, world, workers, val_clips):
     """2 validation videos, more readers than videos (each reader reads both and keeps its share of the samples):
-    the clips asked come out, every rank has at least one (a rank without a validation batch never joins the
-    others' metric reduction: DDP hangs), the ranks differ by at most one, and both videos are used evenly."""
+    the clips asked come out, rounded up to the same number for every rank (a rank without a validation batch
+    never joins the others' metric reduction, one with an extra batch waits under ZeRO-3), and both videos are
+    used evenly."""
     urls = shard_urls(synth_shards, "val")
     per_rank = [validation_of_rank(urls, rank, world, workers, val_clips) for rank in range(world)]
     counts = [len(clips) for clips in per_rank]
-    assert sum(counts) == max(val_clips, world) and min(counts) >= 1 and max(counts) - min(counts) <= 1, counts
+    assert counts == [-(-val_clips // world)] * world, counts  # equal: under ZeRO-3 a rank's extra batch hangs
     videos = [video_id(key) for clips in per_rank for key, _ in clips]
     assert abs(videos.count(videos[0]) - (len(videos) - videos.count(videos[0]))) <= 1
     every = [clip for clips in per_rank for clip in clips]
     assert len(set(every)) >= len(every) - 1  # other windows each pass, not one pass's windows again
+
+
+def test_validation_readers_see_every_sample_across_passes(synth_raw, tmp_path):
+    """1 validation shard of 2 videos in 20-frame chunks (head, middle, 10-frame tail, twice), 12-frame clips, 3
+    ranks: dealt in the same order every pass, rank 2 would only ever get the tails and have no batch.  The deal
+    turns each pass: every rank gets its clips, and a reader left with nothing raises instead of hanging the
+    others."""
+    from dawn_train.data.shards import write_shards
+
+    shards = tmp_path / "chunked"
+    write_shards(synth_raw, shards, val_fraction=0.25, samples_per_shard=6, chunk_frames=20, progress=False)
+    urls = shard_urls(shards, "val")
+    assert len(urls) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for clip_len, clips in ((12, 6), (12, 9)):
+            per_rank = []
+            for rank in range(3):
+                pipeline = make_pipeline(urls, A2VClip("first"), STAGE_KEYS["a2v"], 2, train=False, batches_per_worker=1,
+                                         workers=0, rank=rank, world_size=3, lengths=(clip_len, clip_len),
+                                         val_clips=clips, where="chunked/manifest.json")
+                per_rank.append(list(EpochDataLoader(pipeline, multiprocessing.Value("i", 0), advance=False)))
+            assert [sum(len(b["key"]) for b in batches) for batches in per_rank] == [clips // 3] * 3
+        pipeline = make_pipeline(urls, A2VClip("first"), STAGE_KEYS["a2v"], 2, train=False, batches_per_worker=1,
+                                 workers=0, rank=1, world_size=3, lengths=(25, 25), val_clips=6,
+                                 where="chunked/manifest.json")
+        with pytest.raises(TooManyBadSamples, match=r"chunked/manifest.json: reader 1/0 \(rank/worker\) got no clip "
+                                                    r"for its 2 asked: .* [1-9]\d* shorter than the clip"):
+            list(EpochDataLoader(pipeline, multiprocessing.Value("i", 0), advance=False))
 
 
 def run_rank(urls, rank, world, workers, batches_per_worker=3):

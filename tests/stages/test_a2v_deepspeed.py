@@ -127,10 +127,12 @@ def test_ema_updates_once_per_optimizer_step_under_deepspeed_gradient_accumulati
 
 def test_zero3_without_ema_samples_its_validation_video(synth_raw, synth_shards, tmp_path):
     """Under ZeRO-3 every forward gathers the parameters from all ranks: the validation video, sampled with the
-    raw (sharded) weights, must be sampled by every rank, or rank 0 waits forever for the others."""
+    raw (sharded) weights, must be sampled by every rank, or rank 0 waits forever for the others; and every rank
+    must run as many validation batches (5 clips asked in batches of 2 on 2 ranks: 3 clips each, not 3 and 2)."""
     lfg = make_tiny_lfg(synth_raw, tmp_path / "lfg.pt")
     run_dawn(["fit", *STAGE1, "-c", STRATEGY, "-c", ZERO3, "--trainer.accelerator=cpu", "--trainer.precision=32-true",
               "--trainer.devices=2", *_fit_args(synth_shards, lfg, 2), "--model.init_args.ema_decay=null",
-              "--model.init_args.sample_every_n_val=1"], timeout=420, cwd=tmp_path)
+              "--model.init_args.sample_every_n_val=1", "--trainer.limit_val_batches=1.0",
+              "--data.init_args.val_clips=5"], timeout=420, cwd=tmp_path)
     samples = sorted((tmp_path / "runs" / "a2v-demo-stage1" / "samples").glob("*.mp4"))
     assert [p.name for p in samples] == ["val_step0000002.mp4"] and samples[0].stat().st_size > 0
