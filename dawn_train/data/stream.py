@@ -365,8 +365,11 @@ class Passes(torch.utils.data.IterableDataset):
             idle = idle + 1 if produced == before else 0
             if self.counter.read + self.counter.tar_errors == read or idle >= self.patience:
                 break
+        worker = info.id if info is not None else 0
+        if 0 < produced < quota:
+            warnings.warn(f"{self.clips.where}: reader {self.clips.rank}/{worker} (rank/worker) found {produced} usable "
+                          f"clips of the {quota} asked (under DeepSpeed ZeRO-3 the ranks must run equal batches)")
         if produced == 0:  # a rank without a batch would hang the others (DDP, ZeRO-3): say why instead
-            worker = info.id if info is not None else 0
             raise TooManyBadSamples(
                 f"{self.clips.where}: reader {self.clips.rank}/{worker} (rank/worker) got no clip for its {quota} "
                 f"asked: of the {self.counter.read} samples read, {self.counter.bad} were bad, {self.clips.short_total} "
