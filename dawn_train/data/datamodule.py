@@ -34,7 +34,8 @@ class ShardDataModule(L.LightningDataModule):
         batch_size: per-device batch size.
         num_workers: dataloader worker processes per rank.
         clips_per_epoch: training clips per epoch over all ranks (default: from the manifest).
-        val_clips: validation clips per epoch over all ranks (default: one per val sample).
+        val_clips: validation clips per epoch over all ranks (default: one per val sample), rounded up to the same
+            number on every rank (ZeRO-3 needs equal batches; data/stream.py `reader_clips`).
         shuffle_buffer: samples held for shuffling in each worker.
         max_skip_fraction: fail once more than this fraction of samples was bad.
         seed: seeds shard order, shuffles and clip positions (with epoch, rank and worker).
