@@ -137,8 +137,10 @@ def test_wait_for_checkpoint_returns_only_a_complete_file(tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_at_the_same_step(synth_shards, tmp_path):
+    # a checkpoint every 10 steps: the demo config's 400 took longer than the deadline on a loaded machine
     command = [sys.executable, "-m", "dawn_train.cli", "fit", *CONFIG, f"--data.init_args.shards={synth_shards}",
-               "--trainer.max_steps=1000", "--trainer.enable_progress_bar=false", "--trainer.val_check_interval=1000"]
+               "--checkpoint.every_n_train_steps=10", "--trainer.max_steps=1000", "--trainer.enable_progress_bar=false",
+               "--trainer.val_check_interval=1000"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "runs" / "lfg-demo" / "checkpoints" / "last.ckpt"
     try:
