@@ -7,7 +7,7 @@ shards s, s + S, s + 2S, ... (S = world size x workers).  Training streams are e
 the same number of batches on every worker, so every rank sees the same number of batches and
 DDP never waits on a rank that ran out.  Validation streams use the same slots when there are
 enough shards, else every slot reads every shard and keeps every S-th sample (`KeepEvery`).  The validation clips
-asked for are dealt over the readers, every rank getting at least one; a split with fewer samples than that is read
+asked for are dealt over the readers, the same number to every rank; a split with fewer samples than that is read
 pass after pass, each pass drawing other clips (`Passes`).
 
 URLs are local paths, brace lists (`train-{000000..000009}.tar`) or `pipe:` commands
@@ -58,10 +58,15 @@ def source_of(exc: Exception) -> str | None:
     return found.group(1) if found else None
 
 
+def worker_of() -> tuple[int, int]:
+    """(worker id, workers) of the calling dataloader worker; (0, 1) in the main process."""
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
 def worker_slot(rank: int, world_size: int) -> tuple[int, int]:
     """(slot, number of slots) of the calling dataloader worker."""
-    info = torch.utils.data.get_worker_info()
-    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    worker, workers = worker_of()
     return rank * workers + worker, world_size * workers
 
 
@@ -90,6 +95,12 @@ class SkipCounter:
     def bad_sample(self, exc: Exception, source: str | None = None, count: int = 1) -> bool:
         self.bad += count
         return self._report(exc, source, count)
+
+    def lost_samples(self, exc: Exception, source: str, count: int) -> bool:
+        """Samples a shard should have held and did not give: data never read, all bad (the fraction is over them
+        too)."""
+        self.read += count
+        return self.bad_sample(exc, source, count)
 
     def count_read(self, source):
         """Pipeline stage counting raw samples as they come out of the tars."""
@@ -144,8 +155,7 @@ class ShardLengths:
         missing = self.expected.get(url, read) - read if url is not None else 0
         if missing > 0:
             error = ValueError(f"{url}: {read} samples, the manifest lists {self.expected[url]} (truncated?)")
-            self.counter.read += missing  # samples of the data, all bad: the fraction is over every sample
-            self.counter.bad_sample(error, url, count=missing)
+            self.counter.lost_samples(error, url, missing)
 
 
 class SlotShards(torch.utils.data.IterableDataset):
@@ -171,21 +181,18 @@ class SlotShards(torch.utils.data.IterableDataset):
                 yield {"url": self.urls[index]}
 
 
-def reader_position(rank: int, world_size: int) -> tuple[int, int]:
-    """(position, readers) of the calling worker in the order validation clips are dealt: across ranks first, then
-    workers, so the ranks' counts differ by at most one clip (the workers of one rank may differ more)."""
-    info = torch.utils.data.get_worker_info()
-    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-    return worker * world_size + rank, world_size * workers
+def deal_position(rank: int, worker: int, world_size: int) -> int:
+    """Where a reader sits in the order validation clips and samples are dealt: across ranks first, then workers."""
+    return worker * world_size + rank
 
 
-def reader_clips(clips: int, position: int, readers: int, world_size: int) -> int:
-    """Validation clips of the reader at `position`: the same number for every rank, `clips` rounded up to a
-    multiple of the world size, dealt round-robin.  Equal, not nearly equal: under ZeRO-3 every forward gathers the
-    weights from all ranks, so a rank with one batch more waits forever for the others (and under DDP a rank
+def reader_clips(clips: int, rank: int, worker: int, workers: int, world_size: int) -> int:
+    """Validation clips of one reader: the same number for every rank, `clips` rounded up to a multiple of the
+    world size, dealt round-robin (`deal_position`).  Equal, not nearly equal: under ZeRO-3 every forward gathers
+    the weights from all ranks, so a rank with one batch more waits forever for the others (and under DDP a rank
     without a batch never joins the others' metric reduction)."""
-    clips = -(-max(clips, 1) // world_size) * world_size
-    return clips // readers + (position < clips % readers)
+    clips, readers = -(-max(clips, 1) // world_size) * world_size, world_size * workers
+    return clips // readers + (deal_position(rank, worker, world_size) < clips % readers)
 
 
 class KeepEvery:
@@ -204,7 +211,8 @@ class KeepEvery:
         self.per_pass: int | None = None  # N, known after the first pass
 
     def __call__(self, source):
-        position, readers = reader_position(self.rank, self.world_size)
+        worker, workers = worker_of()
+        position, readers = deal_position(self.rank, worker, self.world_size), self.world_size * workers
         for sample in source:
             number, self.seen = self.seen, self.seen + 1
             cycle = number // math.lcm(self.per_pass, readers) if self.per_pass else 0
@@ -237,13 +245,13 @@ class ClipStage:
     curriculum), so every sample of one batch has the same length."""
 
     def __init__(self, draw: Callable, keys, counter: SkipCounter, batch_size: int, rank: int, world_size: int,
-                 seed: int, epoch, lengths: tuple[int, int] | None, feature_dim: int | None):
+                 seed: int, epoch, lengths: tuple[int, int] | None, feature_dim: int | None, where: str = "shards"):
         self.draw, self.keys, self.counter, self.batch_size = draw, tuple(keys), counter, batch_size
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
         self.lengths, self.feature_dim = lengths, feature_dim
         self.rng = None
         self.noted_short, self.short_total = False, 0
-        self.where = "shards"  # named in errors (the manifest)
+        self.where = where  # named in errors (the manifest)
         self.pass_index = 0  # set by `Passes`: a split read again draws other clips from its samples
         self.offset = 0  # clips drawn in earlier passes (a batch may span two passes: one length per batch)
 
@@ -308,8 +316,7 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
         stages.append(keep)
     if train and shuffle_buffer > 1:
         stages.append(SampleShuffle(shuffle_buffer, rank, world_size, seed, epoch))
-    clips = ClipStage(draw, keys, counter, batch_size, rank, world_size, seed, epoch, lengths, feature_dim)
-    clips.where = where
+    clips = ClipStage(draw, keys, counter, batch_size, rank, world_size, seed, epoch, lengths, feature_dim, where)
     stages.append(clips)
 
     def collate_and_count(samples):
@@ -318,12 +325,12 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
         return batch
 
     # Training batches are always full (equal shapes, equal counts per rank); validation keeps the rest.
+    loaders = max(workers, 1)  # worker processes of this rank (0 workers: the main process reads)
     if train or val_clips is None:
-        quotas = [batches_per_worker * batch_size] * max(workers, 1)
+        quotas = [batches_per_worker * batch_size] * loaders
     else:
-        readers = world_size * max(workers, 1)
-        quotas = [reader_clips(val_clips, worker * world_size + rank, readers, world_size) for worker in range(max(workers, 1))]
-    patience = world_size * max(workers, 1) if keep is not None else 1
+        quotas = [reader_clips(val_clips, rank, worker, loaders, world_size) for worker in range(loaders)]
+    patience = world_size * loaders if keep is not None else 1
     batched = wds.DataPipeline(Passes(wds.DataPipeline(*stages), clips, quotas, counter, keep, patience),
                                wds.batched(batch_size, collation_fn=collate_and_count, partial=not train))
     return batched.with_length(sum(math.ceil(q / batch_size) for q in quotas), silent=True)
@@ -346,8 +353,8 @@ class Passes(torch.utils.data.IterableDataset):
         self.keep, self.patience = keep, patience
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        produced, quota, idle = 0, self.quotas[info.id if info is not None else 0], 0
+        worker, _ = worker_of()
+        produced, quota, idle = 0, self.quotas[worker], 0
         if self.keep is not None:
             self.keep.seen, self.keep.per_pass = 0, None
         if quota == 0:
@@ -365,7 +372,6 @@ class Passes(torch.utils.data.IterableDataset):
             idle = idle + 1 if produced == before else 0
             if self.counter.read + self.counter.tar_errors == read or idle >= self.patience:
                 break
-        worker = info.id if info is not None else 0
         if 0 < produced < quota:
             warnings.warn(f"{self.clips.where}: reader {self.clips.rank}/{worker} (rank/worker) found {produced} usable "
                           f"clips of the {quota} asked (under DeepSpeed ZeRO-3 the ranks must run equal batches)")
