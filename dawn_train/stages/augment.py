@@ -67,13 +67,16 @@ class PairAugment(nn.Module):
         super().__init__()
         self.flip_prob, self.jitter = flip_prob, jitter
 
-    def forward(self, source: torch.Tensor, driving: torch.Tensor,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    def forward(self, source: torch.Tensor, driving: torch.Tensor, mask: torch.Tensor | None = None,
+                points: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """source, driving: (B, 3, H, W) in [0, 1] -> augmented pair, same shapes.  `mask` (B, K, H, W), K
         regions of the pair that are symmetric in time (e.g. the union of both frames' mouth boxes), is mirrored
-        with the pair and returned third."""
+        with the pair and returned after it; `points` (B, 2, K, 2), the source's and the driving frame's K
+        landmarks (x, y) in pixels (pixel j covers [j, j + 1)), follow the pair through time reversal and mirror
+        (their order within a frame is kept) and are returned last."""
+        extra = tuple(x for x in (mask, points) if x is not None)
         if not self.training:
-            return (source, driving) if mask is None else (source, driving, mask)
+            return (source, driving, *extra)
         b = len(source)
         def draw() -> torch.Tensor:
             return torch.rand(b, 1, 1, 1, device=source.device)
@@ -85,8 +88,12 @@ class PairAugment(nn.Module):
         driving = torch.where(mirror, driving.flip(-1), driving)
         if mask is not None:
             mask = torch.where(mirror, mask.flip(-1), mask)
+        if points is not None:  # reverse, mirror: (B, 1, 1, 1), as points' (B, frame, K, xy)
+            points = torch.where(reverse, points.flip(1), points)
+            mirrored = torch.stack((source.shape[-1] - points[..., 0], points[..., 1]), dim=-1)
+            points = torch.where(mirror, mirrored, points)
         if self.jitter > 0:
             factors = 1 + (torch.rand(3, b, device=source.device) * 2 - 1) * self.jitter
             hue = (torch.rand(b, device=source.device) * 2 - 1) * self.jitter * 2 * math.pi
             source, driving = (color_jitter(x, *factors, hue) for x in (source, driving))
-        return (source, driving) if mask is None else (source, driving, mask)
+        return (source, driving, *(x for x in (mask, points) if x is not None))

@@ -22,7 +22,7 @@ from dawn_train.metrics.synthetic.reconstruction import ReconstructionProbe
 from dawn_train.metrics.weights import MetricUnavailable
 from dawn_train.models.a2v.conditioning import mouth_mask
 from dawn_train.models.lfg import LatentFlowGenerator
-from dawn_train.models.lfg.losses import lfg_losses
+from dawn_train.models.lfg.losses import eye_region_loss, lfg_losses
 from dawn_train.models.lfg.vgg import ImagePyramid, Vgg19Features
 from dawn_train.stages.augment import PairAugment
 from dawn_train.stages.common import DawnStage, save_hyperparameters
@@ -74,6 +74,12 @@ class LFGStage(DawnStage):
             still stayed above 0.95: the gain shows as lips stretched further apart, not yet as a painted open mouth.
         decoded_weight: weight of an L1 term on the decoder's own image (`decoded`, before its blend with the warped
             source through the occlusion map); 0 = off (official).  It trains the decoder that fills occluded pixels.
+        eye_region_weight: weight of a term that ties region `eye_region` to the eyes (`eye_region_loss`: its
+            centre on the eyes' centre, its spread across its main axis changing from source to driving frame as the
+            lid distance of the `eye_lmk` landmarks does); 0 = off (official).  The region predictor is the LFG's only
+            view of the driving frame, and no region follows the eyes on its own: a blink is a fraction of a percent
+            of the pixels in a few percent of the frames.  Pairs without eye landmarks get no such term.
+        eye_region: index of that region (regions are interchangeable at initialisation).
         probe: synthetic-probe file (`dawn-train data probe`): on synthetic data, validation also reads mouth, eyes and
             head pose off the reconstructions and logs how well they follow the driving frames (`val/synth/...`,
             `metrics/synthetic/reconstruction.py`): what the LFG's latent motion holds for A2V-FDM to generate.
@@ -87,7 +93,8 @@ class LFGStage(DawnStage):
                  points_tps: int = 5, flip_prob: float = 0.5, jitter: float = 0.1, init_from: str | None = None,
                  image_every_n_steps: int = 500, mouth_weight: float = 0.0, change_weight: float = 0.0,
                  eye_weight: float = 0.0, occlusion_dropout: float = 0.0, occlusion_dropout_grid: int = 4,
-                 decoded_weight: float = 0.0, probe: str | None = None):
+                 decoded_weight: float = 0.0, eye_region_weight: float = 0.0, eye_region: int = 0,
+                 probe: str | None = None):
         super().__init__()
         save_hyperparameters(self)
         self.optimizer = optimizer
@@ -95,6 +102,10 @@ class LFGStage(DawnStage):
         if not 0 <= occlusion_dropout < 1 or occlusion_dropout_grid < 1:
             raise ValueError(f"LFGStage: occlusion_dropout must be in [0, 1) and occlusion_dropout_grid >= 1, got "
                              f"{occlusion_dropout} and {occlusion_dropout_grid}")
+        if eye_region_weight and not (0 <= eye_region < model.num_regions and model.region_predictor.pca_based):
+            raise ValueError(f"LFGStage: eye_region_weight needs 0 <= eye_region < num_regions ({model.num_regions}) "
+                             f"and a pca_based region predictor; got eye_region={eye_region}, pca_based="
+                             f"{model.region_predictor.pca_based}")
         flow_predictor = model.generator.pixelwise_flow_predictor
         if occlusion_dropout and (flow_predictor is None or flow_predictor.occlusion is None):
             raise ValueError("LFGStage: occlusion_dropout needs an LFG that predicts an occlusion map "
@@ -142,9 +153,10 @@ class LFGStage(DawnStage):
         return (torch.rand(batch_size, 1, grid, grid, device=device) >= hp.occlusion_dropout).float()
 
     def losses(self, source: torch.Tensor, driving: torch.Tensor, regions: dict[str, torch.Tensor] | None = None,
-               occlusion_mask: torch.Tensor | None = None) -> tuple[dict, dict]:
+               occlusion_mask: torch.Tensor | None = None, eye_lmk: torch.Tensor | None = None) -> tuple[dict, dict]:
         """source, driving (B, 3, H, W) in [0, 1]; regions: "mouth" and/or "eyes" -> (B, 1, H, W) masks (`regions`),
-        each adding its `<name>_l1` term; occlusion_mask: holes cut in the occlusion map (`occlusion_holes`)."""
+        each adding its `<name>_l1` term; occlusion_mask: holes cut in the occlusion map (`occlusion_holes`);
+        eye_lmk (B, 2, 12, 2): the pair's eye landmarks (`eye_points`), adding the `eye_region` term."""
         hp = self.hparams
         losses, out = lfg_losses(
             self.model, source, driving, self.vgg, self.pyramid, perceptual_weights=hp.perceptual_weights,
@@ -157,6 +169,10 @@ class LFGStage(DawnStage):
             losses[f"{name}_l1"] = self.region_weights[name] * weighted_l1(out["prediction"], driving, region)
         if hp.decoded_weight:
             losses["decoded_l1"] = hp.decoded_weight * (out["decoded"] - driving).abs().mean()
+        if eye_lmk is not None:
+            losses["eye_region"] = hp.eye_region_weight * eye_region_loss(
+                out["source_region_params"], out["driving_region_params"], eye_lmk, hp.eye_region,
+                self.model.region_predictor.scale_factor)
         if hp.change_weight:
             change = (driving - source).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
             losses["change_l1"] = hp.change_weight * weighted_l1(out["prediction"], driving, change)
@@ -180,15 +196,24 @@ class LFGStage(DawnStage):
             regions[name] = mouth_mask(lmk, height, width, height).amax(dim=1, keepdim=True)
         return regions
 
+    def eye_points(self, batch: dict) -> torch.Tensor | None:
+        """(B, 2, 12, 2) source and driving eye landmarks when `eye_region_weight` is on and the batch has them."""
+        if not self.hparams.eye_region_weight or "driving_eye_lmk" not in batch:
+            return None
+        return torch.stack((batch["source_eye_lmk"], batch["driving_eye_lmk"]), dim=1).float()
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         source, driving = batch["source"].float() / 255, batch["driving"].float() / 255
-        regions = self.regions(batch, *source.shape[-2:])
-        if regions:  # mirrored with the pair, as one (B, R, H, W) mask
-            source, driving, masks = self.augment(source, driving, torch.cat(list(regions.values()), dim=1))
+        regions, eye_lmk = self.regions(batch, *source.shape[-2:]), self.eye_points(batch)
+        # masks (one (B, R, H, W) tensor) and landmarks follow the pair through its flips
+        masks = torch.cat(list(regions.values()), dim=1) if regions else None
+        source, driving, *extra = self.augment(source, driving, masks, eye_lmk)
+        if regions:
+            masks = extra.pop(0)
             regions = dict(zip(regions, masks.split(1, dim=1)))
-        else:
-            source, driving = self.augment(source, driving)
-        losses, out = self.losses(source, driving, regions, self.occlusion_holes(len(source), source.device))
+        if eye_lmk is not None:
+            eye_lmk = extra.pop(0)
+        losses, out = self.losses(source, driving, regions, self.occlusion_holes(len(source), source.device), eye_lmk)
         loss = sum(losses.values())
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True)
         self.log("train/loss", loss, on_step=True, prog_bar=True)
@@ -201,6 +226,11 @@ class LFGStage(DawnStage):
         out = self.model(source, driving)
         self.log("val/l1", (out["prediction"] - driving).abs().mean(), on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=len(source))
+        eye_lmk = self.eye_points(batch)
+        if eye_lmk is not None:  # unweighted, as the region terms below
+            self.log("val/eye_region", eye_region_loss(
+                out["source_region_params"], out["driving_region_params"], eye_lmk, self.hparams.eye_region,
+                self.model.region_predictor.scale_factor), on_epoch=True, sync_dist=True, batch_size=len(source))
         for name, region in self.regions(batch, *source.shape[-2:]).items():
             # the region's own reconstruction error (unweighted): the parts that make a face talk and blink
             self.log(f"val/{name}_l1", weighted_l1(out["prediction"], driving, region), on_epoch=True, sync_dist=True,

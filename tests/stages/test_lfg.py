@@ -1,5 +1,6 @@
 """LFG stage: trains on synthetic shards, resumes after a kill, logs to W&B offline, loads official files."""
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -353,3 +354,70 @@ def test_bf16_autocast_step_matches_float32_within_tolerance():
         assert half[name].dtype == torch.float32, name
         assert half[name].item() == pytest.approx(full[name].item(), rel=0.05, abs=1e-4), name
     assert torch.nn.functional.cosine_similarity(grad_full, grad_half, dim=0) > 0.9
+
+
+def test_eye_region_weight_ties_one_region_to_the_eyes_and_follows_the_pair_through_flips():
+    """`eye_region_weight`: zero when region `eye_region` sits on the eyes' centre and squashes across its main
+    axis as the lids close, positive otherwise; the landmarks are flipped with the pair; bad settings are refused."""
+    import yaml
+
+    from dawn_train import checkpoints
+    from dawn_train.models.lfg.losses import eye_region_loss
+    from dawn_train.stages.augment import PairAugment
+    from dawn_train.stages.lfg import LFGStage
+
+    angles = torch.pi * torch.tensor([1, 2 / 3, 1 / 3, 0, -1 / 3, -2 / 3])
+
+    def eyes(half_height: float, y: float = 30.5) -> torch.Tensor:  # (12, 2): eyes at x 20.5 and 44.5
+        one = [torch.stack([cx + 4 * torch.cos(angles), y - half_height * torch.sin(angles)], 1) for cx in (20.5, 44.5)]
+        return torch.cat(one)
+
+    def params(centre: tuple[float, float], minor_std: float) -> dict:  # region 1 of 3, 16x16 heatmap, axis-aligned
+        shift = torch.zeros(1, 3, 2)
+        shift[0, 1] = torch.tensor(centre)
+        covar = torch.eye(2).repeat(1, 3, 1, 1) * 0.01
+        covar[0, 1] = torch.diag(torch.tensor([0.3, minor_std**2]))
+        return {"shift": shift, "covar": covar, "heatmap": torch.zeros(1, 3, 16, 16)}
+
+    # eye centre (32.5, 30.5) px: heatmap pixel (32, 30) / 4 = (8, 7.5) -> grid (2 * 8 / 15 - 1, 0)
+    on_eyes = (2 * 8 / 15 - 1, 0.0)
+    pair = torch.stack((eyes(1.2), eyes(0.3)))[None]  # open source, closed driving: lids 2.08 -> 0.52 px (1/4)
+    assert eye_region_loss(params(on_eyes, 0.08), params(on_eyes, 0.02), pair, 1, 0.25).item() < 1e-4
+    unchanged_shape = eye_region_loss(params(on_eyes, 0.08), params(on_eyes, 0.08), pair, 1, 0.25)
+    assert unchanged_shape.item() == pytest.approx(math.log(4), rel=1e-3)  # |log 1 - log(1/4)|
+    moved = eye_region_loss(params(on_eyes, 0.08), params((on_eyes[0], 0.2), 0.02), pair, 1, 0.25)
+    assert moved.item() == pytest.approx(0.1, rel=1e-3)  # the driving region 0.2 off: mean over the 2 frames
+
+    # the pair's flips: time reversal swaps the frames' landmarks, the mirror maps x -> W - x
+    augment = PairAugment(flip_prob=1.0, jitter=0.0).train()
+    frames = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    _, _, points = augment(*frames, points=pair)
+    assert torch.equal(points, pair.flip(1))  # flip_prob 1: always reversed, never mirrored
+    augment.flip_prob = 0.5
+    torch.manual_seed(3)
+    seen = set()
+    for _ in range(20):
+        source, driving, points = augment(*frames, points=pair)
+        if torch.equal(source, frames[0].flip(-1)):  # mirrored
+            seen.add("mirror")
+            assert torch.allclose(points[..., 0], 64 - pair[..., 0]) and torch.equal(points[..., 1], pair[..., 1])
+        elif torch.equal(source, frames[1]):
+            seen.add("reverse")
+    assert seen == {"mirror", "reverse"}
+
+    config = yaml.safe_load((REPO / "experiments/demo/lfg.yaml").read_text())
+    model = checkpoints.build(config["model"]["init_args"]["model"])
+    stage = LFGStage(model, perceptual="l1", eye_region_weight=2.0, eye_region=3)
+    batch = {"source": torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8),
+             "driving": torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8),
+             "source_eye_lmk": eyes(1.2)[None], "driving_eye_lmk": eyes(0.3)[None]}
+    source, driving = batch["source"].float() / 255, batch["driving"].float() / 255
+    losses, out = stage.losses(source, driving, eye_lmk=stage.eye_points(batch))
+    expected = 2 * eye_region_loss(out["source_region_params"], out["driving_region_params"], pair, 3, 0.25)
+    assert losses["eye_region"].item() == pytest.approx(expected.item(), rel=1e-5)
+    losses["eye_region"].backward()  # reaches the region predictor
+    assert model.region_predictor.regions.weight.grad.abs().sum() > 0
+    without = {k: v for k, v in batch.items() if "eye" not in k}
+    assert stage.eye_points(without) is None and LFGStage(model, perceptual="l1").eye_points(batch) is None
+    with pytest.raises(ValueError, match="eye_region"):
+        LFGStage(model, perceptual="l1", eye_region_weight=1.0, eye_region=10)

@@ -104,3 +104,48 @@ def lfg_losses(
                 losses["equivariance_affine"] = equivariance_affine_weight * equivariance_affine_loss(
                     drv["affine"], transformed["shift"], transformed["affine"], transform, model.revert_axis_swap)
     return losses, out
+
+
+def eye_points_summary(eye_lmk: Tensor) -> tuple[Tensor, Tensor]:
+    """Eye landmarks (..., 12, 2) in pixels (68-point 36-47: per eye the outer corner, two upper-lid points, the
+    inner corner, two lower-lid points) -> the eyes' centre (..., 2) and their mean lid distance (...,) in pixels."""
+    eyes = eye_lmk.unflatten(-2, (2, 6))  # (..., 2 eyes, 6, 2)
+    lids = torch.stack(((eyes[..., 1, :] - eyes[..., 5, :]).norm(dim=-1),
+                        (eyes[..., 2, :] - eyes[..., 4, :]).norm(dim=-1)), dim=-1)  # (..., 2 eyes, 2 pairs)
+    return eye_lmk.mean(dim=-2), lids.flatten(-2).mean(dim=-1)
+
+
+def pixels_to_region_grid(points: Tensor, heatmap_size: int, scale_factor: float) -> Tensor:
+    """Pixel coordinates (..., 2) of the frame (pixel j covers [j, j + 1)) -> the region predictor's heatmap grid
+    in [-1, 1] (`make_coordinate_grid`): its pixel i is the blurred frame's pixel i / scale_factor."""
+    return 2 * ((points - 0.5) * scale_factor) / (heatmap_size - 1) - 1
+
+
+def minor_variance(covar: Tensor) -> Tensor:
+    """Smaller eigenvalue of symmetric 2x2 matrices (..., 2, 2) -> (...,): a region's spread across its main axis."""
+    a, b, d = covar[..., 0, 0], (covar[..., 0, 1] + covar[..., 1, 0]) / 2, covar[..., 1, 1]
+    return (a + d) / 2 - (((a - d) / 2) ** 2 + b**2 + 1e-12).sqrt()
+
+
+def eye_region_loss(source_params: dict, driving_params: dict, eye_lmk: Tensor, region: int,
+                    scale_factor: float, min_lid: float = 0.25) -> Tensor:
+    """Tie one region to the eyes: its centre on the eyes' centre, and its spread across its main axis changing
+    from source to driving frame as the lid distance does, so that a blink changes this region's shape.
+
+    The region predictor is the LFG's only view of the driving frame, and without this nothing makes any region
+    follow the eyes: a blink covers a fraction of a percent of the pixels in a few percent of the frames.
+    source_params, driving_params: `RegionPredictor` outputs (``shift`` (B, K, 2), ``covar`` (B, K, 2, 2),
+    ``heatmap`` (B, K, h, w)); eye_lmk (B, 2, 12, 2): source and driving frames' eye landmarks in pixels; region: the
+    region's index; min_lid (pixels) bounds the log of a closed eye's lid distance.
+    Returns mean |centre - eyes' centre| (grid units) + mean |log ratio of the spreads - log ratio of the lids|.
+    """
+    centre, lid = eye_points_summary(eye_lmk.float())  # (B, 2, 2), (B, 2)
+    heatmap_size = source_params["heatmap"].shape[-1]
+    target = pixels_to_region_grid(centre, heatmap_size, scale_factor)
+    with torch.autocast(eye_lmk.device.type, enabled=False):
+        shift = torch.stack((source_params["shift"][:, region], driving_params["shift"][:, region]), dim=1).float()
+        covar = torch.stack((source_params["covar"][:, region], driving_params["covar"][:, region]), dim=1).float()
+        log_spread = 0.5 * (minor_variance(covar).clamp(min=0) + 1e-8).log()  # log of the standard deviation (B, 2)
+        log_lid = lid.clamp(min=min_lid).log()
+        shape = ((log_spread[:, 1] - log_spread[:, 0]) - (log_lid[:, 1] - log_lid[:, 0])).abs().mean()
+        return (shift - target).abs().sum(dim=-1).mean() + shape
