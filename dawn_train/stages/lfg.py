@@ -22,7 +22,7 @@ from dawn_train.metrics.synthetic.reconstruction import ReconstructionProbe
 from dawn_train.metrics.weights import MetricUnavailable
 from dawn_train.models.a2v.conditioning import mouth_mask
 from dawn_train.models.lfg import LatentFlowGenerator
-from dawn_train.models.lfg.losses import eye_region_loss, lfg_losses
+from dawn_train.models.lfg.losses import eye_occlusion_loss, eye_region_loss, lfg_losses
 from dawn_train.models.lfg.vgg import ImagePyramid, Vgg19Features
 from dawn_train.stages.augment import PairAugment
 from dawn_train.stages.common import DawnStage, save_hyperparameters
@@ -80,6 +80,9 @@ class LFGStage(DawnStage):
             view of the driving frame, and no region follows the eyes on its own: a blink is a fraction of a percent
             of the pixels in a few percent of the frames.  Pairs without eye landmarks get no such term.
         eye_region: index of that region (regions are interchangeable at initialisation).
+        eye_occlusion_weight: weight of a term on the occlusion map inside both frames' eye boxes: its mean there should
+            be exp(-|log(lid ratio)|), low where the driving eye is closed and the source's open (`eye_occlusion_loss`),
+            so that the decoder paints the blink warping cannot draw; 0 = off (official).
         probe: synthetic-probe file (`dawn-train data probe`): on synthetic data, validation also reads mouth, eyes and
             head pose off the reconstructions and logs how well they follow the driving frames (`val/synth/...`,
             `metrics/synthetic/reconstruction.py`): what the LFG's latent motion holds for A2V-FDM to generate.
@@ -94,7 +97,7 @@ class LFGStage(DawnStage):
                  image_every_n_steps: int = 500, mouth_weight: float = 0.0, change_weight: float = 0.0,
                  eye_weight: float = 0.0, occlusion_dropout: float = 0.0, occlusion_dropout_grid: int = 4,
                  decoded_weight: float = 0.0, eye_region_weight: float = 0.0, eye_region: int = 0,
-                 probe: str | None = None):
+                 eye_occlusion_weight: float = 0.0, probe: str | None = None):
         super().__init__()
         save_hyperparameters(self)
         self.optimizer = optimizer
@@ -107,6 +110,9 @@ class LFGStage(DawnStage):
                              f"and a pca_based region predictor; got eye_region={eye_region}, pca_based="
                              f"{model.region_predictor.pca_based}")
         flow_predictor = model.generator.pixelwise_flow_predictor
+        if eye_occlusion_weight and (flow_predictor is None or flow_predictor.occlusion is None):
+            raise ValueError("LFGStage: eye_occlusion_weight needs an LFG that predicts an occlusion map "
+                             "(pixelwise_flow_predictor_params.estimate_occlusion_map: true); this one has none")
         if occlusion_dropout and (flow_predictor is None or flow_predictor.occlusion is None):
             raise ValueError("LFGStage: occlusion_dropout needs an LFG that predicts an occlusion map "
                              "(pixelwise_flow_predictor_params.estimate_occlusion_map: true); this one has none")
@@ -169,10 +175,13 @@ class LFGStage(DawnStage):
             losses[f"{name}_l1"] = self.region_weights[name] * weighted_l1(out["prediction"], driving, region)
         if hp.decoded_weight:
             losses["decoded_l1"] = hp.decoded_weight * (out["decoded"] - driving).abs().mean()
-        if eye_lmk is not None:
+        if eye_lmk is not None and hp.eye_region_weight:
             losses["eye_region"] = hp.eye_region_weight * eye_region_loss(
                 out["source_region_params"], out["driving_region_params"], eye_lmk, hp.eye_region,
                 self.model.region_predictor.scale_factor)
+        if eye_lmk is not None and hp.eye_occlusion_weight:
+            losses["eye_occlusion"] = hp.eye_occlusion_weight * eye_occlusion_loss(
+                out["occlusion_map"], eye_lmk, self.eye_boxes(eye_lmk, source.shape[-1], out["occlusion_map"].shape[-1]))
         if hp.change_weight:
             change = (driving - source).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
             losses["change_l1"] = hp.change_weight * weighted_l1(out["prediction"], driving, change)
@@ -196,9 +205,17 @@ class LFGStage(DawnStage):
             regions[name] = mouth_mask(lmk, height, width, height).amax(dim=1, keepdim=True)
         return regions
 
+    @staticmethod
+    def eye_boxes(eye_lmk: torch.Tensor, frame_size: int, size: int) -> torch.Tensor:
+        """(B, 2, 12, 2) landmarks of square `frame_size`-px frames -> (B, size, size): both frames' box per eye."""
+        return mouth_mask(eye_lmk.reshape(len(eye_lmk), -1, schema.EYE_POINTS, 2), frame_size, frame_size,
+                          size).amax(dim=1)
+
     def eye_points(self, batch: dict) -> torch.Tensor | None:
-        """(B, 2, 12, 2) source and driving eye landmarks when `eye_region_weight` is on and the batch has them."""
-        if not self.hparams.eye_region_weight or "driving_eye_lmk" not in batch:
+        """(B, 2, 12, 2) source and driving eye landmarks when an eye term (`eye_region_weight`,
+        `eye_occlusion_weight`) is on and the batch has them."""
+        hp = self.hparams
+        if not (hp.eye_region_weight or hp.eye_occlusion_weight) or "driving_eye_lmk" not in batch:
             return None
         return torch.stack((batch["source_eye_lmk"], batch["driving_eye_lmk"]), dim=1).float()
 
@@ -231,6 +248,9 @@ class LFGStage(DawnStage):
             self.log("val/eye_region", eye_region_loss(
                 out["source_region_params"], out["driving_region_params"], eye_lmk, self.hparams.eye_region,
                 self.model.region_predictor.scale_factor), on_epoch=True, sync_dist=True, batch_size=len(source))
+            self.log("val/eye_occlusion", eye_occlusion_loss(out["occlusion_map"], eye_lmk, self.eye_boxes(
+                eye_lmk, source.shape[-1], out["occlusion_map"].shape[-1])), on_epoch=True, sync_dist=True,
+                batch_size=len(source))
         for name, region in self.regions(batch, *source.shape[-2:]).items():
             # the region's own reconstruction error (unweighted): the parts that make a face talk and blink
             self.log(f"val/{name}_l1", weighted_l1(out["prediction"], driving, region), on_epoch=True, sync_dist=True,

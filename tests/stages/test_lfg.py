@@ -421,3 +421,44 @@ def test_eye_region_weight_ties_one_region_to_the_eyes_and_follows_the_pair_thro
     assert stage.eye_points(without) is None and LFGStage(model, perceptual="l1").eye_points(batch) is None
     with pytest.raises(ValueError, match="eye_region"):
         LFGStage(model, perceptual="l1", eye_region_weight=1.0, eye_region=10)
+
+
+def test_eye_occlusion_weight_asks_for_a_low_occlusion_map_inside_the_eyes_where_the_lids_changed():
+    """`eye_occlusion_weight`: the occlusion map's mean inside both frames' eye boxes is pulled to
+    exp(-|log lid ratio|): 1 for unchanged lids, 1/4 for lids 4x closer (or 4x further apart); outside the boxes it
+    costs nothing.  An LFG without an occlusion head is refused."""
+    import yaml
+
+    from dawn_train import checkpoints
+    from dawn_train.models.lfg.losses import eye_occlusion_loss
+    from dawn_train.stages.lfg import LFGStage
+
+    angles = torch.pi * torch.tensor([1, 2 / 3, 1 / 3, 0, -1 / 3, -2 / 3])
+
+    def eyes(half_height: float) -> torch.Tensor:  # (12, 2): eyes at x 20.5 and 44.5, y 30.5 (64-px frame)
+        return torch.cat([torch.stack([cx + 4 * torch.cos(angles), 30.5 - half_height * torch.sin(angles)], 1)
+                          for cx in (20.5, 44.5)])
+
+    closing, reopening, still = (torch.stack(pair)[None] for pair in (
+        (eyes(1.2), eyes(0.3)), (eyes(0.3), eyes(1.2)), (eyes(1.2), eyes(1.2))))
+    boxes = LFGStage.eye_boxes(closing, 64, 16)
+    assert boxes.shape == (1, 16, 16) and boxes[0, 7, 5] == 1 and boxes[0, 7, 8] == 0 and boxes[0, 2].sum() == 0
+    quarter = torch.where(boxes[:, None] > 0, 0.25, 0.9)  # low inside the eye boxes only
+    assert eye_occlusion_loss(quarter, closing, boxes).item() == pytest.approx(0.0, abs=1e-5)
+    assert eye_occlusion_loss(quarter, reopening, boxes).item() == pytest.approx(0.0, abs=1e-5)
+    assert eye_occlusion_loss(quarter, still, boxes).item() == pytest.approx(0.75, abs=1e-5)
+    assert eye_occlusion_loss(torch.ones(1, 1, 16, 16), still, boxes).item() == pytest.approx(0.0, abs=1e-5)
+
+    config = yaml.safe_load((REPO / "experiments/demo/lfg.yaml").read_text())
+    model = checkpoints.build(config["model"]["init_args"]["model"])
+    stage = LFGStage(model, perceptual="l1", eye_occlusion_weight=10.0)
+    frames = torch.rand(1, 3, 64, 64)
+    losses, out = stage.losses(frames, frames, eye_lmk=closing)
+    expected = 10 * eye_occlusion_loss(out["occlusion_map"], closing, boxes)
+    assert losses["eye_occlusion"].item() == pytest.approx(expected.item()) and "eye_region" not in losses
+    params = config["model"]["init_args"]["model"]["init_args"]
+    flow_params = {**params["generator_params"]["pixelwise_flow_predictor_params"], "estimate_occlusion_map": False}
+    no_occlusion = checkpoints.build({"class_path": config["model"]["init_args"]["model"]["class_path"], "init_args": {
+        **params, "generator_params": {**params["generator_params"], "pixelwise_flow_predictor_params": flow_params}}})
+    with pytest.raises(ValueError, match="eye_occlusion_weight"):
+        LFGStage(no_occlusion, perceptual="l1", eye_occlusion_weight=1.0)

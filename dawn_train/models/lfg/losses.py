@@ -149,3 +149,19 @@ def eye_region_loss(source_params: dict, driving_params: dict, eye_lmk: Tensor, 
         log_lid = lid.clamp(min=min_lid).log()
         shape = ((log_spread[:, 1] - log_spread[:, 0]) - (log_lid[:, 1] - log_lid[:, 0])).abs().mean()
         return (shift - target).abs().sum(dim=-1).mean() + shape
+
+
+
+def eye_occlusion_loss(occlusion: Tensor, eye_lmk: Tensor, eye_boxes: Tensor, min_lid: float = 0.25) -> Tensor:
+    """Make the occlusion map inside the eyes say how much of the driving eye the source cannot show.
+
+    A blink cannot be warped out of an open source eye at the flow's resolution (a 64-px frame's eye is under one
+    cell of its 16x16 map), so the decoder must paint it, and it paints where the occlusion map is low.  The target
+    is exp(-|log(lid_driving / lid_source)|): 1 when the lids are as in the source, 1/4 when the lid distance changed
+    4x either way.  occlusion (B, 1, h, w); eye_lmk (B, 2, 12, 2) source and driving eye landmarks in pixels;
+    eye_boxes (B, h, w): both frames' eye boxes at the occlusion map's resolution.
+    Returns mean |mean occlusion inside the boxes - target|."""
+    _, lid = eye_points_summary(eye_lmk.float())  # (B, 2)
+    target = (lid[:, 1].clamp(min=min_lid) / lid[:, 0].clamp(min=min_lid)).log().abs().neg().exp()
+    inside = (occlusion[:, 0].float() * eye_boxes).sum(dim=(1, 2)) / eye_boxes.sum(dim=(1, 2)).clamp(min=1)
+    return (inside - target).abs().mean()
