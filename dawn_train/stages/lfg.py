@@ -80,9 +80,9 @@ class LFGStage(DawnStage):
             view of the driving frame, and no region follows the eyes on its own: a blink is a fraction of a percent
             of the pixels in a few percent of the frames.  Pairs without eye landmarks get no such term.
         eye_region: index of that region (regions are interchangeable at initialisation).
-        eye_occlusion_weight: weight of a term on the occlusion map inside both frames' eye boxes: its mean there should
-            be exp(-|log(lid ratio)|), low where the driving eye is closed and the source's open (`eye_occlusion_loss`),
-            so that the decoder paints the blink warping cannot draw; 0 = off (official).
+        eye_occlusion_weight: weight of a term on the occlusion map inside both frames' eye boxes: it should be
+            exp(-|log(lid ratio)|) there (binary KL per pixel), low where the driving eye is closed and the source's
+            open (`eye_occlusion_loss`), so that the decoder paints the blink warping cannot draw; 0 = off (official).
         probe: synthetic-probe file (`dawn-train data probe`): on synthetic data, validation also reads mouth, eyes and
             head pose off the reconstructions and logs how well they follow the driving frames (`val/synth/...`,
             `metrics/synthetic/reconstruction.py`): what the LFG's latent motion holds for A2V-FDM to generate.

@@ -424,8 +424,8 @@ def test_eye_region_weight_ties_one_region_to_the_eyes_and_follows_the_pair_thro
 
 
 def test_eye_occlusion_weight_asks_for_a_low_occlusion_map_inside_the_eyes_where_the_lids_changed():
-    """`eye_occlusion_weight`: the occlusion map's mean inside both frames' eye boxes is pulled to
-    exp(-|log lid ratio|): 1 for unchanged lids, 1/4 for lids 4x closer (or 4x further apart); outside the boxes it
+    """`eye_occlusion_weight`: the occlusion map inside both frames' eye boxes is pulled to
+    exp(-|log lid ratio|) (binary KL per pixel): 1 for unchanged lids, 1/4 for lids 4x closer or further apart; outside it
     costs nothing.  An LFG without an occlusion head is refused."""
     import yaml
 
@@ -446,7 +446,7 @@ def test_eye_occlusion_weight_asks_for_a_low_occlusion_map_inside_the_eyes_where
     quarter = torch.where(boxes[:, None] > 0, 0.25, 0.9)  # low inside the eye boxes only
     assert eye_occlusion_loss(quarter, closing, boxes).item() == pytest.approx(0.0, abs=1e-5)
     assert eye_occlusion_loss(quarter, reopening, boxes).item() == pytest.approx(0.0, abs=1e-5)
-    assert eye_occlusion_loss(quarter, still, boxes).item() == pytest.approx(0.75, abs=1e-5)
+    assert eye_occlusion_loss(quarter, still, boxes).item() == pytest.approx(math.log(4), rel=1e-5)  # KL(1 || 1/4)
     assert eye_occlusion_loss(torch.ones(1, 1, 16, 16), still, boxes).item() == pytest.approx(0.0, abs=1e-5)
 
     config = yaml.safe_load((REPO / "experiments/demo/lfg.yaml").read_text())
