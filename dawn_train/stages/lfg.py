@@ -162,7 +162,8 @@ class LFGStage(DawnStage):
                occlusion_mask: torch.Tensor | None = None, eye_lmk: torch.Tensor | None = None) -> tuple[dict, dict]:
         """source, driving (B, 3, H, W) in [0, 1]; regions: "mouth" and/or "eyes" -> (B, 1, H, W) masks (`regions`),
         each adding its `<name>_l1` term; occlusion_mask: holes cut in the occlusion map (`occlusion_holes`);
-        eye_lmk (B, 2, 12, 2): the pair's eye landmarks (`eye_points`), adding the `eye_region` term."""
+        eye_lmk (B, 2, 12, 2): the pair's eye landmarks (`eye_points`), adding the `eye_region` and `eye_occlusion`
+        terms whose weights are on."""
         hp = self.hparams
         losses, out = lfg_losses(
             self.model, source, driving, self.vgg, self.pyramid, perceptual_weights=hp.perceptual_weights,
@@ -175,13 +176,9 @@ class LFGStage(DawnStage):
             losses[f"{name}_l1"] = self.region_weights[name] * weighted_l1(out["prediction"], driving, region)
         if hp.decoded_weight:
             losses["decoded_l1"] = hp.decoded_weight * (out["decoded"] - driving).abs().mean()
-        if eye_lmk is not None and hp.eye_region_weight:
-            losses["eye_region"] = hp.eye_region_weight * eye_region_loss(
-                out["source_region_params"], out["driving_region_params"], eye_lmk, hp.eye_region,
-                self.model.region_predictor.scale_factor)
-        if eye_lmk is not None and hp.eye_occlusion_weight:
-            losses["eye_occlusion"] = hp.eye_occlusion_weight * eye_occlusion_loss(
-                out["occlusion_map"], eye_lmk, self.eye_boxes(eye_lmk, source.shape[-1], out["occlusion_map"].shape[-1]))
+        if eye_lmk is not None:
+            weights = {"eye_region": hp.eye_region_weight, "eye_occlusion": hp.eye_occlusion_weight}
+            losses.update({k: weights[k] * v for k, v in self.eye_terms(out, eye_lmk, source.shape[-1]).items()})
         if hp.change_weight:
             change = (driving - source).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
             losses["change_l1"] = hp.change_weight * weighted_l1(out["prediction"], driving, change)
@@ -204,6 +201,19 @@ class LFGStage(DawnStage):
                 lmk = lmk.reshape(len(lmk), -1, points, 2)
             regions[name] = mouth_mask(lmk, height, width, height).amax(dim=1, keepdim=True)
         return regions
+
+    def eye_terms(self, out: dict, eye_lmk: torch.Tensor, frame_size: int) -> dict[str, torch.Tensor]:
+        """The eye terms whose weights are on, unweighted: "eye_region", "eye_occlusion".  out: the LFG's output for
+        the pair; eye_lmk (B, 2, 12, 2); frame_size: the square frames' side in pixels."""
+        hp, terms = self.hparams, {}
+        if hp.eye_region_weight:
+            terms["eye_region"] = eye_region_loss(out["source_region_params"], out["driving_region_params"], eye_lmk,
+                                                  hp.eye_region, self.model.region_predictor.scale_factor)
+        if hp.eye_occlusion_weight:
+            occlusion = out["occlusion_map"]
+            terms["eye_occlusion"] = eye_occlusion_loss(occlusion, eye_lmk,
+                                                        self.eye_boxes(eye_lmk, frame_size, occlusion.shape[-1]))
+        return terms
 
     @staticmethod
     def eye_boxes(eye_lmk: torch.Tensor, frame_size: int, size: int) -> torch.Tensor:
@@ -244,13 +254,9 @@ class LFGStage(DawnStage):
         self.log("val/l1", (out["prediction"] - driving).abs().mean(), on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=len(source))
         eye_lmk = self.eye_points(batch)
-        if eye_lmk is not None:  # unweighted, as the region terms below
-            self.log("val/eye_region", eye_region_loss(
-                out["source_region_params"], out["driving_region_params"], eye_lmk, self.hparams.eye_region,
-                self.model.region_predictor.scale_factor), on_epoch=True, sync_dist=True, batch_size=len(source))
-            self.log("val/eye_occlusion", eye_occlusion_loss(out["occlusion_map"], eye_lmk, self.eye_boxes(
-                eye_lmk, source.shape[-1], out["occlusion_map"].shape[-1])), on_epoch=True, sync_dist=True,
-                batch_size=len(source))
+        if eye_lmk is not None:  # the eye terms that are on, unweighted (as the region terms below)
+            self.log_dict({f"val/{k}": v for k, v in self.eye_terms(out, eye_lmk, source.shape[-1]).items()},
+                          on_epoch=True, sync_dist=True, batch_size=len(source))
         for name, region in self.regions(batch, *source.shape[-2:]).items():
             # the region's own reconstruction error (unweighted): the parts that make a face talk and blink
             self.log(f"val/{name}_l1", weighted_l1(out["prediction"], driving, region), on_epoch=True, sync_dist=True,

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..precision import at_least_float32
 from .equivariance import RandomTransform
+from .region_predictor import symmetric_eig2x2
 from .vgg import ImagePyramid, Vgg19Features
 
 
@@ -121,10 +122,12 @@ def pixels_to_region_grid(points: Tensor, heatmap_size: int, scale_factor: float
     return 2 * ((points - 0.5) * scale_factor) / (heatmap_size - 1) - 1
 
 
-def minor_variance(covar: Tensor) -> Tensor:
-    """Smaller eigenvalue of symmetric 2x2 matrices (..., 2, 2) -> (...,): a region's spread across its main axis."""
-    a, b, d = covar[..., 0, 0], (covar[..., 0, 1] + covar[..., 1, 0]) / 2, covar[..., 1, 1]
-    return (a + d) / 2 - (((a - d) / 2) ** 2 + b**2 + 1e-12).sqrt()
+def log_lid_ratio(eye_lmk: Tensor, min_lid: float = 0.25) -> Tensor:
+    """(B, 2, 12, 2) source and driving eye landmarks in pixels -> (B,) log(lid_driving / lid_source); min_lid
+    (pixels) bounds the log of a closed eye's lid distance."""
+    _, lid = eye_points_summary(eye_lmk.float())  # (B, 2)
+    log_lid = lid.clamp(min=min_lid).log()
+    return log_lid[:, 1] - log_lid[:, 0]
 
 
 def eye_region_loss(source_params: dict, driving_params: dict, eye_lmk: Tensor, region: int,
@@ -139,17 +142,16 @@ def eye_region_loss(source_params: dict, driving_params: dict, eye_lmk: Tensor, 
     region's index; min_lid (pixels) bounds the log of a closed eye's lid distance.
     Returns mean |centre - eyes' centre| (grid units) + mean |log ratio of the spreads - log ratio of the lids|.
     """
-    centre, lid = eye_points_summary(eye_lmk.float())  # (B, 2, 2), (B, 2)
+    centre, _ = eye_points_summary(eye_lmk.float())  # (B, 2, 2)
     heatmap_size = source_params["heatmap"].shape[-1]
     target = pixels_to_region_grid(centre, heatmap_size, scale_factor)
     with torch.autocast(eye_lmk.device.type, enabled=False):
         shift = torch.stack((source_params["shift"][:, region], driving_params["shift"][:, region]), dim=1).float()
         covar = torch.stack((source_params["covar"][:, region], driving_params["covar"][:, region]), dim=1).float()
-        log_spread = 0.5 * (minor_variance(covar).clamp(min=0) + 1e-8).log()  # log of the standard deviation (B, 2)
-        log_lid = lid.clamp(min=min_lid).log()
-        shape = ((log_spread[:, 1] - log_spread[:, 0]) - (log_lid[:, 1] - log_lid[:, 0])).abs().mean()
+        # log of the standard deviation across the main axis (the smaller eigenvalue), (B, 2)
+        log_spread = 0.5 * (symmetric_eig2x2(covar)[1][..., 1] + 1e-8).log()
+        shape = ((log_spread[:, 1] - log_spread[:, 0]) - log_lid_ratio(eye_lmk, min_lid)).abs().mean()
         return (shift - target).abs().sum(dim=-1).mean() + shape
-
 
 
 def eye_occlusion_loss(occlusion: Tensor, eye_lmk: Tensor, eye_boxes: Tensor, min_lid: float = 0.25) -> Tensor:
@@ -163,8 +165,7 @@ def eye_occlusion_loss(occlusion: Tensor, eye_lmk: Tensor, eye_boxes: Tensor, mi
     map sits at ~0.99, and an L1 version of this term did not move in 2,800 steps).  occlusion (B, 1, h, w) in (0, 1);
     eye_lmk (B, 2, 12, 2) source and driving eye landmarks in pixels; eye_boxes (B, h, w): both frames' eye boxes at
     the occlusion map's resolution.  Returns the mean over pairs of the mean over their box pixels (0 when p = t)."""
-    _, lid = eye_points_summary(eye_lmk.float())  # (B, 2)
-    target = (lid[:, 1].clamp(min=min_lid) / lid[:, 0].clamp(min=min_lid)).log().abs().neg().exp()[:, None, None]
+    target = log_lid_ratio(eye_lmk, min_lid).abs().neg().exp()[:, None, None]  # (B, 1, 1)
     p = occlusion[:, 0].float().clamp(1e-6, 1 - 1e-6)
     kl = target * (target / p).log() + (1 - target) * ((1 - target).clamp(min=1e-6) / (1 - p)).log()
     return ((kl * eye_boxes).sum(dim=(1, 2)) / eye_boxes.sum(dim=(1, 2)).clamp(min=1)).mean()
