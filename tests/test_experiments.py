@@ -16,7 +16,8 @@ from dawn_train.launch.config import resolve_fit_config
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 
-# Every documented composition: the -c files in order (relative to experiments/), then extra arguments.
+# Every documented composition: the -c files in order (relative to experiments/), then extra arguments.  A key
+# "run+ablation" is an ablation overlay that keeps the run name of its recipe (`make quality` finds its runs by name).
 COMPOSITIONS = {
     "lfg-hdtf128": ["base", "lfg/base", "lfg/hdtf128"],
     "lfg-hdtf256": ["base", "lfg/base", "lfg/hdtf256"],
@@ -32,6 +33,7 @@ COMPOSITIONS = {
     "a2v-demo-stage1": ["base", "demo/base", "demo/a2v_stage1"],
     "a2v-demo-stage2": ["base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2"],
     "lfg-synth": ["base", "demo/base", "demo/lfg", "synth/base", "synth/lfg"],
+    "lfg-synth+eyes": ["base", "demo/base", "demo/lfg", "synth/base", "synth/lfg", "synth/lfg_eyes"],  # QUALITY_LFG
     "pbnet-pose-synth": ["base", "demo/base", "demo/pbnet", "synth/base", "synth/pbnet"],
     "pbnet-blink-synth": ["base", "demo/base", "demo/pbnet", "synth/base", "synth/pbnet", "demo/pbnet_blink"],
     "a2v-synth-stage1": ["base", "demo/base", "demo/a2v_stage1", "synth/base", "synth/a2v_stage1"],
@@ -89,6 +91,7 @@ def run_dirs(config: dict) -> list[str]:
 @pytest.mark.parametrize("name", COMPOSITIONS)
 def test_composition_resolves_and_its_directories_follow_the_run_name(name):
     config = resolve_fit_config(argv(COMPOSITIONS[name]))
+    name = name.split("+")[0]
     assert config["run"]["name"] == name
     run_dir = f"{config['run']['root']}/{name}"  # runs/ or the recipe's own root
     assert run_dirs(config) == [run_dir, f"{run_dir}/checkpoints", run_dir, run_dir]
@@ -193,3 +196,30 @@ def test_quality_out_moves_every_run_shard_and_probe_of_the_recipe(tmp_path, mon
         probe = config["model"]["init_args"].get("probe")
         assert probe in (None, f"{out}/probe.pt"), probe
         assert '"quality_out/' not in json.dumps(config), args  # no path left relative to quality_out/
+
+
+def test_quality_lfg_adds_an_ablation_config_to_the_lfg_run_only(tmp_path, monkeypatch):
+    """`QUALITY_LFG=FILE make quality` gives FILE after synth/lfg.yaml to the LFG's fit, to no other, and the
+    results file names the command that reproduces it (a config path with spaces and dots, as users have)."""
+    import shlex
+    import shutil
+    import subprocess
+
+    ablation = tmp_path / "my ablations.d" / "lfg eyes.yaml"
+    ablation.parent.mkdir()
+    shutil.copy(EXPERIMENTS / "synth" / "lfg_eyes.yaml", ablation)
+    calls = tmp_path / "calls.txt"
+    script = (f'dawn-train() {{ printf "%q " "$@" >> {shlex.quote(str(calls))}; echo >> {shlex.quote(str(calls))}; }}\n'
+              f"export -f dawn-train\nbash experiments/synth/quality.sh")
+    env = {"PATH": "/usr/bin:/bin", "QUALITY_OUT": str(tmp_path / "out"), "QUALITY_LFG": str(ablation)}
+    subprocess.run(["bash", "-c", script], cwd=REPO, env=env, check=True, capture_output=True)
+    commands = [shlex.split(line) for line in calls.read_text().splitlines()]
+    fits = [args[1:] for args in commands if args[0] == "fit"]
+    assert [str(ablation) in args for args in fits] == [True, False, False, False, False]
+    monkeypatch.chdir(REPO)
+    lfg = resolve_fit_config(fits[0])["model"]["init_args"]
+    assert (lfg["eye_region_weight"], lfg["eye_occlusion_weight"]) == (10.0, 1.0)
+    assert lfg["model"]["init_args"]["region_predictor_params"]["scale_factor"] == 0.5
+    assert resolve_fit_config(fits[0])["data"]["init_args"]["blink_pairs"] == 0.25
+    report = next(args for args in commands if args[0] == "quality-report")
+    assert report[report.index("--command") + 1] == f"QUALITY_LFG={ablation} make quality"

@@ -5,7 +5,8 @@
 # goals, learning curves as PNG).  About 40 minutes on 2 quiet CPU cores (up to 90 on a loaded machine).  Every
 # step is a plain `dawn-train` command; the runs land in quality_out/runs/ (experiments/synth/base.yaml).
 # QUALITY_OUT moves quality_out/, QUALITY_RESULTS the folder of RESULTS.md, and QUALITY_PROBE=FILE reuses a probe
-# made by `dawn-train data probe --steps 1000` instead of training one (~7 min; the probe does not depend on the data).
+# made by `dawn-train data probe --steps 1000` instead of training one (~7 min; the probe does not depend on the data),
+# QUALITY_LFG=FILE one more LFG config given after synth/lfg.yaml (an ablation, e.g. experiments/synth/lfg_eyes.yaml).
 set -euo pipefail
 OUT=${QUALITY_OUT:-quality_out}
 RESULTS=${QUALITY_RESULTS:-experiments/synth}
@@ -34,7 +35,8 @@ else
 fi
 
 step "3/8 LFG"
-dawn-train fit "${DEMO[@]}" -c experiments/demo/lfg.yaml "${SYNTH[@]}" -c experiments/synth/lfg.yaml "${QUIET[@]}" "${PROBED[@]}"
+LFG=(-c experiments/synth/lfg.yaml ${QUALITY_LFG:+-c "$QUALITY_LFG"})
+dawn-train fit "${DEMO[@]}" -c experiments/demo/lfg.yaml "${SYNTH[@]}" "${LFG[@]}" "${QUIET[@]}" "${PROBED[@]}"
 
 step "4/8 PBNet pose and blink"
 PBNET=(-c experiments/demo/pbnet.yaml "${SYNTH[@]}" -c experiments/synth/pbnet.yaml)
@@ -62,4 +64,4 @@ dawn-train report "$RUNS"/lfg-synth "$RUNS"/pbnet-pose-synth "$RUNS"/pbnet-blink
     "$RUNS"/a2v-synth-stage2 --out "$OUT/report"
 dawn-train quality-report --eval-gt "$OUT/eval_gt.json" --eval-pbnet "$OUT/eval_pbnet.json" --curves "$OUT/report" \
     --minutes $(( ($(date +%s) - START) / 60 )) --probe "$OUT/probe.pt" --out "$RESULTS" \
-    --command "${QUALITY_PROBE:+QUALITY_PROBE=<a probe made earlier> }make quality"
+    --command "${QUALITY_PROBE:+QUALITY_PROBE=<a probe made earlier> }${QUALITY_LFG:+QUALITY_LFG=$QUALITY_LFG }${QUALITY_RESULTS:+QUALITY_RESULTS=$QUALITY_RESULTS }make quality"
