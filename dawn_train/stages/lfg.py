@@ -83,6 +83,8 @@ class LFGStage(DawnStage):
         eye_occlusion_weight: weight of a term on the occlusion map inside both frames' eye boxes: it should be
             exp(-|log(lid ratio)|) there (binary KL per pixel), low where the driving eye is closed and the source's
             open (`eye_occlusion_loss`), so that the decoder paints the blink warping cannot draw; 0 = off (official).
+        eye_occlusion_power: that target raised to this power (exp(-power |log(lid ratio)|)): above 1 the map is
+            asked for less of the warped open eye at a blink, leaving more of it to the decoder.
         probe: synthetic-probe file (`dawn-train data probe`): on synthetic data, validation also reads mouth, eyes and
             head pose off the reconstructions and logs how well they follow the driving frames (`val/synth/...`,
             `metrics/synthetic/reconstruction.py`): what the LFG's latent motion holds for A2V-FDM to generate.
@@ -97,7 +99,7 @@ class LFGStage(DawnStage):
                  image_every_n_steps: int = 500, mouth_weight: float = 0.0, change_weight: float = 0.0,
                  eye_weight: float = 0.0, occlusion_dropout: float = 0.0, occlusion_dropout_grid: int = 4,
                  decoded_weight: float = 0.0, eye_region_weight: float = 0.0, eye_region: int = 0,
-                 eye_occlusion_weight: float = 0.0, probe: str | None = None):
+                 eye_occlusion_weight: float = 0.0, eye_occlusion_power: float = 1.0, probe: str | None = None):
         super().__init__()
         save_hyperparameters(self)
         self.optimizer = optimizer
@@ -212,7 +214,8 @@ class LFGStage(DawnStage):
         if hp.eye_occlusion_weight:
             occlusion = out["occlusion_map"]
             terms["eye_occlusion"] = eye_occlusion_loss(occlusion, eye_lmk,
-                                                        self.eye_boxes(eye_lmk, frame_size, occlusion.shape[-1]))
+                                                        self.eye_boxes(eye_lmk, frame_size, occlusion.shape[-1]),
+                                                        power=hp.eye_occlusion_power)
         return terms
 
     @staticmethod

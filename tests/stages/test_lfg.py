@@ -426,7 +426,7 @@ def test_eye_region_weight_ties_one_region_to_the_eyes_and_follows_the_pair_thro
 def test_eye_occlusion_weight_asks_for_a_low_occlusion_map_inside_the_eyes_where_the_lids_changed():
     """`eye_occlusion_weight`: the occlusion map inside both frames' eye boxes is pulled to
     exp(-|log lid ratio|) (binary KL per pixel): 1 for unchanged lids, 1/4 for lids 4x closer or further apart; outside it
-    costs nothing.  An LFG without an occlusion head is refused."""
+    costs nothing; `eye_occlusion_power` raises that target to a power.  An LFG without an occlusion head is refused."""
     import yaml
 
     from dawn_train import checkpoints
@@ -448,14 +448,19 @@ def test_eye_occlusion_weight_asks_for_a_low_occlusion_map_inside_the_eyes_where
     assert eye_occlusion_loss(quarter, reopening, boxes).item() == pytest.approx(0.0, abs=1e-5)
     assert eye_occlusion_loss(quarter, still, boxes).item() == pytest.approx(math.log(4), rel=1e-5)  # KL(1 || 1/4)
     assert eye_occlusion_loss(torch.ones(1, 1, 16, 16), still, boxes).item() == pytest.approx(0.0, abs=1e-5)
+    sixteenth = torch.where(boxes[:, None] > 0, 1 / 16, 0.9)  # power 2: lids 4x closer ask for 1/16
+    assert eye_occlusion_loss(sixteenth, closing, boxes, power=2.0).item() == pytest.approx(0.0, abs=1e-5)
+    assert eye_occlusion_loss(quarter, closing, boxes, power=2.0).item() > 0.1
+    assert eye_occlusion_loss(torch.ones(1, 1, 16, 16), still, boxes, power=2.0).item() == pytest.approx(0.0, abs=1e-5)
 
     config = yaml.safe_load((REPO / "experiments/demo/lfg.yaml").read_text())
     model = checkpoints.build(config["model"]["init_args"]["model"])
-    stage = LFGStage(model, perceptual="l1", eye_occlusion_weight=10.0)
     frames = torch.rand(1, 3, 64, 64)
-    losses, out = stage.losses(frames, frames, eye_lmk=closing)
-    expected = 10 * eye_occlusion_loss(out["occlusion_map"], closing, boxes)
-    assert losses["eye_occlusion"].item() == pytest.approx(expected.item()) and "eye_region" not in losses
+    for power in (1.0, 2.0):
+        stage = LFGStage(model, perceptual="l1", eye_occlusion_weight=10.0, eye_occlusion_power=power)
+        losses, out = stage.losses(frames, frames, eye_lmk=closing)
+        expected = 10 * eye_occlusion_loss(out["occlusion_map"], closing, boxes, power=power)
+        assert losses["eye_occlusion"].item() == pytest.approx(expected.item()) and "eye_region" not in losses
     params = config["model"]["init_args"]["model"]["init_args"]
     flow_params = {**params["generator_params"]["pixelwise_flow_predictor_params"], "estimate_occlusion_map": False}
     no_occlusion = checkpoints.build({"class_path": config["model"]["init_args"]["model"]["class_path"], "init_args": {
