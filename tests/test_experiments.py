@@ -174,19 +174,27 @@ def test_config_files_parse_as_yaml():
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
 
 
+def quality_commands(tmp_path: Path, env: dict[str, str]) -> list[list[str]]:
+    """The `dawn-train` command lines experiments/synth/quality.sh runs with `env`, `dawn-train` being a shell function
+    that writes down its arguments."""
+    import shlex
+    import subprocess
+
+    calls = tmp_path / "calls.txt"
+    script = (f'dawn-train() {{ printf "%q " "$@" >> {shlex.quote(str(calls))}; echo >> {shlex.quote(str(calls))}; }}\n'
+              f"export -f dawn-train\nbash experiments/synth/quality.sh")
+    subprocess.run(["bash", "-c", script], cwd=REPO, env={"PATH": "/usr/bin:/bin", **env}, check=True,
+                   capture_output=True)
+    return [shlex.split(line) for line in calls.read_text().splitlines()]
+
+
 def test_quality_out_moves_every_run_shard_and_probe_of_the_recipe(tmp_path, monkeypatch):
     """`QUALITY_OUT=DIR make quality`: every `dawn-train fit` of experiments/synth/quality.sh reads its shards and
     probe from DIR and writes its runs there, though the configs name quality_out/ (the script runs here with
     `dawn-train` a shell function that writes down its arguments)."""
-    import shlex
-    import subprocess
-
-    out, calls = tmp_path / "elsewhere dir.d", tmp_path / "calls.txt"
-    script = (f'dawn-train() {{ printf "%q " "$@" >> {shlex.quote(str(calls))}; echo >> {shlex.quote(str(calls))}; }}\n'
-              f"export -f dawn-train\nbash experiments/synth/quality.sh")
-    env = {"PATH": "/usr/bin:/bin", "QUALITY_OUT": str(out), "QUALITY_RESULTS": str(tmp_path / "results")}
-    subprocess.run(["bash", "-c", script], cwd=REPO, env=env, check=True, capture_output=True)
-    fits = [shlex.split(line)[1:] for line in calls.read_text().splitlines() if line.startswith("fit ")]
+    out = tmp_path / "elsewhere dir.d"
+    commands = quality_commands(tmp_path, {"QUALITY_OUT": str(out), "QUALITY_RESULTS": str(tmp_path / "results")})
+    fits = [args[1:] for args in commands if args[0] == "fit"]
     assert len(fits) == 5  # LFG, PBNet pose and blink, A2V-FDM stages 1 and 2
     monkeypatch.chdir(REPO)
     for args in fits:
@@ -201,25 +209,27 @@ def test_quality_out_moves_every_run_shard_and_probe_of_the_recipe(tmp_path, mon
 def test_quality_lfg_adds_an_ablation_config_to_the_lfg_run_only(tmp_path, monkeypatch):
     """`QUALITY_LFG=FILE make quality` gives FILE after synth/lfg.yaml to the LFG's fit, to no other, and the
     results file names the command that reproduces it (a config path with spaces and dots, as users have)."""
-    import shlex
     import shutil
     import subprocess
 
     ablation = tmp_path / "my ablations.d" / "lfg eyes.yaml"
     ablation.parent.mkdir()
     shutil.copy(EXPERIMENTS / "synth" / "lfg_eyes.yaml", ablation)
-    calls = tmp_path / "calls.txt"
-    script = (f'dawn-train() {{ printf "%q " "$@" >> {shlex.quote(str(calls))}; echo >> {shlex.quote(str(calls))}; }}\n'
-              f"export -f dawn-train\nbash experiments/synth/quality.sh")
-    env = {"PATH": "/usr/bin:/bin", "QUALITY_OUT": str(tmp_path / "out"), "QUALITY_LFG": str(ablation)}
-    subprocess.run(["bash", "-c", script], cwd=REPO, env=env, check=True, capture_output=True)
-    commands = [shlex.split(line) for line in calls.read_text().splitlines()]
+    out = tmp_path / "out"
+    commands = quality_commands(tmp_path, {"QUALITY_OUT": str(out), "QUALITY_LFG": str(ablation)})
     fits = [args[1:] for args in commands if args[0] == "fit"]
     assert [str(ablation) in args for args in fits] == [True, False, False, False, False]
     monkeypatch.chdir(REPO)
-    lfg = resolve_fit_config(fits[0])["model"]["init_args"]
+    config = resolve_fit_config(fits[0])
+    lfg = config["model"]["init_args"]
     assert (lfg["eye_region_weight"], lfg["eye_occlusion_weight"]) == (10.0, 1.0)
     assert lfg["model"]["init_args"]["region_predictor_params"]["scale_factor"] == 0.5
-    assert resolve_fit_config(fits[0])["data"]["init_args"]["blink_pairs"] == 0.25
+    assert config["data"]["init_args"]["blink_pairs"] == 0.25
     report = next(args for args in commands if args[0] == "quality-report")
     assert report[report.index("--command") + 1] == f"QUALITY_LFG={ablation} make quality"
+    # a missing file is named before the earlier run's folder is emptied
+    (out / "runs").mkdir(parents=True)
+    missing = subprocess.run(["bash", "experiments/synth/quality.sh"], cwd=REPO, capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin", "QUALITY_OUT": str(out), "QUALITY_LFG": f"{ablation}x"})
+    assert missing.returncode == 2 and f"QUALITY_LFG={ablation}x: no such file" in missing.stderr
+    assert (out / "runs").is_dir()

@@ -12,6 +12,11 @@ OUT=${QUALITY_OUT:-quality_out}
 RESULTS=${QUALITY_RESULTS:-experiments/synth}
 export WANDB_MODE=${WANDB_MODE:-offline}
 step() { printf '\n\033[1m== %s (%s)\033[0m\n' "$*" "$(date +%T)"; }
+for given in QUALITY_PROBE QUALITY_LFG; do  # checked before $OUT is emptied, not after minutes of work
+    if [ -n "${!given:-}" ] && [ ! -f "${!given}" ]; then
+        echo "make quality: $given=${!given}: no such file" >&2; exit 2
+    fi
+done
 rm -rf "$OUT"  # a fresh recipe run: never mixed with an earlier one's runs
 mkdir -p "$OUT"
 START=$(date +%s)
