@@ -85,6 +85,9 @@ class LFGStage(DawnStage):
             open (`eye_occlusion_loss`), so that the decoder paints the blink warping cannot draw; 0 = off (official).
         eye_occlusion_power: that target raised to this power (exp(-power |log(lid ratio)|)): above 1 the map is
             asked for less of the warped open eye at a blink, leaving more of it to the decoder.
+        eye_occlusion_margin: lid ratios within a factor exp(margin) of 1 ask for an occlusion of 1 (the target is
+            exp(-power max(0, |log(lid ratio)| - margin))): without it a high power also darkens the map at open eyes,
+            whose lids vary a little from frame to frame, and the decoder paints eyes that warping would draw.
         probe: synthetic-probe file (`dawn-train data probe`): on synthetic data, validation also reads mouth, eyes and
             head pose off the reconstructions and logs how well they follow the driving frames (`val/synth/...`,
             `metrics/synthetic/reconstruction.py`): what the LFG's latent motion holds for A2V-FDM to generate.
@@ -99,7 +102,8 @@ class LFGStage(DawnStage):
                  image_every_n_steps: int = 500, mouth_weight: float = 0.0, change_weight: float = 0.0,
                  eye_weight: float = 0.0, occlusion_dropout: float = 0.0, occlusion_dropout_grid: int = 4,
                  decoded_weight: float = 0.0, eye_region_weight: float = 0.0, eye_region: int = 0,
-                 eye_occlusion_weight: float = 0.0, eye_occlusion_power: float = 1.0, probe: str | None = None):
+                 eye_occlusion_weight: float = 0.0, eye_occlusion_power: float = 1.0, eye_occlusion_margin: float = 0.0,
+                 probe: str | None = None):
         super().__init__()
         save_hyperparameters(self)
         self.optimizer = optimizer
@@ -215,7 +219,8 @@ class LFGStage(DawnStage):
             occlusion = out["occlusion_map"]
             terms["eye_occlusion"] = eye_occlusion_loss(occlusion, eye_lmk,
                                                         self.eye_boxes(eye_lmk, frame_size, occlusion.shape[-1]),
-                                                        power=hp.eye_occlusion_power)
+                                                        power=hp.eye_occlusion_power,
+                                                        margin=hp.eye_occlusion_margin)
         return terms
 
     @staticmethod

@@ -426,7 +426,8 @@ def test_eye_region_weight_ties_one_region_to_the_eyes_and_follows_the_pair_thro
 def test_eye_occlusion_weight_asks_for_a_low_occlusion_map_inside_the_eyes_where_the_lids_changed():
     """`eye_occlusion_weight`: the occlusion map inside both frames' eye boxes is pulled to
     exp(-|log lid ratio|) (binary KL per pixel): 1 for unchanged lids, 1/4 for lids 4x closer or further apart; outside it
-    costs nothing; `eye_occlusion_power` raises that target to a power.  An LFG without an occlusion head is refused."""
+    costs nothing; `eye_occlusion_power` raises that target to a power, `eye_occlusion_margin` asks for 1 at lid
+    ratios near 1.  An LFG without an occlusion head is refused."""
     import yaml
 
     from dawn_train import checkpoints
@@ -452,14 +453,23 @@ def test_eye_occlusion_weight_asks_for_a_low_occlusion_map_inside_the_eyes_where
     assert eye_occlusion_loss(sixteenth, closing, boxes, power=2.0).item() == pytest.approx(0.0, abs=1e-5)
     assert eye_occlusion_loss(quarter, closing, boxes, power=2.0).item() > 0.1
     assert eye_occlusion_loss(torch.ones(1, 1, 16, 16), still, boxes, power=2.0).item() == pytest.approx(0.0, abs=1e-5)
+    # a margin m: lids within exp(m)x of the source's ask for 1; beyond, the ratio counts from there on
+    jittered = torch.stack((eyes(1.2), eyes(1.1)))[None]  # lids 8% closer: an open eye's jitter, not a blink
+    assert eye_occlusion_loss(torch.ones(1, 1, 16, 16), jittered, boxes, power=3.0, margin=0.1).item() == \
+        pytest.approx(0.0, abs=1e-5)
+    assert eye_occlusion_loss(torch.ones(1, 1, 16, 16), jittered, boxes, power=3.0).item() > 0.05
+    eighth = torch.where(boxes[:, None] > 0, 0.125, 0.9)  # 4x closer with margin log 2: as if 2x closer, power 3
+    assert eye_occlusion_loss(eighth, closing, boxes, power=3.0, margin=math.log(2)).item() == \
+        pytest.approx(0.0, abs=1e-5)
 
     config = yaml.safe_load((REPO / "experiments/demo/lfg.yaml").read_text())
     model = checkpoints.build(config["model"]["init_args"]["model"])
     frames = torch.rand(1, 3, 64, 64)
-    for power in (1.0, 2.0):
-        stage = LFGStage(model, perceptual="l1", eye_occlusion_weight=10.0, eye_occlusion_power=power)
+    for power, margin in ((1.0, 0.0), (2.0, 0.5)):
+        stage = LFGStage(model, perceptual="l1", eye_occlusion_weight=10.0, eye_occlusion_power=power,
+                         eye_occlusion_margin=margin)
         losses, out = stage.losses(frames, frames, eye_lmk=closing)
-        expected = 10 * eye_occlusion_loss(out["occlusion_map"], closing, boxes, power=power)
+        expected = 10 * eye_occlusion_loss(out["occlusion_map"], closing, boxes, power=power, margin=margin)
         assert losses["eye_occlusion"].item() == pytest.approx(expected.item()) and "eye_region" not in losses
     params = config["model"]["init_args"]["model"]["init_args"]
     flow_params = {**params["generator_params"]["pixelwise_flow_predictor_params"], "estimate_occlusion_map": False}

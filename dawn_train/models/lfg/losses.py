@@ -155,18 +155,22 @@ def eye_region_loss(source_params: dict, driving_params: dict, eye_lmk: Tensor, 
 
 
 def eye_occlusion_loss(occlusion: Tensor, eye_lmk: Tensor, eye_boxes: Tensor, min_lid: float = 0.25,
-                       power: float = 1.0) -> Tensor:
+                       power: float = 1.0, margin: float = 0.0) -> Tensor:
     """Make the occlusion map inside the eyes say how much of the driving eye the source cannot show.
 
     A blink cannot be warped out of an open source eye at the flow's resolution (a 64-px frame's eye is under one
     cell of its 16x16 map), so the decoder must paint it, and it paints where the occlusion map is low.  The target
     is t = exp(-power |log(lid_driving / lid_source)|): 1 when the lids are as in the source, 1/4 when the lid
-    distance changed 4x either way (power 1; 1/16 with power 2).  Each pixel of the eye boxes scores the binary KL
+    distance changed 4x either way (power 1; 1/16 with power 2).  A margin m makes it
+    exp(-power max(0, |log ratio| - m)): lids within a factor exp(m) of the source's ask for 1, so the jitter of open
+    eyes (median |log ratio| 0.02 between two frames of a synthetic clip, a blink's 1 to 2) leaves the map at 1
+    there while a high power darkens it at blinks.  Each pixel of the eye boxes scores the binary KL
     divergence from t to its occlusion p, whose gradient in the occlusion head's logit is p - t: an L1 on p vanished
     with the sigmoid's slope (an LFG's map sits at ~0.99, and an L1 version of this term did not move in 2,800 steps).
     occlusion (B, 1, h, w) in (0, 1); eye_lmk (B, 2, 12, 2) source and driving eye landmarks in pixels; eye_boxes (B, h, w): both frames' eye boxes at
     the occlusion map's resolution.  Returns the mean over pairs of the mean over their box pixels (0 when p = t)."""
-    target = (-power * log_lid_ratio(eye_lmk, min_lid).abs()).exp()[:, None, None]  # (B, 1, 1)
+    change = (log_lid_ratio(eye_lmk, min_lid).abs() - margin).clamp(min=0)
+    target = (-power * change).exp()[:, None, None]  # (B, 1, 1)
     p = occlusion[:, 0].float().clamp(1e-6, 1 - 1e-6)
     kl = target * (target / p).log() + (1 - target) * ((1 - target).clamp(min=1e-6) / (1 - p)).log()
     return ((kl * eye_boxes).sum(dim=(1, 2)) / eye_boxes.sum(dim=(1, 2)).clamp(min=1)).mean()
