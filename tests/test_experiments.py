@@ -223,6 +223,7 @@ def test_quality_lfg_adds_an_ablation_config_to_the_lfg_run_only(tmp_path, monke
     config = resolve_fit_config(fits[0])
     lfg = config["model"]["init_args"]
     assert (lfg["eye_region_weight"], lfg["eye_occlusion_weight"]) == (10.0, 1.0)
+    assert (lfg["eye_occlusion_power"], lfg["eye_occlusion_margin"]) == (3.0, 0.1)
     assert lfg["model"]["init_args"]["region_predictor_params"]["scale_factor"] == 0.5
     assert config["data"]["init_args"]["blink_pairs"] == 0.25
     report = next(args for args in commands if args[0] == "quality-report")

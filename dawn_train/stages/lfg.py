@@ -119,6 +119,9 @@ class LFGStage(DawnStage):
         if eye_occlusion_weight and (flow_predictor is None or flow_predictor.occlusion is None):
             raise ValueError("LFGStage: eye_occlusion_weight needs an LFG that predicts an occlusion map "
                              "(pixelwise_flow_predictor_params.estimate_occlusion_map: true); this one has none")
+        if eye_occlusion_power <= 0 or eye_occlusion_margin < 0:
+            raise ValueError(f"LFGStage: eye_occlusion_power must be > 0 and eye_occlusion_margin >= 0, got "
+                             f"{eye_occlusion_power} and {eye_occlusion_margin}")
         if occlusion_dropout and (flow_predictor is None or flow_predictor.occlusion is None):
             raise ValueError("LFGStage: occlusion_dropout needs an LFG that predicts an occlusion map "
                              "(pixelwise_flow_predictor_params.estimate_occlusion_map: true); this one has none")

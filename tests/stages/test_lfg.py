@@ -477,3 +477,6 @@ def test_eye_occlusion_weight_asks_for_a_low_occlusion_map_inside_the_eyes_where
         **params, "generator_params": {**params["generator_params"], "pixelwise_flow_predictor_params": flow_params}}})
     with pytest.raises(ValueError, match="eye_occlusion_weight"):
         LFGStage(no_occlusion, perceptual="l1", eye_occlusion_weight=1.0)
+    for bad in ({"eye_occlusion_power": 0.0}, {"eye_occlusion_margin": -0.1}):  # a target above 1 has no meaning
+        with pytest.raises(ValueError, match="eye_occlusion_power must be > 0 and eye_occlusion_margin >= 0"):
+            LFGStage(model, perceptual="l1", eye_occlusion_weight=1.0, **bad)

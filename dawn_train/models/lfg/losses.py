@@ -167,8 +167,9 @@ def eye_occlusion_loss(occlusion: Tensor, eye_lmk: Tensor, eye_boxes: Tensor, mi
     there while a high power darkens it at blinks.  Each pixel of the eye boxes scores the binary KL
     divergence from t to its occlusion p, whose gradient in the occlusion head's logit is p - t: an L1 on p vanished
     with the sigmoid's slope (an LFG's map sits at ~0.99, and an L1 version of this term did not move in 2,800 steps).
-    occlusion (B, 1, h, w) in (0, 1); eye_lmk (B, 2, 12, 2) source and driving eye landmarks in pixels; eye_boxes (B, h, w): both frames' eye boxes at
-    the occlusion map's resolution.  Returns the mean over pairs of the mean over their box pixels (0 when p = t)."""
+    occlusion (B, 1, h, w) in (0, 1); eye_lmk (B, 2, 12, 2) source and driving eye landmarks in pixels; eye_boxes
+    (B, h, w): both frames' eye boxes at the occlusion map's resolution.  Returns the mean over pairs of the mean
+    over their box pixels (0 when p = t)."""
     change = (log_lid_ratio(eye_lmk, min_lid).abs() - margin).clamp(min=0)
     target = (-power * change).exp()[:, None, None]  # (B, 1, 1)
     p = occlusion[:, 0].float().clamp(1e-6, 1 - 1e-6)
