@@ -33,7 +33,7 @@ COMPOSITIONS = {
     "a2v-demo-stage1": ["base", "demo/base", "demo/a2v_stage1"],
     "a2v-demo-stage2": ["base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2"],
     "lfg-synth": ["base", "demo/base", "demo/lfg", "synth/base", "synth/lfg"],
-    "lfg-synth+eyes": ["base", "demo/base", "demo/lfg", "synth/base", "synth/lfg", "synth/lfg_eyes"],  # QUALITY_LFG
+    "lfg-synth+no_eyes": ["base", "demo/base", "demo/lfg", "synth/base", "synth/lfg", "synth/lfg_no_eyes"],  # QUALITY_LFG
     "pbnet-pose-synth": ["base", "demo/base", "demo/pbnet", "synth/base", "synth/pbnet"],
     "pbnet-blink-synth": ["base", "demo/base", "demo/pbnet", "synth/base", "synth/pbnet", "demo/pbnet_blink"],
     "a2v-synth-stage1": ["base", "demo/base", "demo/a2v_stage1", "synth/base", "synth/a2v_stage1"],
@@ -212,20 +212,27 @@ def test_quality_lfg_adds_an_ablation_config_to_the_lfg_run_only(tmp_path, monke
     import shutil
     import subprocess
 
-    ablation = tmp_path / "my ablations.d" / "lfg eyes.yaml"
+    ablation = tmp_path / "my ablations.d" / "lfg no eyes.yaml"
     ablation.parent.mkdir()
-    shutil.copy(EXPERIMENTS / "synth" / "lfg_eyes.yaml", ablation)
+    shutil.copy(EXPERIMENTS / "synth" / "lfg_no_eyes.yaml", ablation)
     out = tmp_path / "out"
     commands = quality_commands(tmp_path, {"QUALITY_OUT": str(out), "QUALITY_LFG": str(ablation)})
     fits = [args[1:] for args in commands if args[0] == "fit"]
     assert [str(ablation) in args for args in fits] == [True, False, False, False, False]
     monkeypatch.chdir(REPO)
-    config = resolve_fit_config(fits[0])
-    lfg = config["model"]["init_args"]
-    assert (lfg["eye_region_weight"], lfg["eye_occlusion_weight"]) == (10.0, 1.0)
+    recipe = resolve_fit_config(argv(COMPOSITIONS["lfg-synth"]))  # the recipe's LFG has the eye terms on ...
+    lfg = recipe["model"]["init_args"]
+    assert (lfg["eye_weight"], lfg["eye_region_weight"], lfg["eye_occlusion_weight"]) == (10.0, 10.0, 1.0)
     assert (lfg["eye_occlusion_power"], lfg["eye_occlusion_margin"]) == (3.0, 0.1)
     assert lfg["model"]["init_args"]["region_predictor_params"]["scale_factor"] == 0.5
-    assert config["data"]["init_args"]["blink_pairs"] == 0.25
+    assert recipe["data"]["init_args"]["blink_pairs"] == 0.25
+    config = resolve_fit_config(fits[0])  # ... and the ablation turns every one of them off
+    lfg = config["model"]["init_args"]
+    assert (lfg["eye_weight"], lfg["eye_region_weight"], lfg["eye_occlusion_weight"]) == (0.0, 0.0, 0.0)
+    assert (lfg["eye_occlusion_power"], lfg["eye_occlusion_margin"]) == (1.0, 0.0)
+    assert "scale_factor" not in lfg["model"]["init_args"]["region_predictor_params"]  # the model's default, a quarter
+    assert config["data"]["init_args"]["blink_pairs"] == 0.0
+    assert config["trainer"]["max_steps"] == recipe["trainer"]["max_steps"]  # the rest of the recipe unchanged
     report = next(args for args in commands if args[0] == "quality-report")
     assert report[report.index("--command") + 1] == f"QUALITY_LFG={ablation} make quality"
     # a missing file is named before the earlier run's folder is emptied

@@ -6,7 +6,7 @@
 # step is a plain `dawn-train` command; the runs land in quality_out/runs/ (experiments/synth/base.yaml).
 # QUALITY_OUT moves quality_out/, QUALITY_RESULTS the folder of RESULTS.md, and QUALITY_PROBE=FILE reuses a probe
 # made by `dawn-train data probe --steps 1000` instead of training one (~7 min; the probe does not depend on the data),
-# QUALITY_LFG=FILE one more LFG config given after synth/lfg.yaml (an ablation, e.g. experiments/synth/lfg_eyes.yaml).
+# QUALITY_LFG=FILE one more LFG config given after synth/lfg.yaml (an ablation, e.g. experiments/synth/lfg_no_eyes.yaml).
 set -euo pipefail
 OUT=${QUALITY_OUT:-quality_out}
 RESULTS=${QUALITY_RESULTS:-experiments/synth}
