@@ -205,11 +205,16 @@ class AntiAliasInterpolation2d(nn.Module):
 
     sigma = (1/scale - 1) / 2 and kernel size 2*round(4*sigma) + 1 (13x13 at scale 0.25). The kernel is a persistent
     buffer named ``weight`` because the official checkpoints contain it (``*.down.weight``).
-    (B, C, H, W) -> (B, C, H*scale, W*scale).
+    (B, C, H, W) -> (B, C, H*scale, W*scale).  The scale must be 1/n for a whole n: the official rule keeps every
+    int(1/scale)-th pixel, so a scale of 0.75 would keep every pixel (the full-size map, barely blurred).  `name`:
+    the setting the scale came from, for the error.
     """
 
-    def __init__(self, channels: int, scale: float):
+    def __init__(self, channels: int, scale: float, name: str = "scale_factor"):
         super().__init__()
+        if not 0 < scale <= 1 or abs(1 / scale - round(1 / scale)) > 1e-6:
+            raise ValueError(f"{name} must be 1/n for a whole number n (1, 0.5, 0.25, ...), got {scale}: the "
+                             f"downsampling keeps every n-th pixel")
         sigma = (1 / scale - 1) / 2
         kernel_size = 2 * round(sigma * 4) + 1
         self.ka = kernel_size // 2

@@ -66,7 +66,7 @@ class PixelwiseFlowPredictor(nn.Module):
         self.occlusion = (nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
                           if estimate_occlusion_map else None)
         if scale_factor != 1:
-            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+            self.down = AntiAliasInterpolation2d(num_channels, scale_factor, "pixelwise_flow_predictor_params.scale_factor")
         self.num_regions = num_regions
         self.scale_factor = scale_factor
         self.region_var = region_var

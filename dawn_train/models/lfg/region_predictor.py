@@ -91,7 +91,7 @@ class RegionPredictor(nn.Module):
         else:
             self.jacobian = None
         if scale_factor != 1:
-            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+            self.down = AntiAliasInterpolation2d(num_channels, scale_factor, "region_predictor_params.scale_factor")
         self.num_regions = num_regions
         self.temperature = temperature
         self.scale_factor = scale_factor

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dawn_train.models.lfg import AntiAliasInterpolation2d, ResBlock2d, Vgg19Features
+from dawn_train.models.lfg import AntiAliasInterpolation2d, LatentFlowGenerator, ResBlock2d, Vgg19Features
 from dawn_train.models.lfg.conv import Conv2d, conv2d_gemm
 from dawn_train.models.lfg.pooling import AvgPool2d, MaxPool2d
 
@@ -52,6 +52,19 @@ def test_strided_anti_alias_is_the_official_subsampled_blur(scale):
         return
     full = F.conv2d(F.pad(x, (down.ka, down.kb, down.ka, down.kb)), down.weight, groups=3)  # the official path
     assert torch.equal(down(x), full[:, :, ::down.step, ::down.step])
+
+
+@pytest.mark.parametrize("scale", [0.75, 0.3, 0.0, -0.5, 2.0])
+def test_anti_alias_refuses_a_scale_that_is_not_one_over_a_whole_number(scale):
+    # 0.75 would silently keep every pixel (int(1 / 0.75) = 1): a region predictor at full size, not three quarters
+    with pytest.raises(ValueError, match="scale_factor must be 1/n"):
+        AntiAliasInterpolation2d(3, scale)
+
+
+def test_a_region_predictor_scale_of_three_quarters_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"region_predictor_params\.scale_factor must be 1/n .* got 0\.75"):
+        LatentFlowGenerator(num_regions=4, region_predictor_params={"block_expansion": 4, "max_features": 8,
+                                                                     "num_blocks": 2, "scale_factor": 0.75})
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 5, 2, 2), (2, 4, 7, 6)])
