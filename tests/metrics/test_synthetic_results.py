@@ -37,7 +37,7 @@ def test_results_file_attributes_unmet_goals_and_shows_curves(tmp_path):
     gt, pbnet = text.split("## PBNet")
     # PSNR 22 vs still 21 misses "+4 dB" and so does the LFG ceiling (26.5 < 25? no: it meets it) -> the A2V-FDM
     assert "| PSNR |" in gt and "the A2V-FDM: the LFG ceiling (26.50) meets the goal" in gt
-    assert "the LFG: its ceiling is 0.050" in gt  # mouth: no A2V-FDM driving this LFG can talk
+    assert "the LFG: its ceiling is 0.050, short of the goal too" in gt  # mouth: the LFG is named first
     assert "the A2V-FDM: the LFG ceiling (0.900)" in pbnet
     assert "LFG reconstruction PSNR on these clips: 26.50 dB (goal >= 28 dB: **not met**)" in text
     assert "![val_l1.png](results/val_l1.png)" in text and (out / "results" / "val_l1.png").exists()
