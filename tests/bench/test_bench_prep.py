@@ -31,7 +31,9 @@ def test_bench_prep_reports_rates_per_core_from_measured_cpu_time(capsys):
     assert result["frames_per_s_per_core"] == pytest.approx(25 / result["cpu_seconds"], rel=0.01)
     assert result["frames_per_s"] == pytest.approx(25 / result["wall_seconds"], rel=0.01)
     assert result["videos_per_s_per_core"] == pytest.approx(1 / result["cpu_seconds"], rel=0.01)
-    assert result["frames_per_s_per_core"] <= result["frames_per_s"] * cores * 1.01
+    # per core >= per second / cores: no process gets more than all cores (the reverse, per core <= per second x
+    # cores, only says the process had half a core of 2, which a loaded host does not give: it failed so)
+    assert result["frames_per_s_per_core"] >= result["frames_per_s"] / cores / 1.01
     phases = result["phase_seconds_per_video"]
     assert set(phases) == {"decode (x2)", "face mesh", "crop + encode + audio + labels"}
     assert sum(p["wall"] for p in phases.values()) == pytest.approx(result["wall_seconds"], abs=0.01)
