@@ -109,7 +109,7 @@ class ImagePyramid(nn.Module):
     def __init__(self, scales: tuple[float, ...] | list[float] = (1.0, 0.5, 0.25, 0.125), num_channels: int = 3):
         super().__init__()
         self.scales = tuple(float(s) for s in scales)
-        self.downs = nn.ModuleList(AntiAliasInterpolation2d(num_channels, s) for s in self.scales)
+        self.downs = nn.ModuleList(AntiAliasInterpolation2d(num_channels, s, "each of scales") for s in self.scales)
         for down in self.downs:
             kernel = down.weight
             del down.weight
