@@ -227,7 +227,7 @@ class AntiAliasInterpolation2d(nn.Module):
         self.register_buffer("weight", kernel.expand(channels, 1, kernel_size, kernel_size).clone())
         self.groups = channels
         self.scale = scale
-        self.step = int(1 / scale)
+        self.step = round(1 / scale)  # = the official int(1 / scale) for every accepted 1/n, immune to 1/n rounding below n
 
     def forward(self, x: Tensor) -> Tensor:
         if self.scale == 1.0:
