@@ -29,6 +29,7 @@ from dawn_train.log import get_logger
 from dawn_train.metrics.suite import TABLE, MetricSuite
 from dawn_train.metrics.synthetic import TABLE as SYNTHETIC_TABLE
 from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
+from dawn_train.metrics.synthetic.blink_traces import eye_openness
 from dawn_train.metrics.synthetic.goals import GOALS, check_goals
 from dawn_train.models.a2v.conditioning import check_guidance
 from dawn_train.tracking.eval_log import log_evaluation
@@ -107,7 +108,7 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
     for reason in (synthetic.unavailable.values() if synthetic else ()):
         log.warning("%s", reason)
 
-    videos, per_video = 0, []
+    videos, per_video, traces = 0, [], []
     for parsed in tqdm(split_samples(shards, split), desc=f"eval ({split})", total=max_videos, disable=not progress):
         if max_videos is not None and videos >= max_videos:
             break
@@ -128,7 +129,7 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         def as_batch(a):
             return torch.as_tensor(np.asarray(a, np.float32), device=dev)[None]
 
-        reading = None
+        reading, eyes = None, None
         if synthetic is not None:
             mouth = mouth_from_landmarks(parsed[schema.MOUTH_LMK][:n])
             ceiling = lfg_reconstruction(pipe.lfg, real)
@@ -136,6 +137,11 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
                                        mouth=as_batch(mouth), reconstruction=ceiling)
             if pipe.pose_blink is not None:  # PBNet's own motion, beside the video's: whose is an unmet goal
                 synthetic.update_motion(as_batch(motion.pose), as_batch(motion.blink))
+            if reading is not None:  # per-frame eye openness: where the Blink/s figures come from (blink_traces)
+                eyes = {row: eye_openness(r.eyes[0]) for row, r in synthetic.last_readings.items()
+                        if row in ("ground truth", "LFG ceiling", "generated")}
+                eyes["driving"] = eye_openness(motion.blink)
+        traces.append(eyes)
         suite.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(audio), as_batch(pose), as_batch(blink),
                      generated_pose=reading.pose if reading else None, generated_blink=reading.eyes if reading else None)
         key = f"{parsed['meta'].get('video_id', videos)}/{parsed['meta'].get('chunk', 0)}"
@@ -160,6 +166,9 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
                      "pose_blink": "pbnet" if pipe.pose_blink is not None else "ground truth"},
     }
     result["videos"] = [dict(zip(VIDEO_COLUMNS, row)) for row in per_video]
+    for video, eyes in zip(result["videos"], traces):
+        if eyes:
+            video["eyes"] = eyes
     if goals:
         result["goals"] = [c.as_dict() for c in check_goals(result["synthetic"], GOALS[goals])]
     out_path.parent.mkdir(parents=True, exist_ok=True)

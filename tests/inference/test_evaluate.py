@@ -107,6 +107,14 @@ def test_eval_with_probe_scores_generated_frames_beside_the_still_frame(models, 
     assert [g["metric"] for g in result["goals"]] == ["PSNR", "MouthCorr"] and "goals (demo):" in printed
     psnr = result["goals"][0]
     assert psnr["met"] == (psnr["generated"] >= psnr["still_frame"])
+    # per-frame eye openness of each video: the frames behind the Blink/s figures (metrics/synthetic/blink_traces)
+    eyes = result["videos"][0]["eyes"]
+    assert set(eyes) == {"ground truth", "LFG ceiling", "generated", "driving"}
+    assert all(len(trace) == result["videos"][0]["frames"] for trace in eyes.values())
+    from dawn_train.metrics.blink import count_blinks
+    seconds = result["videos"][0]["frames"] / 25
+    assert count_blinks(eyes["generated"]) / seconds == pytest.approx(result["synthetic"]["generated"]["Blink/s"])
+    assert count_blinks(eyes["ground truth"]) / seconds == pytest.approx(result["synthetic"]["ground truth"]["Blink/s"])
 
 
 def test_goals_need_a_probe(models, synth_shards, tmp_path):

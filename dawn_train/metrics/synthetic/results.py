@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from dawn_train.data.schema import BLINK_RELATIVE
+from dawn_train.metrics.synthetic.blink_traces import blink_table, plot_blink_traces
 from dawn_train.metrics.synthetic.goals import GoalCheck
 from dawn_train.metrics.synthetic.suite import ROWS, TABLE
 
@@ -81,6 +83,20 @@ def goals_markdown(result: dict) -> list[str]:
     return lines
 
 
+def blinks_markdown(result: dict, figures: Path) -> list[str]:
+    """Where an eval's Blink/s figures come from: blinks counted per video and trace, and the traces drawn
+    (`figures`/blinks_<pose_blink>.png).  Empty for an eval without per-frame traces (written before they were
+    stored)."""
+    table = blink_table(result.get("videos", []))
+    if not table:
+        return []
+    name = f"blinks_{result['settings']['pose_blink'].replace(' ', '_')}.png"
+    plot_blink_traces(result["videos"], figures / name, title=f"pose/blink from {result['settings']['pose_blink']}")
+    return ["Blinks per video: the probe's eye openness (both eyes' mean) of each video, a blink a run of >= 2 frames "
+            f"below {BLINK_RELATIVE}x that video's median; the driving signal is the input, not a reading of a video.", ""] + \
+        table + ["", f"![{name}](results/{name})", ""]
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -129,6 +145,7 @@ def write_results(out_dir: str | Path, evals: dict[str, str | Path], curves: str
                   f"steps, pose/blink from {settings['pose_blink']} (`{path}`).", ""]
         lines += table_markdown(synthetic) + [""]
         lines += goals_markdown(result) + [""]
+        lines += blinks_markdown(result, figures)
         ceiling = synthetic.get("LFG ceiling", {}).get("PSNR")
         if ceiling is not None and title == next(iter(evals)):
             met = "met" if ceiling >= lfg_goal_db else "**not met**"

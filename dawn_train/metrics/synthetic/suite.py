@@ -55,6 +55,8 @@ class SyntheticSuite(HoldsFrozenNet):
         mouth: (B, T) true mouth opening (the dataset's `mouth` labels, or `mouth_from_landmarks`);
             None: the probe's reading of the real frames;
         lengths: (B,) valid frames per clip.
+    last_readings: {row: ProbeReading with (B, T, ...) fields} of the last `update` ("generated", "still frame",
+        "ground truth", and "LFG ceiling" when given): per-frame readings for traces (`blink_traces`).
     update_motion(pose, blink, lengths=None): the PBNet-sampled driving signals, (B, T, 6) and (B, T, 2).
     compute(): {row: {metric: float | None}} for the rows in ROWS ("LFG ceiling" and "PBNet motion" only when
         given) and the metrics in TABLE.
@@ -73,6 +75,7 @@ class SyntheticSuite(HoldsFrozenNet):
         self.chunk = chunk
         self.rows = nn.ModuleDict()
         self.has_ceiling = self.has_motion = False
+        self.last_readings: dict[str, ProbeReading] = {}
         for row in ROWS:
             if row == "PBNet motion":  # read from the signals: no frames, no probe
                 self.rows[row.replace(" ", "_")] = nn.ModuleDict({"blink": BlinkRate(), "motion": HeadMotion()})
@@ -125,6 +128,7 @@ class SyntheticSuite(HoldsFrozenNet):
         }
         if reconstruction is not None:
             readings["LFG_ceiling"] = self.read(reconstruction)
+        self.last_readings = {row.replace("_", " "): reading for row, reading in readings.items()}
         reference = readings["ground_truth"].mouth if mouth is None else mouth.to(generated.device)
         for row, reading in readings.items():
             metrics = self.rows[row]
@@ -171,6 +175,7 @@ class SyntheticSuite(HoldsFrozenNet):
 
     def reset(self) -> None:
         self.has_ceiling = self.has_motion = False
+        self.last_readings = {}
         for metrics in self.rows.values():
             for metric in metrics.values():
                 metric.reset()
