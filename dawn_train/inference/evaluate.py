@@ -29,7 +29,7 @@ from dawn_train.log import get_logger
 from dawn_train.metrics.suite import TABLE, MetricSuite
 from dawn_train.metrics.synthetic import TABLE as SYNTHETIC_TABLE
 from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
-from dawn_train.metrics.synthetic.blink_traces import eye_openness
+from dawn_train.metrics.synthetic.blink_traces import eye_openness, plot_blink_traces
 from dawn_train.metrics.synthetic.goals import GOALS, check_goals
 from dawn_train.models.a2v.conditioning import check_guidance
 from dawn_train.tracking.eval_log import log_evaluation
@@ -172,10 +172,16 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
     if goals:
         result["goals"] = [c.as_dict() for c in check_goals(result["synthetic"], GOALS[goals])]
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # each video's eye openness drawn beside the json (`<name>_blinks.png`): the frames behind the Blink/s figures
+    figure = plot_blink_traces(result["videos"], out_path.with_name(out_path.stem + "_blinks.png"),
+                               title=f"pose/blink from {result['settings']['pose_blink']}")
+    if figure is not None:
+        result["blink_figure"] = str(figure)
     if log_wandb:
         table = [[name, *[rows[name].get(m) for m in TABLE]] for name in ("ground truth", "generated")]
         result["wandb"] = log_evaluation(out_path.parent, a2v, result["settings"], ["row", *TABLE], table,
-                                         rows["generated"], VIDEO_COLUMNS, per_video)
+                                         rows["generated"], VIDEO_COLUMNS, per_video,
+                                         images={"eval/blinks": figure} if figure else None)
     out_path.write_text(json.dumps(result, indent=1))
     result["out"] = str(out_path)
     return result

@@ -5,7 +5,7 @@ The eval run (job type "eval", offline by default) lives in `<out folder>/eval_w
                 (`point.json` beside the output), the point's swept values flat
     eval/<m>    every Table 1 number, with best/last summaries by metric direction
     eval/table  ground truth / generated rows; eval/videos: per-video numbers with the generated video (+ audio);
-                eval/samples: the same videos as media
+                eval/samples: the same videos as media; eval/blinks: a synthetic eval's eye-openness traces (when given)
     input       the checkpoint artifact it evaluated (`tracking.wandb_runs`: same artifact as training logged)
 Project and group are the training run's (its `wandb_run.json`), `WANDB_RUN_GROUP` and a sweep point's
 group winning.  Then the training run is resumed by id (offline: a new offline-run folder of the same run) and
@@ -99,9 +99,11 @@ def resume_when_free(wait_s: float = RUN_IN_USE_WAIT_S, **kwargs):
 
 
 def log_evaluation(out_dir: str | Path, checkpoint: str | Path, settings: dict, table_columns: list[str],
-                   table_rows: list[list], metrics: dict, video_columns: list[str], video_rows: list[list]) -> dict:
+                   table_rows: list[list], metrics: dict, video_columns: list[str], video_rows: list[list],
+                   images: dict[str, str | Path] | None = None) -> dict:
     """Log one evaluation (see the module docstring).  `video_rows`: per-video values with the mp4 path in the
-    column named "video".  Returns {"eval_run": id, "training_run": id or None, "artifact": name}."""
+    column named "video"; `images`: key -> PNG file, logged as images (e.g. "eval/blinks", the eye-openness traces
+    of a synthetic eval).  Returns {"eval_run": id, "training_run": id or None, "artifact": name}."""
     import wandb
 
     out_dir = Path(out_dir)
@@ -128,6 +130,7 @@ def log_evaluation(out_dir: str | Path, checkpoint: str | Path, settings: dict, 
     run.log({"eval/table": wandb.Table(columns=table_columns, data=table_rows),
              "eval/videos": wandb.Table(columns=video_columns, data=videos),
              **({"eval/samples": samples} if samples else {}),  # the report's media panel
+             **{key: wandb.Image(str(path)) for key, path in (images or {}).items()},
              **{f"eval/{k}": v for k, v in numbers.items()}})
     eval_id = run.id
     run.finish()

@@ -115,6 +115,7 @@ def test_eval_with_probe_scores_generated_frames_beside_the_still_frame(models, 
     seconds = result["videos"][0]["frames"] / 25
     assert count_blinks(eyes["generated"]) / seconds == pytest.approx(result["synthetic"]["generated"]["Blink/s"])
     assert count_blinks(eyes["ground truth"]) / seconds == pytest.approx(result["synthetic"]["ground truth"]["Blink/s"])
+    assert result["blink_figure"] == str(tmp_path / "eval_blinks.png") and (tmp_path / "eval_blinks.png").is_file()
 
 
 def test_goals_need_a_probe(models, synth_shards, tmp_path):

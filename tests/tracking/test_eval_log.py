@@ -64,3 +64,22 @@ def test_summary_writes_take_turns(tmp_path):
         assert not entered.is_set()  # waits for the first writer
     thread.join(10)
     assert entered.is_set()
+
+
+def test_images_are_logged_with_the_eval(tmp_path, monkeypatch):
+    """A synthetic eval's eye-openness traces (a PNG beside its json) go into its W&B run as an image."""
+    from PIL import Image
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    ckpt = tmp_path / "a2v.ckpt"
+    ckpt.write_bytes(b"weights")
+    figure = tmp_path / "eval v1.0_blinks.png"
+    Image.new("RGB", (40, 20), "white").save(figure)
+    out = tmp_path / "eval"
+    out.mkdir()
+    log_evaluation(out, ckpt, {"window_size": 80}, ["row", "BAS"], [["generated", 0.2]], {"BAS": 0.2},
+                   ["video_key", "video"], [["v/0", None]], images={"eval/blinks": figure})
+    offline = read_offline_run(out / "eval_wandb")
+    summary = offline["summary"]  # wandb flattens the image's fields into dotted keys
+    assert summary["eval/blinks._type"] == "image-file" and (summary["eval/blinks.width"], summary["eval/blinks.height"]) == (40, 20)
+    assert any("/media/images/eval/blinks" in path for path in offline["media"])
