@@ -15,6 +15,8 @@ def print_goals_and_output(result: dict, goals: str | None) -> None:
         for line in format_goals([GoalCheck(**check) for check in result["goals"]]):
             print(f"  {line}")
     print(f"results: {result['out']}")
+    if result.get("blink_figure"):  # the frames behind the Blink/s figures, per video
+        print(f"eye openness per video: {result['blink_figure']}")
 
 
 def cmd_eval(args) -> int:

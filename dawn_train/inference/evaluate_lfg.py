@@ -5,7 +5,8 @@ For every video of the split the first frame is the source and each real frame d
 drives this LFG (the "LFG ceiling" row of `dawn-train eval`), so an LFG ablation (regions, loss weights, flow
 resolution) is judged on them without training an A2V-FDM.  They are scored by `SyntheticSuite` against the real
 frames, beside the still frame (the source held) and the real frames through the probe (its floor): PSNR and SSIM
-always; with a probe, mouth sync, Blink/s, pose and identity error.  `goals="lfg"` checks that the ceiling leaves
+always; with a probe, mouth sync, Blink/s, pose and identity error, and each video's eye openness (real frames and
+reconstruction, `blink_traces`: stored per video, drawn beside the json).  `goals="lfg"` checks that the ceiling leaves
 room for the video goals of `make quality` (and the LFG's own >= 28 dB).
 """
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dawn_train.data.sample import decode_frames
 from dawn_train.inference.evaluate import default_output, lfg_reconstruction, split_samples
 from dawn_train.inference.outputs import check_output_file
 from dawn_train.inference.pipeline import resolve_device
+from dawn_train.metrics.blink import count_blinks
 from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
+from dawn_train.metrics.synthetic.blink_traces import eye_openness, plot_blink_traces
 from dawn_train.metrics.synthetic.goals import GOALS, check_goals
 from dawn_train.metrics.synthetic.metrics import frame_psnr
 
@@ -30,7 +33,8 @@ def evaluate_lfg(lfg: str, shards: str, *, split: str = "val", max_videos: int |
                  probe: str | None = None, goals: str | None = None, device: str | None = None,
                  out: str | None = None, progress: bool = True) -> dict:
     """Returns (and writes to `out`, default `runs/<name>/eval_lfg.json`) {"synthetic": rows, "unavailable",
-    "settings", "videos": [{video_key, frames, psnr}], "goals" (with `goals`), "out"}."""
+    "settings", "videos": [{video_key, frames, psnr, eyes (with a probe)}], "goals" (with `goals`), "blink_figure"
+    (with a probe), "out"}."""
     from tqdm.auto import tqdm
 
     if goals and not probe:
@@ -54,6 +58,9 @@ def evaluate_lfg(lfg: str, shards: str, *, split: str = "val", max_videos: int |
         suite.update(reconstruction, real[None], real[:1], pose, mouth=mouth)
         key = f"{parsed['meta'].get('video_id', len(per_video))}/{parsed['meta'].get('chunk', 0)}"
         per_video.append({"video_key": key, "frames": n, "psnr": float(frame_psnr(reconstruction[0], real).mean())})
+        if suite.last_readings:  # with a probe: the frames behind Blink/s (the reconstruction is the LFG's ceiling)
+            per_video[-1]["eyes"] = {"ground truth": eye_openness(suite.last_readings["ground truth"].eyes[0]),
+                                     "LFG ceiling": eye_openness(suite.last_readings["generated"].eyes[0])}
     if not per_video:
         raise ValueError(f"{shards}: no usable '{split}' samples to evaluate")
     result = {"synthetic": suite.compute(), "unavailable": suite.unavailable,
@@ -63,6 +70,9 @@ def evaluate_lfg(lfg: str, shards: str, *, split: str = "val", max_videos: int |
     if goals:
         result["goals"] = [c.as_dict() for c in check_goals(result["synthetic"], GOALS[goals])]
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    figure = plot_blink_traces(per_video, out_path.with_name(out_path.stem + "_blinks.png"), title="LFG reconstruction")
+    if figure is not None:
+        result["blink_figure"] = str(figure)
     out_path.write_text(json.dumps(result, indent=1))
     result["out"] = str(out_path)
     return result
@@ -80,6 +90,14 @@ def format_lfg_table(result: dict, columns: tuple[str, ...]) -> list[list[str]]:
 
 
 def video_lines(result: dict) -> list[str]:
-    """One line per video: its reconstruction PSNR (an outlier clip shows here, not in the mean)."""
-    return [f"{v['video_key']}: {v['frames']} frames, PSNR {v['psnr']:.2f} dB" for v in result["videos"]]
+    """One line per video: its reconstruction PSNR (an outlier clip shows here, not in the mean) and, with a probe,
+    the blinks counted on the reconstruction and on the real frames."""
+    def blinks(video):
+        eyes = video.get("eyes")
+        if not eyes:
+            return ""
+        return (f", blinks {count_blinks(eyes['LFG ceiling'])} (real frames: "
+                f"{count_blinks(eyes['ground truth'])})")
+
+    return [f"{v['video_key']}: {v['frames']} frames, PSNR {v['psnr']:.2f} dB{blinks(v)}" for v in result["videos"]]
 

@@ -116,6 +116,7 @@ def test_eval_with_probe_scores_generated_frames_beside_the_still_frame(models, 
     assert count_blinks(eyes["generated"]) / seconds == pytest.approx(result["synthetic"]["generated"]["Blink/s"])
     assert count_blinks(eyes["ground truth"]) / seconds == pytest.approx(result["synthetic"]["ground truth"]["Blink/s"])
     assert result["blink_figure"] == str(tmp_path / "eval_blinks.png") and (tmp_path / "eval_blinks.png").is_file()
+    assert f"eye openness per video: {tmp_path / 'eval_blinks.png'}" in printed
 
 
 def test_goals_need_a_probe(models, synth_shards, tmp_path):

@@ -31,6 +31,13 @@ def test_eval_lfg_scores_reconstructions_beside_the_still_frame(models, synth_sh
     assert result["goals"][0]["met"] == (rows["generated"]["PSNR"] >= 28)
     assert "LFG reconstruction" in printed and "still frame (baseline)" in printed and "goals (lfg):" in printed
     assert f"{result['videos'][0]['psnr']:.2f} dB" in printed
+    # the eye openness behind Blink/s, per video: its blinks on the line of the video, its traces drawn
+    from dawn_train.metrics.blink import count_blinks
+    eyes = result["videos"][0]["eyes"]
+    assert set(eyes) == {"ground truth", "LFG ceiling"} and len(eyes["LFG ceiling"]) == 16
+    assert (f"blinks {count_blinks(eyes['LFG ceiling'])} (real frames: {count_blinks(eyes['ground truth'])})"
+            in printed)
+    assert result["blink_figure"] == str(out.parent / "lfg_blinks.png") and (out.parent / "lfg_blinks.png").is_file()
 
 
 def test_eval_lfg_without_probe_reports_psnr_and_names_the_rest_unavailable(models, synth_shards, tmp_path):
@@ -39,6 +46,7 @@ def test_eval_lfg_without_probe_reports_psnr_and_names_the_rest_unavailable(mode
                           progress=False)
     generated = result["synthetic"]["generated"]
     assert generated["PSNR"] is not None and generated["MouthCorr"] is None and "MouthCorr" in result["unavailable"]
+    assert "eyes" not in result["videos"][0] and "blink_figure" not in result  # nothing read, nothing drawn
     with pytest.raises(ValueError, match="--probe"):
         evaluate_lfg(str(lfg), str(synth_shards), goals="lfg", out=str(tmp_path / "g.json"), progress=False)
 
