@@ -62,3 +62,15 @@ def test_results_file_shows_the_blinks_behind_blink_rate(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(result))
     text = write_results(tmp_path / "old", {"GT": tmp_path / "old.json"}).read_text()
     assert "Blinks per video" not in text and not (tmp_path / "old" / "results" / "blinks_ground_truth.png").exists()
+
+
+def test_a_large_split_draws_the_videos_whose_counts_differ_first(tmp_path):
+    """A test split of hundreds would not fit one figure: at most max_panels panels, the disagreeing videos first."""
+    agree = {"video_key": "same", "frames": 60,
+             "eyes": {k: trace(60, [range(10, 13)]) for k in ("ground truth", "LFG ceiling", "generated")}}
+    differ = videos()[0]
+    many = plot_blink_traces([agree] * 5 + [differ], tmp_path / "many.png", max_panels=2)
+    two = plot_blink_traces([agree, agree], tmp_path / "two.png")
+    assert Image.open(many).size == Image.open(two).size  # 2 panels, not 6
+    from dawn_train.metrics.synthetic.blink_traces import counts_differ
+    assert counts_differ(differ) and not counts_differ(agree)

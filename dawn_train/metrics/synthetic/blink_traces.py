@@ -57,9 +57,18 @@ def blink_table(videos: list[dict]) -> list[str]:
     return lines
 
 
-def plot_blink_traces(videos: list[dict], path: str | Path, title: str = "", fps: float = FPS) -> Path | None:
+def counts_differ(video: dict) -> bool:
+    """Whether a video's traces read from frames (real, ceiling, generated) count different numbers of blinks."""
+    counts = {count_blinks(np.asarray(video["eyes"][k], dtype=np.float64)) for k in TRACES
+              if k != "driving" and k in video["eyes"]}
+    return len(counts) > 1
+
+
+def plot_blink_traces(videos: list[dict], path: str | Path, title: str = "", fps: float = FPS,
+                      max_panels: int = 8) -> Path | None:
     """One panel per video with traces: each trace's eye openness over time and, dotted in its colour, its
-    closed-eye threshold; the frames of each counted blink are marked.  Writes a PNG; None when no video has
+    closed-eye threshold; the frames of each counted blink are marked.  At most `max_panels` videos, those whose
+    counts differ first (a test split of hundreds would not fit one figure).  Writes a PNG; None when no video has
     traces."""
     import matplotlib
 
@@ -69,6 +78,10 @@ def plot_blink_traces(videos: list[dict], path: str | Path, title: str = "", fps
     videos = [v for v in videos if v.get("eyes")]
     if not videos:
         return None
+    if len(videos) > max_panels:
+        total = len(videos)
+        videos = sorted(videos, key=lambda v: not counts_differ(v))[:max_panels]  # stable: split order otherwise
+        title = f"{title}{' - ' if title else ''}{max_panels} of {total} videos, those whose counts differ first"
     figure, axes = plt.subplots(len(videos), 1, figsize=(9, 1.7 * len(videos) + 0.7), sharex=True, squeeze=False)
     for axis, video in zip(axes[:, 0], videos):
         for key, (label, colour, style) in TRACES.items():
