@@ -44,6 +44,7 @@ class Setup:
     implementation: str = "fast"  # "fast" | "reference"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     steps: int = 20  # DDIM steps (sample_t200)
+    batch: Optional[int] = None  # batch of the train-step cases (None: each case's own, as in the issue's table)
     applied: bool = False  # set by `build` when a constructor took `implementation`
 
     @property
@@ -89,6 +90,7 @@ class Workload:
     params: int
     compile_targets: list[tuple[nn.Module, tuple[str, ...]]]
     estimate: Optional[Callable[[], int]] = None  # bytes one call needs above what is loaded (UNet cases)
+    samples: int = 0  # training samples (clips, frame pairs, windows) one call consumes: samples/s = samples / s
 
 
 def n_params(*modules: nn.Module) -> int:
@@ -124,7 +126,8 @@ def lfg_step(setup: Setup, full: bool) -> Workload:
         stage = LFGStage(lfg, perceptual="l1", equivariance_shift_weight=0.0, equivariance_affine_weight=0.0)
     stage.to(setup.device)
     optimizer = torch.optim.Adam(lfg.parameters(), lr=stage.hparams.lr, betas=(0.5, 0.999), fused=fused_on_cpu(lfg.parameters()))
-    source, driving = (setup.frames(2).float() / 255 for _ in range(2))
+    batch = setup.batch or 2
+    source, driving = (setup.frames(batch).float() / 255 for _ in range(2))
 
     def step() -> Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -135,7 +138,8 @@ def lfg_step(setup: Setup, full: bool) -> Workload:
         return loss.detach()
 
     loss = f"VGG19 pyramid x{len(stage.hparams.scales)} + equivariance" if full else "multi-scale L1"
-    return Workload(step, f"B=2, {setup.image} px, {loss}", n_params(lfg), lfg_compile_targets(lfg))
+    return Workload(step, f"B={batch}, {setup.image} px, {loss}", n_params(lfg), lfg_compile_targets(lfg),
+                    samples=batch)
 
 
 def lfg_targets(setup: Setup) -> Workload:
@@ -158,22 +162,23 @@ def lfg_targets(setup: Setup) -> Workload:
 
 
 # ---- A2V-FDM ----------------------------------------------------------------------------------------------------
-def a2v_inputs(setup: Setup, model: nn.Module, frames: int) -> dict[str, Tensor]:
-    """Random x_start (1, 3, T, h, w), ref_fea (1, C_ref, h, w), box (1, 6), cond (1, T, D) for `model`."""
+def a2v_inputs(setup: Setup, model: nn.Module, frames: int, batch: int = 1) -> dict[str, Tensor]:
+    """Random x_start (B, 3, T, h, w), ref_fea (B, C_ref, h, w), box (B, 6), cond (B, T, D) for `model`."""
     h, unet = setup.latent, model.unet
     ref_channels = unet.channels - 3 - model.face_loc_emb.conv2.out_channels
-    return {"x_start": setup.rand(1, 3, frames, h, h).clamp(-1, 1), "ref_fea": setup.rand(1, ref_channels, h, h),
-            "box": setup.face_box(), "cond": setup.rand(1, frames, unet.cond_dim)}
+    return {"x_start": setup.rand(batch, 3, frames, h, h).clamp(-1, 1), "ref_fea": setup.rand(batch, ref_channels, h, h),
+            "box": setup.face_box().expand(batch, -1), "cond": setup.rand(batch, frames, unet.cond_dim)}
 
 
 def a2v_step(setup: Setup, frames: int = 20) -> Workload:
-    """One A2V-FDM train step, B=1, T frames: A2VFDM forward (random diffusion step, null-condition draw) -> mean
+    """One A2V-FDM train step, B clips (`Setup.batch`, default 1) of T frames: A2VFDM forward (random diffusion step, null-condition draw) -> mean
     loss -> backward -> Adam step (A2VStage's optimizer).  Train mode: the training window (`train_window_size`, none by default: full
     temporal attention, as the release trains)."""
     from dawn_train.models.a2v import build_a2v
 
     model = setup.build(build_a2v, **setup.spec["a2v"]).train()
-    inputs = a2v_inputs(setup, model, frames)
+    batch = setup.batch or 1
+    inputs = a2v_inputs(setup, model, frames, batch)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=2e-4, betas=(0.9, 0.99), fused=fused_on_cpu(params))  # as A2VStage
     generator = torch.Generator(device=setup.device).manual_seed(0)
@@ -186,8 +191,8 @@ def a2v_step(setup: Setup, frames: int = 20) -> Workload:
         optimizer.step()
         return loss.detach()
 
-    shapes = f"B=1, T={frames}, latent {setup.latent}, dim {model.unet.init_conv.out_channels}"
-    return Workload(step, shapes, n_params(model), [(model.unet, ("forward",))])
+    shapes = f"B={batch}, T={frames}, latent {setup.latent}, dim {model.unet.init_conv.out_channels}"
+    return Workload(step, shapes, n_params(model), [(model.unet, ("forward",))], samples=batch)
 
 
 def unet_call(setup: Setup, frames: int) -> Workload:
@@ -237,13 +242,14 @@ def sample(setup: Setup, frames: int = 200) -> Workload:
 
 
 # ---- PBNet ------------------------------------------------------------------------------------------------------
-def pbnet_step(setup: Setup, batch: int = 4, frames: int = 200) -> Workload:
+def pbnet_step(setup: Setup, frames: int = 200) -> Workload:
     """One PBNet pose train step: batch of pose (B, T, 6) in data units and audio features (B, T, A) ->
     `PBNetStage.inputs` -> `losses` (reconstruction, KL, smoothness) -> backward -> grad clip -> AdamW step
     (the stage's official optimizer, weight decay 0.01)."""
     from dawn_train.models.pbnet import PBNet
     from dawn_train.stages.pbnet import PBNetStage
 
+    batch = setup.batch or 4
     model = setup.build(PBNet, **{**setup.spec["pbnet"], "pos_dim": 6, "eye_dim": 0}).train()
     stage = PBNetStage(model, target="pose", **setup.spec["pbnet_units"]).to(setup.device)
     r = float(setup.image)
@@ -265,7 +271,7 @@ def pbnet_step(setup: Setup, batch: int = 4, frames: int = 200) -> Workload:
         return terms["loss"].detach()
 
     shapes = f"B={batch}, T={frames}, audio {model.audio_dim}-d"
-    return Workload(step, shapes, n_params(model), [])
+    return Workload(step, shapes, n_params(model), [], samples=batch)
 
 
 BUILDERS: dict[str, Callable[[Setup], Workload]] = {
@@ -277,5 +283,5 @@ BUILDERS: dict[str, Callable[[Setup], Workload]] = {
     "unet_t200": lambda s: unet_call(s, 200),
     "unet_t600": lambda s: unet_call(s, 600),
     "sample_t200": lambda s: sample(s, frames=200),
-    "pbnet_step": lambda s: pbnet_step(s, batch=4, frames=200),
+    "pbnet_step": lambda s: pbnet_step(s, frames=200),
 }

@@ -24,6 +24,12 @@ peak / fast peak.  A case whose models take no `implementation` argument runs on
 run with `trainer.precision: bf16-mixed` computes (matrix products and convolutions in bfloat16, which CPUs with
 AMX or AVX512-BF16 run several times faster, reductions and losses in float32).  It is lower precision, not the same
 numbers: the table states it beside the float32 runs, never instead of them.
+`batch`: the batch of the train-step cases (default: each case's own, B=2 LFG, B=1 A2V-FDM, B=4 PBNet); a GPU needs
+larger ones to be busy.  `flops`: one more call of each run under `torch.utils.flop_counter.FlopCounterMode` counts
+its floating-point operations (matrix products, convolutions, attention kernels: what the tensor cores do; forward and
+backward), giving `flops` per call, `tflops` achieved (flops / median seconds) and, where the device's dense peak for
+the run's precision is known (`PEAK_TFLOPS`, or `peak_tflops` given), `mfu` = achieved / peak, the model FLOP
+utilisation.  Train-step runs also report `samples_per_s` (batch / median seconds).
 A UNet case whose estimated peak is above the memory budget (`budget_gib`, default: what the device has available)
 is refused, and says so, before it runs.
 """
@@ -47,6 +53,10 @@ IMPLEMENTATIONS = ("reference", "fast")
 COMPILED = "fast+compile"
 BF16 = "fast+bf16"
 WARNING = "bench cases: warning:"
+# Dense (no sparsity) peak TFLOP/s per precision of the devices whose name contains the key, from the vendors'
+# datasheets (SXM parts).  float32 is absent on purpose: on CUDA, convolutions run as TF32 by default and matrix
+# products do not, so no single float32 peak is honest; give --peak-tflops for it, or for another device.
+PEAK_TFLOPS = {"bf16-mixed": {"H200": 989.4, "H100": 989.4, "A100": 312.0}}
 MIB = 2 ** 20
 
 
@@ -65,7 +75,8 @@ def parse_names(text: str | Sequence[str], known: Sequence[str], what: str) -> l
 
 # ---- the parent: one fresh process per (case, implementation) ---------------------------------------------------
 def child_command(case: str, implementation: str, *, size: str, device: str, threads: int, repeats: int, warmup: int,
-                  steps: int, compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None) -> list[str]:
+                  steps: int, compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None,
+                  batch: Optional[int] = None, flops: bool = False, peak_tflops: Optional[float] = None) -> list[str]:
     args = [sys.executable, "-m", "dawn_train.bench.cases", "--case", case, "--impl", implementation, "--size", size,
             "--device", device, "--threads", str(threads), "--repeats", str(repeats), "--warmup", str(warmup),
             "--steps", str(steps)]
@@ -75,6 +86,12 @@ def child_command(case: str, implementation: str, *, size: str, device: str, thr
         args.append("--bf16")
     if budget_gib is not None:
         args += ["--memory-budget", str(budget_gib)]
+    if batch is not None:
+        args += ["--batch", str(batch)]
+    if flops:
+        args.append("--flops")
+    if peak_tflops is not None:
+        args += ["--peak-tflops", str(peak_tflops)]
     return args
 
 
@@ -120,6 +137,7 @@ def describe(run: dict) -> str:
 def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str | Sequence[str] = IMPLEMENTATIONS, *,
                 release_size: bool = False, threads: int = 2, repeats: int = 3, warmup: int = 1, steps: int = 20,
                 compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None, device: str = "auto",
+                batch: Optional[int] = None, flops: bool = False, peak_tflops: Optional[float] = None,
                 progress: bool = True) -> dict:
     """Run every case with every implementation (reference first) in fresh processes; returns
     {"cases": [{case, shapes, reference: {...}, fast: {...}, speedup, memory_ratio, same_model, ...}], settings}.
@@ -128,9 +146,11 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
     impls = [i for i in IMPLEMENTATIONS if i in parse_names(implementations, IMPLEMENTATIONS, "implementation")]
     if repeats < 1 or warmup < 0 or threads < 1:
         raise BenchCaseError(f"need repeats >= 1, warmup >= 0 and threads >= 1 (got {repeats}, {warmup}, {threads})")
+    if (batch is not None and batch < 1) or (peak_tflops is not None and peak_tflops <= 0):
+        raise BenchCaseError(f"need batch >= 1 and peak TFLOP/s > 0 (got {batch}, {peak_tflops})")
     size = "release" if release_size else "demo"
     common = dict(size=size, device=device, threads=threads, repeats=repeats, warmup=warmup, steps=steps,
-                  budget_gib=budget_gib)
+                  budget_gib=budget_gib, batch=batch, flops=flops, peak_tflops=peak_tflops)
     runs = impls + ([COMPILED] if compile else []) + ([BF16] if bf16 else [])
     results = []
     for index, name in enumerate(names, 1):
@@ -158,8 +178,9 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
             for line in warnings + [entry[r]["message"] for r in runs if entry.get(r, {}).get("refused")]:
                 print(f"  {line}", file=sys.stderr, flush=True)
     device = next((e[r]["device"] for e in results for r in runs if "device" in e.get(r, {})), device)  # resolved
-    return {"size": size, "device": device, "threads": threads, "repeats": repeats, "warmup": warmup, "steps": steps,
-            "implementations": runs, "cases": results}
+    device_name = next((e[r]["device_name"] for e in results for r in runs if "device_name" in e.get(r, {})), None)
+    return {"size": size, "device": device, "device_name": device_name, "threads": threads, "repeats": repeats,
+            "warmup": warmup, "steps": steps, "batch": batch, "flops": flops, "implementations": runs, "cases": results}
 
 
 # ---- the table --------------------------------------------------------------------------------------------------
@@ -168,8 +189,19 @@ TABLE_COLUMNS = ("case", "shapes", "reference s", "fast s", "speed-up", "referen
 
 
 def table_columns(result: dict) -> tuple[str, ...]:
+    runs = [r for r in result["implementations"] if r != "reference"]
     return (TABLE_COLUMNS + ((f"{COMPILED} s",) if COMPILED in result["implementations"] else ())
-            + ((f"{BF16} s", "bf16 speed-up", f"{BF16} peak MiB") if BF16 in result["implementations"] else ()))
+            + ((f"{BF16} s", "bf16 speed-up", f"{BF16} peak MiB") if BF16 in result["implementations"] else ())
+            + (tuple(f"{r} {what}" for r in runs for what in ("TFLOP/s", "MFU", "samples/s")) if result.get("flops")
+               else ()))
+
+
+def _throughput(run: Optional[dict]) -> list[str]:
+    """TFLOP/s, MFU and samples/s of a run measured with --flops ('-' where not known)."""
+    run = run or {}
+    return [f"{run['tflops']:.2f}" if run.get("tflops") is not None else "-",
+            f"{100 * run['mfu']:.1f} %" if run.get("mfu") is not None else "-",
+            f"{run['samples_per_s']:.2f}" if run.get("samples_per_s") is not None else "-"]
 
 
 def _seconds(run: Optional[dict]) -> str:
@@ -202,6 +234,8 @@ def table_rows(result: dict) -> list[list[str]]:
             row.append(_seconds(entry.get(COMPILED)))
         if BF16 in result["implementations"]:
             row += [_seconds(entry.get(BF16)), _ratio(entry.get("speedup_bf16"), False), _mib(entry.get(BF16))]
+        if result.get("flops"):
+            row += [cell for r in result["implementations"] if r != "reference" for cell in _throughput(entry.get(r))]
         rows.append(row)
     return rows
 
@@ -215,7 +249,8 @@ def errors(result: dict) -> list[str]:
 # ---- the child: one case, one implementation, this process -----------------------------------------------------
 def run_case(case: str, implementation: str = "fast", *, size: str = "demo", device: str = "auto", threads: int = 2,
              repeats: int = 3, warmup: int = 1, steps: int = 20, compile: bool = False, bf16: bool = False,
-             budget_gib: Optional[float] = None) -> dict:
+             budget_gib: Optional[float] = None, batch: Optional[int] = None, flops: bool = False,
+             peak_tflops: Optional[float] = None) -> dict:
     """Build, (estimate,) warm up and time one case in this process; see the module docstring."""
     import torch
 
@@ -224,11 +259,13 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    setup = Setup(size=size, implementation=implementation, device=resolve_device(device), steps=steps)
+    setup = Setup(size=size, implementation=implementation, device=resolve_device(device), steps=steps, batch=batch)
     work = BUILDERS[case](setup)
     result = {"case": case, "implementation": implementation, "implementation_applied": setup.applied,
               "shapes": work.shapes, "params": work.params, "device": str(setup.device), "pid": os.getpid(),
               "threads": torch.get_num_threads(), "compile": compile, "precision": "bf16-mixed" if bf16 else "32-true"}
+    if setup.device.type == "cuda":
+        result["device_name"] = torch.cuda.get_device_name(setup.device)
     if work.estimate is not None:
         from dawn_train.inference.memory import gib, memory_budget
 
@@ -249,7 +286,40 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
     if compile:
         result["compile_fallback"] = compile_workload(work, case)
     result.update(measure(work.fn, setup.device, repeats=repeats, warmup=warmup))
+    if work.samples:
+        result["samples_per_s"] = work.samples / result["seconds"]
+    if flops:
+        result.update(utilisation(count_flops(work.fn), result, peak_tflops))
     return result
+
+
+def count_flops(fn) -> Optional[int]:
+    """Floating-point operations of one call of `fn` (FlopCounterMode: matmuls, convolutions, attention; forward
+    and backward), or None where the counter cannot trace it (a compiled graph, say)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return int(counter.get_total_flops())
+    except Exception as exc:
+        print(f"{WARNING} FLOPs not counted ({type(exc).__name__}: {str(exc)[:200]})", file=sys.stderr)
+        return None
+
+
+def device_peak_tflops(result: dict) -> Optional[float]:
+    """The dense peak of PEAK_TFLOPS for the run's precision and device name, or None."""
+    name = result.get("device_name") or ""
+    return next((peak for key, peak in PEAK_TFLOPS.get(result["precision"], {}).items() if key in name), None)
+
+
+def utilisation(flops: Optional[int], result: dict, peak_tflops: Optional[float]) -> dict:
+    """{flops, tflops, peak_tflops, mfu} of a timed run; None where not known."""
+    if not flops:
+        return {"flops": flops, "tflops": None, "peak_tflops": None, "mfu": None}
+    tflops = flops / result["seconds"] / 1e12
+    peak = peak_tflops or device_peak_tflops(result)
+    return {"flops": flops, "tflops": tflops, "peak_tflops": peak, "mfu": tflops / peak if peak else None}
 
 
 def compile_workload(work, case: str, calls: int = 2) -> Optional[str]:
@@ -290,10 +360,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--memory-budget", type=float, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--flops", action="store_true")
+    parser.add_argument("--peak-tflops", type=float, default=None)
     args = parser.parse_args(argv)
     result = run_case(args.case, args.impl, size=args.size, device=args.device, threads=args.threads,
                       repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
-                      bf16=args.bf16, budget_gib=args.memory_budget)
+                      bf16=args.bf16, budget_gib=args.memory_budget, batch=args.batch, flops=args.flops,
+                      peak_tflops=args.peak_tflops)
     print(json.dumps(result), flush=True)
     return 0
 

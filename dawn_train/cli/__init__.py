@@ -23,6 +23,7 @@ Each subcommand parses its arguments and calls one function of the package."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from dawn_train.cli.bench import add_bench_commands
@@ -60,6 +61,23 @@ def run_command(argv: list[str]) -> int:
     return args.func(args)
 
 
+def register_stack_dump() -> None:
+    """DAWN_TRAIN_STACKS_ON=SIGUSR2 (a signal's name): on that signal every thread of the process prints its Python
+    stack to stderr and the process goes on (`kill -USR2 PID` on a run that seems stuck, every rank its own PID).
+    Not SIGUSR1: the SLURM templates' requeue signal."""
+    import faulthandler
+    import signal
+
+    name = os.environ.get("DAWN_TRAIN_STACKS_ON", "").strip()
+    if not name:
+        return
+    sig = getattr(signal, name.upper(), None)
+    if not isinstance(sig, signal.Signals) or sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGUSR1):
+        raise SystemExit(f"dawn-train: error: DAWN_TRAIN_STACKS_ON={name!r} is not a signal that can be caught "
+                         f"(use e.g. SIGUSR2; SIGUSR1 is the requeue signal)")
+    faulthandler.register(sig, all_threads=True, chain=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command.  A known failure prints one line and returns 1, a config usage error 2 (argparse exits 2
     itself); `--debug` or DAWN_DEBUG=1 adds the traceback.  See dawn_train/launch/failures.py."""
@@ -69,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from dawn_train.log import setup_logging
 
     setup_logging()
+    register_stack_dump()
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     try:
         return run_command(argv)

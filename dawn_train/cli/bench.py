@@ -90,11 +90,13 @@ def cmd_bench_cases(args) -> int:
 
     result = bench_cases(args.cases or DEFAULT_CASES, args.impl, release_size=args.release_size, threads=args.threads,
                          repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
-                         bf16=args.bf16, budget_gib=args.memory_budget, device=args.device, progress=not args.quiet)
+                         bf16=args.bf16, budget_gib=args.memory_budget, device=args.device, batch=args.batch,
+                         flops=args.flops, peak_tflops=args.peak_tflops, progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        table = Table(title=f"bench cases ({result['size']} sizes, {result['threads']} threads, median of "
+        where = result["device_name"] or f"{result['threads']} threads"
+        table = Table(title=f"bench cases ({result['size']} sizes, {where}, median of "
                             f"{result['repeats']}; speed-up and memory ratio = reference / fast; peak = above loaded)")
         for column in table_columns(result):
             table.add_column(column)
@@ -202,6 +204,12 @@ def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
     cases.add_argument("--memory-budget", type=float, default=None,
                        help="GiB a UNet case may use (default: available memory); cases estimated above are refused")
     cases.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    cases.add_argument("--batch", type=int, default=None, help="batch of the train-step cases (default: each case's "
+                       "own, as in the performance issue: LFG 2, A2V-FDM 1, PBNet 4)")
+    cases.add_argument("--flops", action="store_true", help="count each run's FLOPs (one more call) and report "
+                       "TFLOP/s, samples/s and MFU (bf16 on H100/H200/A100, or any run with --peak-tflops)")
+    cases.add_argument("--peak-tflops", type=float, default=None, help="the device's dense peak TFLOP/s for the "
+                       "run's precision (MFU = achieved / this)")
     cases.add_argument("--quiet", action="store_true", help="no progress lines")
     cases.add_argument("--json", action="store_true")
     cases.set_defaults(func=cmd_bench_cases)

@@ -6,8 +6,18 @@ import json
 import os
 
 import pytest
+import torch
 
-from dawn_train.bench.cases import BF16, COMPILED, add_ratios, child_command, table_columns, table_rows
+from dawn_train.bench.cases import (
+    BF16,
+    COMPILED,
+    add_ratios,
+    child_command,
+    count_flops,
+    table_columns,
+    table_rows,
+    utilisation,
+)
 from dawn_train.cli import main
 
 QUICK = ["--repeats", "1", "--warmup", "0", "--threads", "1"]
@@ -54,6 +64,35 @@ def test_bf16_column_times_the_fast_path_under_autocast_in_its_own_process(capsy
     ratios = add_ratios({"reference": {"seconds": 3.0, "peak_bytes": 300}, BF16: {"seconds": 1.5, "peak_bytes": 100}})
     assert (ratios["speedup_bf16"], ratios["memory_ratio_bf16"]) == (2.0, 3.0)
     assert table_columns(result)[-3:] == ("fast+bf16 s", "bf16 speed-up", "fast+bf16 peak MiB")
+
+
+def test_batch_and_flops_report_samples_per_second_and_utilisation(capsys):
+    """`--batch 3 --flops`: the A2V-FDM step takes 3 clips, counts its FLOPs (about 3x those of one clip: the
+    same network per clip) and reports TFLOP/s, samples/s and, given a peak, the MFU."""
+    runs = {}
+    for batch in (1, 3):
+        assert main(["bench", "cases", "--cases", "a2v_step_t20", "--impl", "fast", *QUICK, "--batch", str(batch),
+                     "--flops", "--peak-tflops", "0.5", "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["batch"] == batch and result["flops"] is True
+        runs[batch] = result["cases"][0]["fast"]
+    one, three = runs[1], runs[3]
+    assert "B=3, T=20" in three["shapes"] and three["samples_per_s"] == pytest.approx(3 / three["seconds"])
+    assert 2.9 < three["flops"] / one["flops"] < 3.1
+    assert three["tflops"] == pytest.approx(three["flops"] / three["seconds"] / 1e12)
+    assert three["peak_tflops"] == 0.5 and three["mfu"] == pytest.approx(three["tflops"] / 0.5)
+    assert table_columns(result)[-3:] == ("fast TFLOP/s", "fast MFU", "fast samples/s")
+
+
+def test_flop_count_and_mfu_of_a_known_matmul():
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    assert count_flops(lambda: a @ b) == 2 * 64 * 32 * 16
+    run = {"seconds": 2.0, "precision": "bf16-mixed", "device_name": "NVIDIA H200"}
+    assert utilisation(4e12, run, None) == {"flops": 4e12, "tflops": 2.0, "peak_tflops": 989.4,
+                                            "mfu": pytest.approx(2.0 / 989.4)}
+    assert utilisation(4e12, {**run, "precision": "32-true"}, None)["mfu"] is None  # no honest float32 peak
+    assert utilisation(4e12, {**run, "device_name": None}, 4.0)["mfu"] == 0.5
+    assert utilisation(None, run, None)["tflops"] is None
 
 
 def test_unknown_case_is_a_one_line_usage_error(capsys):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,16 +55,31 @@ def dawn_env() -> dict:
 
 
 def run_dawn(args: list[str], timeout: float, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """`dawn-train ARGS` in a subprocess; fails the test with the output tail on error or timeout."""
-    try:
-        proc = subprocess.run([sys.executable, "-m", "dawn_train.cli", *args], cwd=cwd, env=dawn_env(),
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        pytest.fail(f"dawn-train {' '.join(args)} did not finish within {timeout} s:\n{out[-3000:]}")
+    """`dawn-train ARGS` in a subprocess; fails the test with the output tail on error or timeout.  On a timeout
+    every process of the run (Lightning re-launches the command once per extra rank) first gets SIGUSR2, on which
+    `faulthandler` prints all its threads' Python stacks to stderr: a hang in CI says where it waits."""
+    env = {**dawn_env(), "DAWN_TRAIN_STACKS_ON": "SIGUSR2"}
+    with subprocess.Popen([sys.executable, "-m", "dawn_train.cli", *args], cwd=cwd, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGUSR2)
+            time.sleep(3)
+            _signal_group(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"dawn-train {' '.join(args)} did not finish within {timeout} s:\n{out[-3000:]}\n"
+                        f"--- stderr (with the Python stacks of every process at the deadline) ---\n{err[-12000:]}")
     if proc.returncode != 0:
-        pytest.fail(f"dawn-train {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc
+        pytest.fail(f"dawn-train {' '.join(args)} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-4000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def csv_rows(run_dir: Path) -> list[dict]:

@@ -147,7 +147,8 @@ class Attention(nn.Module):
         qkv = self.to_qkv(x)
         hidden = qkv.shape[-1] // 3
         rotary = self.rotary_emb
-        if rotary is not None and not torch.is_grad_enabled() and rotary.can_rotate_complex(x, hidden // self.heads):
+        # the projection's dtype decides, not x's: under bf16 autocast it is bfloat16, which CUDA has no complex type for
+        if rotary is not None and not torch.is_grad_enabled() and rotary.can_rotate_complex(qkv, hidden // self.heads):
             # sampling: rotate and scale q and k in one complex product on the projection (~2x this layer's
             # forward); training keeps the per-tensor path, whose backward is faster
             q, k = rotary.rotate_projected(qkv[..., :2 * hidden], self.heads, self.scale).chunk(2, dim=1)
