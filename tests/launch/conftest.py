@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -54,25 +55,41 @@ def dawn_env() -> dict:
     return env
 
 
-def run_dawn(args: list[str], timeout: float, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run_dawn(args: list[str], timeout: float, cwd: Path = REPO, retry_on_timeout: bool = False
+             ) -> subprocess.CompletedProcess:
     """`dawn-train ARGS` in a subprocess; fails the test with the output tail on error or timeout.  On a timeout
     every process of the run (Lightning re-launches the command once per extra rank) first gets SIGUSR2, on which
-    `faulthandler` prints all its threads' Python stacks to stderr: a hang in CI says where it waits."""
+    `faulthandler` prints all its threads' Python stacks to stderr: a hang in CI says where it waits.
+    `retry_on_timeout`: for the multi-process gloo runs, one of which once hung in CI with no trace (a resumed
+    ZeRO-3 run, 1 in ~20 runs); a timeout then runs the command once more and reports the hung run's stacks as
+    a warning, which pytest prints in its summary even when the retry passes."""
+    code, out, err = _run_with_deadline(args, timeout, cwd)
+    if code is None and retry_on_timeout:
+        warnings.warn(f"dawn-train {' '.join(args)} did not finish within {timeout} s and was run again; the stacks "
+                      f"of its processes at the deadline:\n{err[-12000:]}")
+        code, out, err = _run_with_deadline(args, timeout, cwd)
+    if code is None:
+        pytest.fail(f"dawn-train {' '.join(args)} did not finish within {timeout} s:\n{out[-3000:]}\n"
+                    f"--- stderr (with the Python stacks of every process at the deadline) ---\n{err[-12000:]}")
+    if code != 0:
+        pytest.fail(f"dawn-train {' '.join(args)} failed ({code}):\n{out[-2000:]}\n{err[-4000:]}")
+    return subprocess.CompletedProcess([sys.executable, "-m", "dawn_train.cli", *args], code, out, err)
+
+
+def _run_with_deadline(args: list[str], timeout: float, cwd: Path) -> tuple[int | None, str, str]:
+    """(exit code or None on timeout, stdout, stderr)."""
     env = {**dawn_env(), "DAWN_TRAIN_STACKS_ON": "SIGUSR2"}
     with subprocess.Popen([sys.executable, "-m", "dawn_train.cli", *args], cwd=cwd, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
+            return proc.returncode, out, err
         except subprocess.TimeoutExpired:
             _signal_group(proc.pid, signal.SIGUSR2)
             time.sleep(3)
             _signal_group(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
-            pytest.fail(f"dawn-train {' '.join(args)} did not finish within {timeout} s:\n{out[-3000:]}\n"
-                        f"--- stderr (with the Python stacks of every process at the deadline) ---\n{err[-12000:]}")
-    if proc.returncode != 0:
-        pytest.fail(f"dawn-train {' '.join(args)} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-4000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+            return None, out, err
 
 
 def _signal_group(pid: int, sig: int) -> None:
