@@ -106,7 +106,7 @@ def lfg_compile_targets(lfg: nn.Module) -> list[tuple[nn.Module, tuple[str, ...]
 
 # ---- LFG --------------------------------------------------------------------------------------------------------
 def lfg_step(setup: Setup, full: bool) -> Workload:
-    """One LFG train step on (source, driving) pairs (2, 3, R, R) in [0, 1]: `LFGStage.losses`, backward, Adam step
+    """One LFG train step on B (source, driving) pairs (B, 3, R, R) in [0, 1] (`Setup.batch`, default 2): `LFGStage.losses`, backward, Adam step
     (the stage's official optimizer).  full: VGG19 perceptual pyramid (4 scales x 5 layers; 3 scales at 64 px, where
     the 1/8 scale is too small for VGG; random VGG weights, the cost of ImageNet's) + equivariance (shift and affine
     terms, a third region-predictor pass); else the stage's multi-scale L1 fallback only (`perceptual: l1`,

@@ -310,6 +310,8 @@ def count_flops(fn) -> Optional[int]:
 def device_peak_tflops(result: dict) -> Optional[float]:
     """The dense peak of PEAK_TFLOPS for the run's precision and device name, or None."""
     name = result.get("device_name") or ""
+    if "PCIe" in name or "NVL" in name:  # lower clocks and power than the SXM parts of the table: not guessed
+        return None
     return next((peak for key, peak in PEAK_TFLOPS.get(result["precision"], {}).items() if key in name), None)
 
 

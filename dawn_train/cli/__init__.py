@@ -62,19 +62,20 @@ def run_command(argv: list[str]) -> int:
 
 
 def register_stack_dump() -> None:
-    """DAWN_TRAIN_STACKS_ON=SIGUSR2 (a signal's name): on that signal every thread of the process prints its Python
-    stack to stderr and the process goes on (`kill -USR2 PID` on a run that seems stuck, every rank its own PID).
-    Not SIGUSR1: the SLURM templates' requeue signal."""
+    """DAWN_TRAIN_STACKS_ON=SIGUSR2 (or SIGQUIT): on that signal every thread of the process prints its Python stack
+    to stderr and the process goes on (`kill -USR2 PID` on a run that seems stuck, every rank its own PID).  Only
+    signals that mean nothing else to a run: not SIGUSR1 (the SLURM templates' requeue), SIGINT or SIGTERM (stopping)."""
     import faulthandler
     import signal
 
     name = os.environ.get("DAWN_TRAIN_STACKS_ON", "").strip()
     if not name:
         return
-    sig = getattr(signal, name.upper(), None)
-    if not isinstance(sig, signal.Signals) or sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGUSR1):
-        raise SystemExit(f"dawn-train: error: DAWN_TRAIN_STACKS_ON={name!r} is not a signal that can be caught "
-                         f"(use e.g. SIGUSR2; SIGUSR1 is the requeue signal)")
+    allowed = {"SIGUSR2": signal.SIGUSR2, "SIGQUIT": signal.SIGQUIT}
+    sig = allowed.get(name.upper() if name.upper().startswith("SIG") else "SIG" + name.upper())
+    if sig is None:
+        raise SystemExit(f"dawn-train: error: DAWN_TRAIN_STACKS_ON={name!r}: use SIGUSR2 or SIGQUIT (SIGUSR1 is the "
+                         f"SLURM requeue signal, SIGINT/SIGTERM stop a run)")
     faulthandler.register(sig, all_threads=True, chain=False)
 
 

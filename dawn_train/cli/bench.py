@@ -208,8 +208,8 @@ def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
                        "own, as in the performance issue: LFG 2, A2V-FDM 1, PBNet 4)")
     cases.add_argument("--flops", action="store_true", help="count each run's FLOPs (one more call) and report "
                        "TFLOP/s, samples/s and MFU (bf16 on H100/H200/A100, or any run with --peak-tflops)")
-    cases.add_argument("--peak-tflops", type=float, default=None, help="the device's dense peak TFLOP/s for the "
-                       "run's precision (MFU = achieved / this)")
+    cases.add_argument("--peak-tflops", type=float, default=None, help="a dense peak TFLOP/s used for every run's "
+                       "MFU (achieved / this), float32 and bf16 alike: give the peak of the precision you compare")
     cases.add_argument("--quiet", action="store_true", help="no progress lines")
     cases.add_argument("--json", action="store_true")
     cases.set_defaults(func=cmd_bench_cases)

@@ -91,6 +91,7 @@ def test_flop_count_and_mfu_of_a_known_matmul():
     assert utilisation(4e12, run, None) == {"flops": 4e12, "tflops": 2.0, "peak_tflops": 989.4,
                                             "mfu": pytest.approx(2.0 / 989.4)}
     assert utilisation(4e12, {**run, "precision": "32-true"}, None)["mfu"] is None  # no honest float32 peak
+    assert utilisation(4e12, {**run, "device_name": "NVIDIA H100 PCIe"}, None)["mfu"] is None  # not the SXM peak
     assert utilisation(4e12, {**run, "device_name": None}, 4.0)["mfu"] == 0.5
     assert utilisation(None, run, None)["tflops"] is None
 

@@ -2,6 +2,7 @@
 (the launch tests send it to every rank before they kill a run past its deadline)."""
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import subprocess
@@ -37,13 +38,17 @@ def test_the_signal_prints_the_stack_and_the_process_goes_on():
     assert "most recent call first" in err and "waiting_for_peers" in err
 
 
-@pytest.mark.parametrize("value", ["SIGUSR1", "SIGKILL", "NOSUCH"])
+@pytest.mark.parametrize("value", ["SIGUSR1", "SIGKILL", "SIGINT", "SIGTERM", "SIGSEGV", "NOSUCH"])
 def test_an_unusable_signal_is_refused_by_name(monkeypatch, value):
     monkeypatch.setenv("DAWN_TRAIN_STACKS_ON", value)
     with pytest.raises(SystemExit, match=f"DAWN_TRAIN_STACKS_ON='{value}'"):
         register_stack_dump()
 
 
-def test_unset_registers_nothing(monkeypatch):
+def test_unset_registers_nothing_and_a_name_without_sig_is_taken(monkeypatch):
     monkeypatch.delenv("DAWN_TRAIN_STACKS_ON", raising=False)
-    assert register_stack_dump() is None
+    register_stack_dump()
+    assert faulthandler.unregister(signal.SIGUSR2) is False  # nothing was registered
+    monkeypatch.setenv("DAWN_TRAIN_STACKS_ON", "usr2")
+    register_stack_dump()
+    assert faulthandler.unregister(signal.SIGUSR2) is True

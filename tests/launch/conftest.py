@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -55,19 +56,29 @@ def dawn_env() -> dict:
     return env
 
 
-def run_dawn(args: list[str], timeout: float, cwd: Path = REPO, retry_on_timeout: bool = False
+def run_dawn(args: list[str], timeout: float, cwd: Path = REPO, retry_restoring: Path | None = None
              ) -> subprocess.CompletedProcess:
     """`dawn-train ARGS` in a subprocess; fails the test with the output tail on error or timeout.  On a timeout
-    every process of the run (Lightning re-launches the command once per extra rank) first gets SIGUSR2, on which
+    each process of the run (Lightning re-launches the command once per extra rank) gets SIGUSR2 in turn, on which
     `faulthandler` prints all its threads' Python stacks to stderr: a hang in CI says where it waits.
-    `retry_on_timeout`: for the multi-process gloo runs, one of which once hung in CI with no trace (a resumed
-    ZeRO-3 run, 1 in ~20 runs); a timeout then runs the command once more and reports the hung run's stacks as
-    a warning, which pytest prints in its summary even when the retry passes."""
-    code, out, err = _run_with_deadline(args, timeout, cwd)
-    if code is None and retry_on_timeout:
-        warnings.warn(f"dawn-train {' '.join(args)} did not finish within {timeout} s and was run again; the stacks "
-                      f"of its processes at the deadline:\n{err[-12000:]}")
+    `retry_restoring=RUN_DIR`: for the multi-process gloo runs, one of which once hung in CI with no trace (a resumed
+    ZeRO-3 run); RUN_DIR is copied first, and a timeout puts it back as it was and runs the command once more,
+    reporting the hung run's stacks as a warning, which pytest prints in its summary even when the retry passes."""
+    snapshot = None
+    if retry_restoring is not None:
+        snapshot = Path(tempfile.mkdtemp()) / "run"
+        shutil.copytree(retry_restoring, snapshot, symlinks=True)
+    try:
         code, out, err = _run_with_deadline(args, timeout, cwd)
+        if code is None and snapshot is not None:
+            warnings.warn(f"dawn-train {' '.join(args)} did not finish within {timeout} s and was run again from the "
+                          f"run folder as it was before; the stacks of its processes at the deadline:\n{err[-12000:]}")
+            shutil.rmtree(retry_restoring)
+            shutil.copytree(snapshot, retry_restoring, symlinks=True)
+            code, out, err = _run_with_deadline(args, timeout, cwd)
+    finally:
+        if snapshot is not None:
+            shutil.rmtree(snapshot.parent, ignore_errors=True)
     if code is None:
         pytest.fail(f"dawn-train {' '.join(args)} did not finish within {timeout} s:\n{out[-3000:]}\n"
                     f"--- stderr (with the Python stacks of every process at the deadline) ---\n{err[-12000:]}")
@@ -77,7 +88,8 @@ def run_dawn(args: list[str], timeout: float, cwd: Path = REPO, retry_on_timeout
 
 
 def _run_with_deadline(args: list[str], timeout: float, cwd: Path) -> tuple[int | None, str, str]:
-    """(exit code or None on timeout, stdout, stderr)."""
+    """(exit code or None on timeout, stdout, stderr).  The run is its own process group, killed whole on a timeout
+    or when the test itself is interrupted."""
     env = {**dawn_env(), "DAWN_TRAIN_STACKS_ON": "SIGUSR2"}
     with subprocess.Popen([sys.executable, "-m", "dawn_train.cli", *args], cwd=cwd, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as proc:
@@ -85,16 +97,36 @@ def _run_with_deadline(args: list[str], timeout: float, cwd: Path) -> tuple[int 
             out, err = proc.communicate(timeout=timeout)
             return proc.returncode, out, err
         except subprocess.TimeoutExpired:
-            _signal_group(proc.pid, signal.SIGUSR2)
-            time.sleep(3)
-            _signal_group(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
+            for pid in _group_members(proc.pid):  # one at a time: dumps written at once interleave in the pipe
+                _signal(lambda: os.kill(pid, signal.SIGUSR2))
+                try:
+                    proc.communicate(timeout=1.0)  # keeps draining the pipes while it dumps
+                except subprocess.TimeoutExpired:
+                    pass
+            _signal(lambda: os.killpg(proc.pid, signal.SIGKILL))
+            out, err = proc.communicate(timeout=60)
             return None, out, err
+        except BaseException:
+            _signal(lambda: os.killpg(proc.pid, signal.SIGKILL))
+            raise
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def _group_members(pgid: int) -> list[int]:
+    """PIDs of the process group `pgid` (Linux /proc), the leader first."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # after "pid (comm)": state, ppid, pgrp
+            members.append(int(stat.parent.name))
+    return sorted(members, key=lambda pid: pid != pgid)
+
+
+def _signal(send) -> None:
     try:
-        os.killpg(pid, sig)
+        send()
     except ProcessLookupError:
         pass
 

@@ -94,7 +94,7 @@ def test_deepspeed_on_cpu_trains_resumes_and_exports(stage, synth_shards, tmp_pa
     # resume: same run, more steps; the global step continues from 4
     config = tiny_lfg_config(tmp_path / "lfg.yaml", synth_shards, run, max_steps=6, every_n=2)
     proc = run_dawn(["fit", "-c", str(config), *common, "--ckpt_path", "last"], timeout=240,
-                    retry_on_timeout=True)
+                    retry_restoring=run)
     assert "Restored all states" in proc.stdout + proc.stderr
     for rank in _ranks(run):
         assert rank["global_step"] == 6 and rank["train_batches"] == 2

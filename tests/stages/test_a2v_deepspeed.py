@@ -57,7 +57,7 @@ def test_zero2_bf16_with_ema_trains_resumes_chains_and_feeds_inference(synth_raw
 
     # resume: same run, 2 more steps, from the directory; the EMA goes on from its saved state
     proc = run_dawn(["fit", *STAGE1, *deepspeed, *_fit_args(synth_shards, lfg, 5), "--ckpt_path", "last"],
-                    timeout=420, cwd=work, retry_on_timeout=True)
+                    timeout=420, cwd=work, retry_restoring=work / "runs")
     assert "Restored all states" in proc.stdout + proc.stderr
     resumed = checkpoints.open_checkpoint(last, "a2v")
     assert resumed.global_step == 5 and resumed.metadata["dawn_a2v"]["ref_count"] == 5 * 2  # rank 0: steps x batch, across the resume
