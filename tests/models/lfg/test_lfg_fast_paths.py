@@ -30,6 +30,22 @@ def test_gemm_conv_equals_conv2d_forward_and_backward(shape, out_ch, k):
                                atol=1e-4, rtol=1e-5)
 
 
+def test_gemm_conv_output_takes_an_in_place_relu_and_a_frozen_input():
+    # the blocks apply ReLU in place on the conv's output: at 1x1 the position-major result permuted back is already
+    # contiguous, and a view returned by the custom backward's forward would be refused by autograd
+    torch.manual_seed(0)
+    w = torch.randn(64, 16, 3, 3, requires_grad=True)
+    for shape in [(1, 16, 1, 1), (2, 16, 2, 2)]:
+        x = torch.randn(shape)  # an input without grad (the first layer's image): only weight and bias gradients
+        b = torch.randn(64, requires_grad=True)
+        ours = F.relu(conv2d_gemm(x, w, b, (1, 1)), inplace=True)
+        ref = F.relu(F.conv2d(x, w, b, padding=1))
+        torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-5)
+        g = torch.randn_like(ref)
+        for a, c in zip(torch.autograd.grad(ours, (w, b), g), torch.autograd.grad(ref, (w, b), g)):
+            torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-5)
+
+
 def test_conv2d_takes_the_gemm_path_only_for_few_output_positions():
     conv = Conv2d(64, 512, kernel_size=3, padding=1)
     assert isinstance(conv, nn.Conv2d) and set(conv.state_dict()) == {"weight", "bias"}
