@@ -179,7 +179,9 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
                 print(f"  {line}", file=sys.stderr, flush=True)
     device = next((e[r]["device"] for e in results for r in runs if "device" in e.get(r, {})), device)  # resolved
     device_name = next((e[r]["device_name"] for e in results for r in runs if "device_name" in e.get(r, {})), None)
-    return {"size": size, "device": device, "device_name": device_name, "threads": threads, "repeats": repeats,
+    host = next(({"cpu_name": e[r]["cpu_name"], "torch_version": e[r]["torch_version"]} for e in results for r in runs
+                 if "cpu_name" in e.get(r, {})), {"cpu_name": None, "torch_version": None})
+    return {"size": size, "device": device, "device_name": device_name, **host, "threads": threads, "repeats": repeats,
             "warmup": warmup, "steps": steps, "batch": batch, "flops": flops, "implementations": runs, "cases": results}
 
 
@@ -266,6 +268,8 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
               "threads": torch.get_num_threads(), "compile": compile, "precision": "bf16-mixed" if bf16 else "32-true"}
     if setup.device.type == "cuda":
         result["device_name"] = torch.cuda.get_device_name(setup.device)
+    # the same code is 1.1x on one CPU and 1.3x on another (BLAS and oneDNN pick other kernels): say where it ran
+    result.update(cpu_name=cpu_name(), torch_version=torch.__version__)
     if work.estimate is not None:
         from dawn_train.inference.memory import gib, memory_budget
 
@@ -291,6 +295,21 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
     if flops:
         result.update(utilisation(count_flops(work.fn), result, peak_tflops))
     return result
+
+
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC 9B45", "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"), from /proc/cpuinfo
+    on Linux, else what `platform` knows."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def count_flops(fn) -> Optional[int]:

@@ -28,6 +28,8 @@ def test_cases_run_side_by_side_in_fresh_processes(capsys):
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert result["size"] == "demo" and result["implementations"] == ["reference", "fast"]
+    # where it ran: figures of two machines are not comparable
+    assert result["cpu_name"] and result["cpu_name"] != "unknown CPU" and result["torch_version"] == torch.__version__
     unet, targets = result["cases"]
     assert unet["case"] == "unet_t40" and "T=40, window 80, latent 16" in unet["shapes"]
     assert targets["case"] == "lfg_targets" and "40 frames, 64 px" in targets["shapes"]
@@ -64,6 +66,14 @@ def test_bf16_column_times_the_fast_path_under_autocast_in_its_own_process(capsy
     ratios = add_ratios({"reference": {"seconds": 3.0, "peak_bytes": 300}, BF16: {"seconds": 1.5, "peak_bytes": 100}})
     assert (ratios["speedup_bf16"], ratios["memory_ratio_bf16"]) == (2.0, 3.0)
     assert table_columns(result)[-3:] == ("fast+bf16 s", "bf16 speed-up", "fast+bf16 peak MiB")
+
+
+def test_the_table_title_names_the_cpu_and_torch(capsys):
+    from dawn_train.bench.cases import cpu_name
+
+    assert main(["bench", "cases", "--cases", "pbnet_step", "--impl", "fast", *QUICK]) == 0
+    title = " ".join(capsys.readouterr().out.split())  # rich may wrap the title
+    assert " ".join(cpu_name().split()) in title and f"torch {torch.__version__}" in title and "1 threads" in title
 
 
 def test_batch_and_flops_report_samples_per_second_and_utilisation(capsys):
