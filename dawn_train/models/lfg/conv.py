@@ -6,9 +6,9 @@ it reorders the whole weight into its blocked layout on every call (forward and 
 step), while the arithmetic is a few output positions.  ``unfold`` + GEMMs read the weight as it lies.  The GEMMs
 put the output positions first, (positions, channels): MKL (measured on an AMD Zen 5 core) runs a product whose
 small dimension is the row count of its left operand 2-8x faster than the same product the other way round, which is
-how ``W @ cols`` (forward) and ``W^T @ grad`` (input gradient) lie.  1024 -> 1024 at 2x2, B=2, forward + backward:
-oneDNN 85 ms, unfold + ``W @ cols`` with autograd 69 ms, this layout 34 ms.  Used only where the output has fewer positions than
-``out_channels / 8`` (above that oneDNN wins).  Same sums in another order: outputs and gradients agree with
+how ``W @ cols`` (forward) and ``W^T @ grad`` (input gradient) lie.  1024 -> 1024 at 2x2, B=2, forward +
+backward: oneDNN 85 ms, unfold + ``W @ cols`` with autograd 69 ms, this layout 34 ms.  Used only where the output
+has fewer positions than ``out_channels / 8`` (above that oneDNN wins).  Same sums in another order: outputs and gradients agree with
 ``F.conv2d`` to float32 rounding (relative ~1e-6).  Parameters and state-dict keys are those of ``nn.Conv2d``.
 """
 from __future__ import annotations
@@ -38,9 +38,9 @@ class _GemmConv2d(torch.autograd.Function):
         out = torch.addmm(bias, cols, w2d.t()) if bias is not None else cols @ w2d.t()  # (N, O)
         ctx.save_for_backward(cols, weight)
         ctx.geometry = (b, h, w, ho, wo, padding, bias is not None)
-        # a new tensor, never a view (the blocks apply ReLU in place on it; at 1x1 the permute alone is contiguous)
-        return torch.empty((b, out_ch, ho, wo), dtype=out.dtype, device=out.device).copy_(
-            out.view(b, ho, wo, out_ch).permute(0, 3, 1, 2))
+        # a new tensor, never a view: VGG19's in-place ReLU follows the conv, and autograd refuses in-place ops on a
+        # custom function's view output (at 1x1 the permuted result alone is contiguous, `.contiguous()` a no-op)
+        return out.view(b, ho, wo, out_ch).permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
 
     @staticmethod
     @once_differentiable

@@ -31,8 +31,8 @@ def test_gemm_conv_equals_conv2d_forward_and_backward(shape, out_ch, k):
 
 
 def test_gemm_conv_output_takes_an_in_place_relu_and_a_frozen_input():
-    # the blocks apply ReLU in place on the conv's output: at 1x1 the position-major result permuted back is already
-    # contiguous, and a view returned by the custom backward's forward would be refused by autograd
+    # VGG19 applies ReLU in place on the conv's output: at 1x1 the position-major result permuted back is already
+    # contiguous, and a view returned by the custom function's forward would be refused by autograd
     torch.manual_seed(0)
     w = torch.randn(64, 16, 3, 3, requires_grad=True)
     for shape in [(1, 16, 1, 1), (2, 16, 2, 2)]:
