@@ -113,10 +113,24 @@ def stage1_run(synth_shards, lfg_ckpt, tmp_path_factory) -> Path:
     return work / "runs" / "a2v-demo-stage1"
 
 
+# the graphs torch.compile hands to its backend during stage 2 (`compile_backend`): a real backend that records them
+# and runs them as they are (inductor's code generation is checked in tests/models/a2v/test_compiled.py)
+COMPILED_GRAPHS: list[int] = []
+
+
+def recording_backend(gm: torch.fx.GraphModule, example_inputs):
+    COMPILED_GRAPHS.append(len(gm.graph.nodes))
+    return gm.forward
+
+
+torch._dynamo.register_backend(recording_backend, name="dawn_test_recording")
+
+
 @pytest.fixture(scope="module")
 def stage2_run(stage1_run, synth_shards, lfg_ckpt) -> Path:
     work = stage1_run.parent.parent
-    fit(["fit", *STAGE2, f"--data.init_args.shards={synth_shards}",
+    torch._dynamo.reset()
+    fit(["fit", *STAGE2, "--model.init_args.compile_backend=dawn_test_recording", f"--data.init_args.shards={synth_shards}",
          f"--model.init_args.lfg_checkpoint={lfg_ckpt}", f"--model.init_args.init_from={stage1_run}/checkpoints/last.ckpt",
          "--trainer.max_steps=15", "--trainer.val_check_interval=15", "--data.init_args.clip_len=4",
          "--data.init_args.clip_len_max=8", "--data.init_args.val_clip_len=6", *TINY_ARGS, *FAST_ARGS], work)
@@ -187,6 +201,10 @@ def test_stage2_resumes_from_stage1_weights_and_loss_falls(stage1_run, stage2_ru
                                                                                "train/loss_diffusion")[:3])
     raw = torch.load(stage2_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert raw["hyper_parameters"]["curriculum_stage"] == 2 and raw["global_step"] == 15
+    # it trained through torch.compile's graphs of the UNet (clip lengths varying), and its checkpoint keys are
+    # the plain model's (stage 1's weights loaded into it above, and these load into an uncompiled stage below)
+    assert COMPILED_GRAPHS, "stage 2 was fitted with compile_backend, but no graph reached the backend"
+    assert not any("_orig_mod" in key for key in raw["state_dict"])
 
 
 # ---- unit level (one stage object, no Trainer) ---------------------------------------------------
