@@ -244,6 +244,7 @@ class A2VStage(DawnStage):
 
     def teardown(self, stage: str) -> None:
         restore_forward(self.model.unet)  # the module is plain again for whatever runs after fit (export, tests)
+        self.compiled_unet = None
 
     # ---- one step ----------------------------------------------------------------------------------
     def prepare(self, batch: dict) -> dict:
