@@ -176,7 +176,6 @@ class A2VStage(DawnStage):
                          "ref_pose_mean": torch.zeros(6, dtype=torch.float64),
                          "ref_blink_mean": torch.zeros(2, dtype=torch.float64)}
         self._ref_count = 0
-        self.compiled_unet = None  # the CompiledForward while fitting with `compile_backend`
 
     # ---- modules ---------------------------------------------------------------------------------
     @property
@@ -239,12 +238,11 @@ class A2VStage(DawnStage):
             log.info("curriculum stage %d, %s trainable parameters, EMA %s", info["curriculum_stage"],
                      f"{trainable:,}", "on" if self.ema is not None else "off")
         if self.hparams.compile_backend:
-            self.compiled_unet = compile_forward(self.model.unet, self.hparams.compile_backend,
-                                                 self.hparams.compile_mode, name="A2V-FDM UNet")
+            compile_forward(self.model.unet, self.hparams.compile_backend, self.hparams.compile_mode,
+                            name="A2V-FDM UNet")
 
     def teardown(self, stage: str) -> None:
         restore_forward(self.model.unet)  # the module is plain again for whatever runs after fit (export, tests)
-        self.compiled_unet = None
 
     # ---- one step ----------------------------------------------------------------------------------
     def prepare(self, batch: dict) -> dict:
