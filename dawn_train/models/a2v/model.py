@@ -81,6 +81,7 @@ def build_a2v(
     attn_backend: AttnBackend = "math",
     use_checkpoint: bool = False,
     implementation: Implementation = "fast",
+    attn_chunk_mib: Optional[float] = None,
     timesteps: int = 1000,
     beta_schedule_name: str = "cosine",
     sampling_timesteps: int = 20,
@@ -103,14 +104,16 @@ def build_a2v(
     eval), ``train_window_size`` the training one (train mode), by default none as in the release, whose
     training UNet attends over the whole clip.  None = full temporal attention.  ``objective="pred_x0"`` makes the UNet
     predict the clean flow/occlusion instead of the noise (not the release; learns far faster on small budgets).
-    ``implementation``: "fast" or "reference" (the official computation, same function; see :class:`Unet3D`)."""
+    ``implementation``: "fast" or "reference" (the official computation, same function; see :class:`Unet3D`).
+    ``attn_chunk_mib``: the fast path's no-grad attention working set per chunk (None = by device: 128 MiB on a CPU,
+    512 MiB on CUDA); larger is fewer, bigger kernels for more peak memory."""
     unet = Unet3D(
         dim, dim_mults=tuple(dim_mults), channels=3 + ref_channels + FACE_LOC_CHANNELS, cond_aud=cond_aud,
         cond_pose=cond_pose, cond_eye=cond_eye, attn_heads=attn_heads, attn_dim_head=attn_dim_head,
         init_kernel_size=init_kernel_size, resnet_groups=resnet_groups, use_sparse_linear_attn=use_sparse_linear_attn,
         window_size=window_size, train_window_size=train_window_size, window_convention=window_convention,
         attn_block_size=attn_block_size, attn_backend=attn_backend, use_checkpoint=use_checkpoint,
-        implementation=implementation)
+        implementation=implementation, attn_chunk_mib=attn_chunk_mib)
     diffusion = GaussianDiffusion(
         unet, channels=3, timesteps=timesteps, beta_schedule_name=beta_schedule_name,
         sampling_timesteps=sampling_timesteps, ddim_sampling_eta=ddim_sampling_eta, ddim_convention=ddim_convention,

@@ -42,7 +42,12 @@ from .blocks import Downsample, ResnetBlock, SinusoidalPosEmb, Upsample
 from .local_attention import AttnBackend, WindowConvention, half_width
 
 Implementation = Literal["fast", "reference"]
-ATTN_CHUNK_BYTES = 128 * 2**20  # temporal-attention working set per pixel chunk (projections + scores), no-grad
+# Working set (projections + scores) of one pixel chunk of temporal attention, or frame chunk of spatial linear
+# attention, without grad, in MiB by device type.  On a CPU small chunks stay in cache; on a GPU each chunk costs
+# launches, and an H200 ran the release UNet's no-grad call 1.56x (T=200) to 1.92x (T=600) faster at 512 than at 128
+# MiB, still at 0.38x (T=200) and 0.08x (T=600) the reference path's peak memory (docs/performance.md).
+ATTN_CHUNK_MIB = {"cpu": 128, "cuda": 512}
+DEFAULT_ATTN_CHUNK_MIB = 128  # other devices
 
 
 def prob_mask_like(shape: Sequence[int], prob: float, device=None, generator: Optional[torch.Generator] = None
@@ -96,6 +101,7 @@ class Unet3D(nn.Module):
         cross_attn_norm_eps: Optional[float] = None,  # None = official (1e-5 fp32, 1e-3 otherwise)
         use_checkpoint: bool = False,
         implementation: Implementation = "fast",
+        attn_chunk_mib: Optional[float] = None,  # None = by device (ATTN_CHUNK_MIB)
     ):
         super().__init__()
         if implementation not in ("fast", "reference"):
@@ -114,6 +120,9 @@ class Unet3D(nn.Module):
         self.attn_block_size = attn_block_size
         self.attn_backend = attn_backend
         self.use_checkpoint = use_checkpoint
+        if attn_chunk_mib is not None and not attn_chunk_mib > 0:
+            raise ValueError(f"attn_chunk_mib must be > 0 (MiB) or None (by device), got {attn_chunk_mib}")
+        self.attn_chunk_mib = attn_chunk_mib
 
         rotary_emb = RotaryEmbedding(min(32, attn_dim_head))  # shared by every temporal attention
 
@@ -202,25 +211,31 @@ class Unet3D(nn.Module):
         clip = F.conv2d(context.to(x.dtype), conv.weight[:, c_x:, 0], conv.bias, padding=conv.padding[1:])
         return frames + clip[:, :, None]
 
-    def position_chunk(self, frames: int, half: Optional[int], itemsize: int) -> Optional[int]:
+    def chunk_bytes(self, device_type: str) -> int:
+        """The no-grad working set of one attention chunk on a device of that type (``attn_chunk_mib``)."""
+        mib = self.attn_chunk_mib or ATTN_CHUNK_MIB.get(device_type, DEFAULT_ATTN_CHUNK_MIB)
+        return int(mib * 2**20)
+
+    def position_chunk(self, frames: int, half: Optional[int], itemsize: int, device_type: str = "cpu"
+                       ) -> Optional[int]:
         """Pixels per temporal-attention call (fast path, no grad): projections and scores within
-        ``ATTN_CHUNK_BYTES``.  None = all at once (training keeps every activation for backward anyway)."""
+        :meth:`chunk_bytes`.  None = all at once (training keeps every activation for backward anyway)."""
         if self.implementation != "fast" or torch.is_grad_enabled():
             return None
         keys = frames if half is None else min(frames, (self.attn_block_size or max(half, 1)) + 2 * half)
         per_pixel = itemsize * frames * (self.attn_heads * keys + 4 * self.attn_hidden)
-        return max(1, ATTN_CHUNK_BYTES // per_pixel)
+        return max(1, self.chunk_bytes(device_type) // per_pixel)
 
     def spatial_kwargs(self, spatial_attn: nn.Module, x: Tensor) -> dict:
         if isinstance(spatial_attn, nn.Identity):
             return {}
-        return dict(frame_chunk=self.frame_chunk(x.shape[-2] * x.shape[-1], x.element_size()))
+        return dict(frame_chunk=self.frame_chunk(x.shape[-2] * x.shape[-1], x.element_size(), x.device.type))
 
-    def frame_chunk(self, pixels: int, itemsize: int) -> Optional[int]:
+    def frame_chunk(self, pixels: int, itemsize: int, device_type: str = "cpu") -> Optional[int]:
         """Frames per spatial linear-attention call (fast path, no grad), as :meth:`position_chunk`."""
         if self.implementation != "fast" or torch.is_grad_enabled():
             return None
-        return max(1, ATTN_CHUNK_BYTES // (itemsize * pixels * 8 * self.attn_hidden))
+        return max(1, self.chunk_bytes(device_type) // (itemsize * pixels * 8 * self.attn_hidden))
 
     def _run(self, fn: nn.Module, *args, **kwargs) -> Tensor:
         if self.use_checkpoint and torch.is_grad_enabled():
@@ -273,8 +288,9 @@ class Unet3D(nn.Module):
 
         fast = self.implementation == "fast"
         half = self.half_width()
+        chunk = self.position_chunk(t, half, x.element_size(), x.device.type)
         tkw = dict(pos_bias=self.time_rel_pos_bias, half=half, block_size=self.attn_block_size,
-                   backend=self.attn_backend, masked=not fast, position_chunk=self.position_chunk(t, half, x.element_size()))
+                   backend=self.attn_backend, masked=not fast, position_chunk=chunk)
         x = self.stem(x, context)
         r = x.clone()
         x = self._temporal(self.init_temporal_attn, x, **tkw)

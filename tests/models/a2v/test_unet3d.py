@@ -119,19 +119,17 @@ def test_gradient_checkpointing_matches():
 
 
 @pytest.mark.parametrize("window", [None, 4])
-def test_fast_equals_reference_forward_chunked_and_grad(monkeypatch, window):
+def test_fast_equals_reference_forward_chunked_and_grad(window):
     """The fast path (static context, fused cross-attention, banded attention over pixel/frame chunks) computes
     the reference (official) function: outputs without grad with chunks of a few pixels/frames, and gradients."""
-    import dawn_train.models.a2v.unet3d as unet3d
-
     torch.manual_seed(0)
     ref = Unet3D(**TINY, implementation="reference", window_size=window, train_window_size=window)
-    fast = Unet3D(**TINY, implementation="fast", window_size=window, train_window_size=window)
+    # a few pixels / frames per attention call
+    fast = Unet3D(**TINY, implementation="fast", window_size=window, train_window_size=window, attn_chunk_mib=4096 / 2**20)
     fast.load_state_dict(ref.state_dict())
     x, time, cond = _inputs(t=9)
     context = torch.randn(2, TINY["channels"] - 3, 8, 8)
     repeated = torch.cat((x[:, :3], context[:, :, None].expand(-1, -1, 9, -1, -1)), dim=1)
-    monkeypatch.setattr(unet3d, "ATTN_CHUNK_BYTES", 4096)  # a few pixels / frames per attention call
     assert fast.position_chunk(9, 2, 4) is None  # with grad: every activation is kept for backward anyway
     with torch.no_grad():
         assert fast.eval().position_chunk(9, 2, 4) < 64 and fast.frame_chunk(64, 4) < 9
@@ -144,6 +142,23 @@ def test_fast_equals_reference_forward_chunked_and_grad(monkeypatch, window):
     for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
         if p.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_attention_chunk_budget_by_device():
+    """The no-grad chunks are sized by device type (bigger on CUDA, where each chunk costs kernel launches) unless
+    attn_chunk_mib is given; the budget bounds the working set it sizes."""
+    from dawn_train.models.a2v.unet3d import ATTN_CHUNK_MIB
+
+    by_device, fixed = Unet3D(**TINY).eval(), Unet3D(**TINY, attn_chunk_mib=1).eval()
+    with torch.no_grad():
+        cpu, cuda = by_device.position_chunk(200, 40, 4, "cpu"), by_device.position_chunk(200, 40, 4, "cuda")
+        assert cuda // cpu == ATTN_CHUNK_MIB["cuda"] // ATTN_CHUNK_MIB["cpu"] > 1
+        assert by_device.frame_chunk(1024, 4, "cuda") > by_device.frame_chunk(1024, 4, "cpu")
+        assert fixed.position_chunk(200, 40, 4, "cpu") == fixed.position_chunk(200, 40, 4, "cuda")
+        per_pixel = 4 * 200 * (TINY["attn_heads"] * (40 + 80) + 4 * fixed.attn_hidden)
+        assert fixed.position_chunk(200, 40, 4) == 2**20 // per_pixel
+    with pytest.raises(ValueError, match="attn_chunk_mib"):
+        Unet3D(**TINY, attn_chunk_mib=0)
 
 
 def test_implementation_is_checked():
