@@ -229,7 +229,8 @@ class Unet3D(nn.Module):
     def spatial_kwargs(self, spatial_attn: nn.Module, x: Tensor) -> dict:
         if isinstance(spatial_attn, nn.Identity):
             return {}
-        return dict(frame_chunk=self.frame_chunk(x.shape[-2] * x.shape[-1], x.element_size(), x.device.type))
+        return dict(frame_chunk=self.frame_chunk(x.shape[-2] * x.shape[-1], x.element_size(), x.device.type),
+                    split_qkv=self.implementation == "fast")
 
     def frame_chunk(self, pixels: int, itemsize: int, device_type: str = "cpu") -> Optional[int]:
         """Frames per spatial linear-attention call (fast path, no grad), as :meth:`position_chunk`."""
@@ -290,7 +291,7 @@ class Unet3D(nn.Module):
         half = self.half_width()
         chunk = self.position_chunk(t, half, x.element_size(), x.device.type)
         tkw = dict(pos_bias=self.time_rel_pos_bias, half=half, block_size=self.attn_block_size,
-                   backend=self.attn_backend, masked=not fast, position_chunk=chunk)
+                   backend=self.attn_backend, masked=not fast, position_chunk=chunk, split_qkv=fast)
         x = self.stem(x, context)
         r = x.clone()
         x = self._temporal(self.init_temporal_attn, x, **tkw)

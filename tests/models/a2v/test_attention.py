@@ -1,11 +1,18 @@
-"""dawn_train/models/a2v/attention.py: the rotary embedding's two forms agree, and sampling under bf16 autocast
-(what `bf16-mixed` runs) keeps the rotation out of complex bfloat16, which CUDA has no kernels for."""
+"""dawn_train/models/a2v/attention.py: the rotary embedding's two forms agree, sampling under bf16 autocast
+(what `bf16-mixed` runs) keeps the rotation out of complex bfloat16, which CUDA has no kernels for, and the split
+q/k/v projection of training computes the one projection's function and gradients."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dawn_train.models.a2v.attention import Attention, RotaryEmbedding
+from dawn_train.models.a2v.attention import (
+    Attention,
+    RelativePositionBias,
+    RotaryEmbedding,
+    SpatialLinearAttention,
+    split_projection,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,3 +50,42 @@ def test_sampling_under_bf16_autocast_rotates_in_a_real_dtype(monkeypatch):
     with torch.no_grad():  # float32 sampling still takes the one-product complex path
         attention(x)
     assert complex_dtypes[-1] == torch.float32
+
+
+@pytest.mark.parametrize("layer, shape", [(torch.nn.Linear(12, 3 * 8, bias=False), (2, 5, 12)),
+                                          (torch.nn.Conv2d(12, 3 * 8, 1, bias=False), (2, 12, 4, 3))])
+def test_split_projection_is_the_projection_in_three(layer, shape):
+    x = torch.randn(shape, requires_grad=True)
+    parts = split_projection(layer, x)
+    whole = layer(x).chunk(3, dim=1 if isinstance(layer, torch.nn.Conv2d) else -1)
+    for part, expected in zip(parts, whole):
+        torch.testing.assert_close(part, expected)
+    upstream = [torch.randn_like(p) for p in parts]
+    grads = torch.autograd.grad(parts, (x, layer.weight), upstream)
+    expected = torch.autograd.grad(whole, (x, layer.weight), upstream)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("module", ["temporal", "spatial_linear"])
+def test_split_qkv_trains_the_same_function(module):
+    """``split_qkv`` (the fast path's training form) gives the outputs and every gradient of the one projection;
+    without grad it is ignored (sampling keeps the one projection)."""
+    torch.manual_seed(0)
+    if module == "temporal":
+        layer = Attention(16, heads=2, dim_head=8, rotary_emb=RotaryEmbedding(8))
+        x, kwargs = torch.randn(3, 7, 16), dict(pos_bias=RelativePositionBias(heads=2), half=2)
+    else:
+        layer = SpatialLinearAttention(16, heads=2, dim_head=8)
+        x, kwargs = torch.randn(3, 16, 2, 4, 4), {}
+    results = []
+    for split in (False, True):
+        layer.zero_grad()
+        out = layer(x, split_qkv=split, **kwargs)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in layer.parameters() if p.grad is not None]))
+    (out_one, grads_one), (out_split, grads_split) = results
+    torch.testing.assert_close(out_split, out_one)
+    assert len(grads_split) == len(grads_one) >= 2  # q/k/v and output projections at least
+    for got, want in zip(grads_split, grads_one):
+        torch.testing.assert_close(got, want)
