@@ -258,8 +258,12 @@ class SpatialLinearAttention(nn.Module):
     def attend(self, x: Tensor, split_qkv: bool = False) -> Tensor:
         """x: (N, C, H, W) frames -> (N, C, H, W)."""
         h, w = x.shape[-2:]
-        split = split_qkv and torch.is_grad_enabled()
-        parts = split_projection(self.to_qkv, x) if split else self.to_qkv(x).chunk(3, dim=1)
+        if split_qkv and torch.is_grad_enabled():
+            # NCHW first: the PreNorm hands over channels-last frames, which would make the three convolutions
+            # channels-last and their backward copy each (3x wider) output gradient to that layout; 1.25x this layer
+            parts = split_projection(self.to_qkv, x.contiguous())
+        else:
+            parts = self.to_qkv(x).chunk(3, dim=1)
         q, k, v = (rearrange(t, "n (h d) x y -> n h d (x y)", h=self.heads) for t in parts)
         q = q.softmax(dim=-2)
         k = k.softmax(dim=-1)
