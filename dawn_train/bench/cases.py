@@ -43,6 +43,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from dawn_train.launch.allocator import keep_freed_memory
 from dawn_train.stages.config_errors import ConfigError
 
 CASES = ("lfg_step_full", "lfg_step_l1", "lfg_targets", "a2v_step_t20", "unet_t40", "unet_t200", "unet_t600",
@@ -179,8 +180,8 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
                 print(f"  {line}", file=sys.stderr, flush=True)
     device = next((e[r]["device"] for e in results for r in runs if "device" in e.get(r, {})), device)  # resolved
     device_name = next((e[r]["device_name"] for e in results for r in runs if "device_name" in e.get(r, {})), None)
-    host = next(({"cpu_name": e[r]["cpu_name"], "torch_version": e[r]["torch_version"]} for e in results for r in runs
-                 if "cpu_name" in e.get(r, {})), {"cpu_name": None, "torch_version": None})
+    host = next(({key: e[r].get(key) for key in ("cpu_name", "torch_version", "allocator")} for e in results for r in runs
+                 if "cpu_name" in e.get(r, {})), {"cpu_name": None, "torch_version": None, "allocator": None})
     return {"size": size, "device": device, "device_name": device_name, **host, "threads": threads, "repeats": repeats,
             "warmup": warmup, "steps": steps, "batch": batch, "flops": flops, "implementations": runs, "cases": results}
 
@@ -385,10 +386,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--flops", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=None)
     args = parser.parse_args(argv)
+    allocator = "freed memory kept" if keep_freed_memory() else "glibc defaults"  # as `dawn-train` runs
     result = run_case(args.case, args.impl, size=args.size, device=args.device, threads=args.threads,
                       repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
                       bf16=args.bf16, budget_gib=args.memory_budget, batch=args.batch, flops=args.flops,
                       peak_tflops=args.peak_tflops)
+    result["allocator"] = allocator
     print(json.dumps(result), flush=True)
     return 0
 

@@ -84,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     itself); `--debug` or DAWN_DEBUG=1 adds the traceback.  See dawn_train/launch/failures.py."""
     import traceback
 
+    from dawn_train.launch.allocator import keep_freed_memory
     from dawn_train.launch.failures import classify, debug_requested
     from dawn_train.log import setup_logging
 
+    keep_freed_memory()  # before the first large tensor; see launch/allocator.py
     setup_logging()
     register_stack_dump()
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))

@@ -96,7 +96,8 @@ def cmd_bench_cases(args) -> int:
         print(json.dumps(result, indent=1))
     else:
         where = ", ".join(part for part in (result["device_name"] or result["cpu_name"], f"{result['threads']} threads",
-                                            result["torch_version"] and f"torch {result['torch_version']}") if part)
+                                            result["torch_version"] and f"torch {result['torch_version']}",
+                                            result.get("allocator")) if part)
         table = Table(title=f"bench cases ({result['size']} sizes, {where}, median of "
                             f"{result['repeats']}; speed-up and memory ratio = reference / fast; peak = above loaded)")
         for column in table_columns(result):

@@ -226,11 +226,16 @@ class Unet3D(nn.Module):
         per_pixel = itemsize * frames * (self.attn_heads * keys + 4 * self.attn_hidden)
         return max(1, self.chunk_bytes(device_type) // per_pixel)
 
+    def split_qkv(self, x: Tensor) -> bool:
+        """Whether the attentions project q, k and v apart in training (``attention.split_projection``): on a CPU the
+        fast path's train step gains 1.15-1.3x from it; on an H200 the step was ~12 % slower (three smaller GEMMs)."""
+        return self.implementation == "fast" and x.device.type == "cpu"
+
     def spatial_kwargs(self, spatial_attn: nn.Module, x: Tensor) -> dict:
         if isinstance(spatial_attn, nn.Identity):
             return {}
         return dict(frame_chunk=self.frame_chunk(x.shape[-2] * x.shape[-1], x.element_size(), x.device.type),
-                    split_qkv=self.implementation == "fast")
+                    split_qkv=self.split_qkv(x))
 
     def frame_chunk(self, pixels: int, itemsize: int, device_type: str = "cpu") -> Optional[int]:
         """Frames per spatial linear-attention call (fast path, no grad), as :meth:`position_chunk`."""
@@ -291,7 +296,7 @@ class Unet3D(nn.Module):
         half = self.half_width()
         chunk = self.position_chunk(t, half, x.element_size(), x.device.type)
         tkw = dict(pos_bias=self.time_rel_pos_bias, half=half, block_size=self.attn_block_size,
-                   backend=self.attn_backend, masked=not fast, position_chunk=chunk, split_qkv=fast)
+                   backend=self.attn_backend, masked=not fast, position_chunk=chunk, split_qkv=self.split_qkv(x))
         x = self.stem(x, context)
         r = x.clone()
         x = self._temporal(self.init_temporal_attn, x, **tkw)

@@ -194,3 +194,12 @@ def test_package_hygiene():
             else:
                 continue
             assert roots <= allowed, f"{path.name} imports {roots - allowed}"
+
+
+def test_split_projections_on_cpu_fast_path_only():
+    """The training form with q/k/v projected apart is a CPU lever (the fast path's); the reference path keeps the
+    official single projection."""
+    x = torch.zeros(1, 1)
+    assert Unet3D(**TINY).split_qkv(x)
+    assert not Unet3D(**TINY, implementation="reference").split_qkv(x)
+    assert not Unet3D(**TINY).split_qkv(torch.zeros(1, 1, device="meta"))
