@@ -213,7 +213,8 @@ def unet_call(setup: Setup, frames: int) -> Workload:
             return unet(x, time, cond)
 
     def estimate() -> int:
-        return process_bytes(live_tensor_peak(unet, "forward", x, time, cond), setup.device)
+        with unet.chunks_sized_for(setup.device.type):  # the trace runs on the meta device
+            return process_bytes(live_tensor_peak(unet, "forward", x, time, cond), setup.device)
 
     shapes = f"T={frames}, window {WINDOW}, latent {h}, dim {unet.init_conv.out_channels}"
     return Workload(denoise, shapes, n_params(unet), [(unet, ("forward",))], estimate)

@@ -391,8 +391,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                       repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
                       bf16=args.bf16, budget_gib=args.memory_budget, batch=args.batch, flops=args.flops,
                       peak_tflops=args.peak_tflops)
-    result["allocator"] = allocator
-    print(json.dumps(result), flush=True)
+    print(json.dumps({**result, "allocator": allocator}), flush=True)
     return 0
 
 

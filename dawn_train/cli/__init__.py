@@ -79,16 +79,23 @@ def register_stack_dump() -> None:
     faulthandler.register(sig, all_threads=True, chain=False)
 
 
+def console_main() -> int:
+    """The `dawn-train` command: :func:`main` in a process whose malloc keeps freed memory (launch/allocator.py),
+    set before the first large tensor.  Not in :func:`main`, which tests call in their own process."""
+    from dawn_train.launch.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command.  A known failure prints one line and returns 1, a config usage error 2 (argparse exits 2
     itself); `--debug` or DAWN_DEBUG=1 adds the traceback.  See dawn_train/launch/failures.py."""
     import traceback
 
-    from dawn_train.launch.allocator import keep_freed_memory
     from dawn_train.launch.failures import classify, debug_requested
     from dawn_train.log import setup_logging
 
-    keep_freed_memory()  # before the first large tensor; see launch/allocator.py
     setup_logging()
     register_stack_dump()
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))

@@ -203,7 +203,8 @@ class MemoryModel:
                                     meta_like((1,), torch.long), (1, context, h, h), (1, t, self.a2v.unet.cond_dim),
                                     dtype=self.dtype)
 
-        return self._traced(frames, trace, approximate and self.a2v.unet.half_width() is not None)
+        with self.a2v.unet.chunks_sized_for(torch.device(self.device).type):  # the trace runs on the meta device
+            return self._traced(frames, trace, approximate and self.a2v.unet.half_width() is not None)
 
     def pbnet_live(self, frames: int, approximate: bool = False) -> int:
         """The largest of the PBNet decoder passes over `frames` frames (eval mode)."""

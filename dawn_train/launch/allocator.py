@@ -5,10 +5,13 @@ whenever its free top grows past a few times that; fresh pages fault on their fi
 release-size A2V-FDM train step allocates and frees tensors of 20-63 MB hundreds of times, so on a 2-core VM its
 copies ran at the speed of page faults (a 63 MB gradient copy ~120 ms) and the step varied by 1.5x from one call
 to the next.  With `mmap` off and the trim threshold at 2 GiB freed blocks are reused: the same step 2.4-2.7 s ->
-1.85-2.2 s, its spread within a process ~5 %, the same peak RSS (docs/performance.md, "Freed memory kept").
+1.66-1.77 s, its spread within a process ~10 % instead of ~90 %, the same peak RSS (docs/performance.md, "The
+A2V-FDM step at 1.5x").
 
-The cost: the process keeps up to 2 GiB of freed heap instead of returning it, so its resident size stays near its
-peak.  `DAWN_MALLOC_TUNING=0` keeps glibc's defaults.  Other C libraries (no `mallopt`) are left alone.
+The cost: freed memory goes back to the kernel only from the top of the heap and only beyond 2 GiB, so a process's
+resident size stays near its peak (a model loaded on the CPU and moved to a GPU, say, keeps its host pages).
+`DAWN_MALLOC_TUNING=0` (or false/no/off) keeps glibc's defaults.  Other C libraries (no `mallopt`) are left alone.
+Applied by the `dawn-train` command (`cli.console_main`), not by `cli.main` called in-process.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ SETTINGS = (
 
 def keep_freed_memory() -> bool:
     """Apply :data:`SETTINGS` to this process (and the workers it forks later).  True when applied; False on
-    another OS or C library, or with ``DAWN_MALLOC_TUNING=0``."""
-    if os.environ.get(ENV, "1").strip() == "0" or not sys.platform.startswith("linux"):
+    another OS or C library, with ``DAWN_MALLOC_TUNING=0``, or where one setting was refused."""
+    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off") or not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on

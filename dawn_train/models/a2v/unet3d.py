@@ -22,7 +22,8 @@ wrapping this UNet.  Differences from the official classes (no effect on weights
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+import contextlib
+from typing import Iterator, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -216,8 +217,18 @@ class Unet3D(nn.Module):
         mib = self.attn_chunk_mib or ATTN_CHUNK_MIB.get(device_type, DEFAULT_ATTN_CHUNK_MIB)
         return int(mib * 2**20)
 
-    def position_chunk(self, frames: int, half: Optional[int], itemsize: int, device_type: str = "cpu"
-                       ) -> Optional[int]:
+    @contextlib.contextmanager
+    def chunks_sized_for(self, device_type: str) -> Iterator[None]:
+        """Within: the no-grad chunks sized for a device of that type whatever device the UNet is on (a trace on the
+        meta device that stands for a CUDA or CPU run, :mod:`dawn_train.inference.memory`)."""
+        saved = self.attn_chunk_mib
+        self.attn_chunk_mib = self.chunk_bytes(device_type) / 2**20
+        try:
+            yield
+        finally:
+            self.attn_chunk_mib = saved
+
+    def position_chunk(self, frames: int, half: Optional[int], itemsize: int, device_type: str) -> Optional[int]:
         """Pixels per temporal-attention call (fast path, no grad): projections and scores within
         :meth:`chunk_bytes`.  None = all at once (training keeps every activation for backward anyway)."""
         if self.implementation != "fast" or torch.is_grad_enabled():
@@ -237,7 +248,7 @@ class Unet3D(nn.Module):
         return dict(frame_chunk=self.frame_chunk(x.shape[-2] * x.shape[-1], x.element_size(), x.device.type),
                     split_qkv=self.split_qkv(x))
 
-    def frame_chunk(self, pixels: int, itemsize: int, device_type: str = "cpu") -> Optional[int]:
+    def frame_chunk(self, pixels: int, itemsize: int, device_type: str) -> Optional[int]:
         """Frames per spatial linear-attention call (fast path, no grad), as :meth:`position_chunk`."""
         if self.implementation != "fast" or torch.is_grad_enabled():
             return None

@@ -77,7 +77,8 @@ def test_split_qkv_trains_the_same_function(module):
         x, kwargs = torch.randn(3, 7, 16), dict(pos_bias=RelativePositionBias(heads=2), half=2)
     else:
         layer = SpatialLinearAttention(16, heads=2, dim_head=8)
-        x, kwargs = torch.randn(3, 16, 2, 4, 4), {}
+        # channels-last, as the PreNorm hands it over (the split path makes the frames NCHW first)
+        x, kwargs = torch.randn(3, 16, 2, 4, 4).contiguous(memory_format=torch.channels_last_3d), {}
     results = []
     for split in (False, True):
         layer.zero_grad()

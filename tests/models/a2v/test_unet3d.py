@@ -130,10 +130,10 @@ def test_fast_equals_reference_forward_chunked_and_grad(window):
     x, time, cond = _inputs(t=9)
     context = torch.randn(2, TINY["channels"] - 3, 8, 8)
     repeated = torch.cat((x[:, :3], context[:, :, None].expand(-1, -1, 9, -1, -1)), dim=1)
-    assert fast.position_chunk(9, 2, 4) is None  # with grad: every activation is kept for backward anyway
+    assert fast.position_chunk(9, 2, 4, "cpu") is None  # with grad: every activation is kept for backward anyway
     with torch.no_grad():
-        assert fast.eval().position_chunk(9, 2, 4) < 64 and fast.frame_chunk(64, 4) < 9
-        assert ref.eval().position_chunk(9, 2, 4) is None
+        assert fast.eval().position_chunk(9, 2, 4, "cpu") < 64 and fast.frame_chunk(64, 4, "cpu") < 9
+        assert ref.eval().position_chunk(9, 2, 4, "cpu") is None
         expected = ref(repeated, time, cond)
         torch.testing.assert_close(fast(x[:, :3], time, cond, context=context), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(fast(repeated, time, cond), expected, rtol=1e-5, atol=1e-5)
@@ -156,7 +156,10 @@ def test_attention_chunk_budget_by_device():
         assert by_device.frame_chunk(1024, 4, "cuda") > by_device.frame_chunk(1024, 4, "cpu")
         assert fixed.position_chunk(200, 40, 4, "cpu") == fixed.position_chunk(200, 40, 4, "cuda")
         per_pixel = 4 * 200 * (TINY["attn_heads"] * (40 + 80) + 4 * fixed.attn_hidden)
-        assert fixed.position_chunk(200, 40, 4) == 2**20 // per_pixel
+        assert fixed.position_chunk(200, 40, 4, "cpu") == 2**20 // per_pixel
+        with by_device.chunks_sized_for("cuda"):  # a meta-device trace standing for a CUDA run
+            assert by_device.position_chunk(200, 40, 4, "meta") == cuda
+        assert by_device.attn_chunk_mib is None
     with pytest.raises(ValueError, match="attn_chunk_mib"):
         Unet3D(**TINY, attn_chunk_mib=0)
 
@@ -181,7 +184,7 @@ def test_official_layout_and_parameter_count(official_shapes, key):
 
 
 def test_package_hygiene():
-    allowed = {"torch", "einops", "numpy", "math", "typing", "__future__", "functools", "dataclasses"}
+    allowed = {"torch", "einops", "numpy", "math", "typing", "__future__", "functools", "dataclasses", "contextlib"}
     for path in PKG.glob("*.py"):
         src = path.read_text()
         assert len(src.splitlines()) < 400, path.name
@@ -203,3 +206,23 @@ def test_split_projections_on_cpu_fast_path_only():
     assert Unet3D(**TINY).split_qkv(x)
     assert not Unet3D(**TINY, implementation="reference").split_qkv(x)
     assert not Unet3D(**TINY).split_qkv(torch.zeros(1, 1, device="meta"))
+
+
+def test_training_forward_projects_q_k_v_apart_on_cpu(monkeypatch):
+    """Every temporal and linear spatial attention of a CPU training forward takes the split projection; without
+    grad none does."""
+    import dawn_train.models.a2v.attention as attention
+
+    calls = []
+    split = attention.split_projection
+    monkeypatch.setattr(attention, "split_projection", lambda to_qkv, x: calls.append(type(to_qkv)) or split(to_qkv, x))
+    unet = Unet3D(**TINY).train()
+    x, time, cond = _inputs(t=5)
+    unet(x, time, cond).sum().backward()
+    temporal = sum(isinstance(m, attention.TemporalAttention) for m in unet.modules())
+    spatial = sum(isinstance(m, attention.SpatialLinearAttention) for m in unet.modules())
+    assert calls.count(torch.nn.Linear) == temporal > 0 and calls.count(torch.nn.Conv2d) == spatial > 0
+    calls.clear()
+    with torch.no_grad():
+        unet.eval()(x, time, cond)
+    assert not calls
