@@ -160,24 +160,23 @@ class Attention(nn.Module):
         ``split_qkv``: with grad, see :func:`split_projection` (same result)."""
         rotary = self.rotary_emb
         if split_qkv and torch.is_grad_enabled():
-            q, k, v = (rearrange(t, "n l (h d) -> n h l d", h=self.heads) for t in split_projection(self.to_qkv, x))
-            q = q * self.scale
-            if rotary is not None:
-                q, k = rotary.rotate(q), rotary.rotate(k)
-            return self.attend(q, k, v, x.shape[1], pos_bias, half, block_size, backend, masked)
-        qkv = self.to_qkv(x)
-        hidden = qkv.shape[-1] // 3
-        # the projection's dtype decides, not x's: under bf16 autocast it is bfloat16, which CUDA has no complex type for
-        if rotary is not None and not torch.is_grad_enabled() and rotary.can_rotate_complex(qkv, hidden // self.heads):
-            # sampling: rotate and scale q and k in one complex product on the projection (~2x this layer's
-            # forward); training keeps the per-tensor path, whose backward is faster
-            q, k = rotary.rotate_projected(qkv[..., :2 * hidden], self.heads, self.scale).chunk(2, dim=1)
-            v = rearrange(qkv[..., 2 * hidden:], "n l (h d) -> n h l d", h=self.heads)
+            parts = split_projection(self.to_qkv, x)
         else:
-            q, k, v = (rearrange(t, "n l (h d) -> n h l d", h=self.heads) for t in qkv.chunk(3, dim=-1))
-            q = q * self.scale
-            if rotary is not None:
-                q, k = rotary.rotate(q), rotary.rotate(k)
+            qkv = self.to_qkv(x)
+            hidden = qkv.shape[-1] // 3
+            # the projection's dtype decides, not x's: under bf16 autocast it is bfloat16, which CUDA has no complex
+            # type for
+            if rotary is not None and not torch.is_grad_enabled() and rotary.can_rotate_complex(qkv, hidden // self.heads):
+                # sampling: rotate and scale q and k in one complex product on the projection (~2x this layer's
+                # forward); training keeps the per-tensor path, whose backward is faster
+                q, k = rotary.rotate_projected(qkv[..., :2 * hidden], self.heads, self.scale).chunk(2, dim=1)
+                v = rearrange(qkv[..., 2 * hidden:], "n l (h d) -> n h l d", h=self.heads)
+                return self.attend(q, k, v, x.shape[1], pos_bias, half, block_size, backend, masked)
+            parts = qkv.chunk(3, dim=-1)
+        q, k, v = (rearrange(t, "n l (h d) -> n h l d", h=self.heads) for t in parts)
+        q = q * self.scale
+        if rotary is not None:
+            q, k = rotary.rotate(q), rotary.rotate(k)
         return self.attend(q, k, v, x.shape[1], pos_bias, half, block_size, backend, masked)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, length: int, pos_bias: Optional[RelativePositionBias],

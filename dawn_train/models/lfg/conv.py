@@ -8,8 +8,8 @@ put the output positions first, (positions, channels): MKL (measured on an AMD Z
 small dimension is the row count of its left operand 2-8x faster than the same product the other way round, which is
 how ``W @ cols`` (forward) and ``W^T @ grad`` (input gradient) lie.  1024 -> 1024 at 2x2, B=2, forward +
 backward: oneDNN 85 ms, unfold + ``W @ cols`` with autograd 69 ms, this layout 34 ms.  Used only where the output
-has fewer positions than ``out_channels / 8`` (above that oneDNN wins).  Same sums in another order: outputs and gradients agree with
-``F.conv2d`` to float32 rounding (relative ~1e-6).  Parameters and state-dict keys are those of ``nn.Conv2d``.
+has fewer positions than ``out_channels / 8`` (above that oneDNN wins).  Same sums in another order: outputs and
+gradients agree with ``F.conv2d`` to float32 rounding (relative ~1e-6).  Parameters and state-dict keys are those of ``nn.Conv2d``.
 """
 from __future__ import annotations
 
