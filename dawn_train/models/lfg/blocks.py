@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .conv import Conv2d
 from .pooling import AvgPool2d
+from .upsample_conv import MIN_POSITIONS, upsample_conv3x3
 
 # ----------------------------------------------------------------------------------------------------------------------
 # coordinate helpers
@@ -104,7 +105,8 @@ class DownBlock2d(nn.Module):
 
 
 class UpBlock2d(nn.Module):
-    """nearest x2 -> conv3x3 -> BN -> ReLU. (B, C_in, H, W) -> (B, C_out, 2H, 2W)."""
+    """nearest x2 -> conv3x3 -> BN -> ReLU. (B, C_in, H, W) -> (B, C_out, 2H, 2W).  On larger CPU maps the first two
+    run as 2x2 convolutions at the low resolution (`upsample_conv`, 16/36 of the arithmetic, same function)."""
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1):
         super().__init__()
@@ -112,8 +114,20 @@ class UpBlock2d(nn.Module):
         self.norm = nn.BatchNorm2d(out_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.interpolate(x, scale_factor=2)  # nearest, as the official UpBlock2d
-        return F.relu(self.norm(self.conv(x)), inplace=True)
+        if self.uses_phases(x):
+            out = upsample_conv3x3(x, self.conv.weight, self.conv.bias)
+        else:
+            out = self.conv(F.interpolate(x, scale_factor=2))  # nearest, as the official UpBlock2d
+        return F.relu(self.norm(out), inplace=True)
+
+    def uses_phases(self, x: Tensor) -> bool:
+        """Whether the upsample + conv runs as the four 2x2 phase convolutions (`upsample_conv`): a plain 3x3 conv
+        with padding 1 on a CPU map of at least ``MIN_POSITIONS`` positions.  Measured on CPUs only, so a GPU keeps
+        the upsample + conv."""
+        conv = self.conv
+        return (x.device.type == "cpu" and x.dim() == 4 and x.shape[-2] * x.shape[-1] >= MIN_POSITIONS
+                and conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.stride == (1, 1)
+                and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros")
 
 
 class ResBlock2d(nn.Module):
