@@ -117,6 +117,7 @@ def test_strategy_presets_compose_after_a_stage(strategy):
         "LearningRateMonitor", "Throughput", "DataHealth", "ScaleReport"]
     if strategy.startswith("deepspeed_stage_3"):
         assert trainer["strategy"]["init_args"]["stage"] == 3 and trainer["strategy"]["init_args"]["overlap_comm"]
+    assert config["data"]["init_args"]["worker_start_method"] == "forkserver"  # no rank forks with its threads running
 
 
 def test_optimizer_is_injected_from_yaml():

@@ -41,21 +41,34 @@ class ShardDataModule(L.LightningDataModule):
         seed: seeds shard order, shuffles and clip positions (with epoch, rank and worker).
         audio_feature: the audio feature the run is meant for ("logmel", "hubert"; None: any), checked against
             the shards' manifest at set-up, so that shards of the other feature fail before training, not after.
+        worker_start_method: how the worker processes start: "fork", "forkserver" or "spawn" (None: Python's default
+            for the platform: fork on Linux before Python 3.14, forkserver from 3.14, spawn on macOS).  "forkserver"
+            starts them from a clean single-threaded process: a rank that already runs communication threads (DDP,
+            DeepSpeed) then never calls fork itself, which can deadlock when another thread holds a lock that fork
+            needs.  Costs about a second per worker per epoch (each imports torch).
     """
 
     keys: tuple[str, ...] = ()
 
     def __init__(self, shards: str, batch_size: int = 8, num_workers: int = 2, clips_per_epoch: int | None = None,
                  val_clips: int | None = None, shuffle_buffer: int = 32, max_skip_fraction: float = 0.1, seed: int = 0,
-                 audio_feature: str | None = None):
+                 audio_feature: str | None = None, worker_start_method: str | None = None):
         super().__init__()
+        methods = multiprocessing.get_all_start_methods()
+        if worker_start_method is not None and worker_start_method not in methods:
+            raise ValueError(f"data.init_args.worker_start_method: {worker_start_method!r} is not a start method of "
+                             f"this platform ({', '.join(methods)}; or null for Python's default)")
+        self.worker_start_method = worker_start_method
         if audio_feature is not None and audio_feature not in FEATURE_KINDS:
             raise ValueError(f"data.init_args.audio_feature: {audio_feature!r} is not one of {', '.join(FEATURE_KINDS)}")
         self.audio_feature = audio_feature
         self.shards, self.batch_size, self.num_workers = shards, batch_size, num_workers
         self.clips_per_epoch, self.val_clips = clips_per_epoch, val_clips
         self.shuffle_buffer, self.max_skip_fraction, self.seed = shuffle_buffer, max_skip_fraction, seed
-        self.train_epoch = multiprocessing.Value("i", -1)  # advanced to 0 when the first epoch starts
+        # advanced to 0 when the first epoch starts; shared memory without a lock: only this process writes it, and a
+        # lock made under one start method cannot be passed to workers started by another ("A SemLock created in a
+        # fork context ...")
+        self.train_epoch = multiprocessing.Value("i", -1, lock=False)
         self.skipped = {"train": 0, "val": 0}
         self.manifest: dict | None = None
 
@@ -95,7 +108,7 @@ class ShardDataModule(L.LightningDataModule):
         train = split == "train"
         workers = max(self.num_workers, 1)
         batches_per_worker = max(1, math.ceil(clips / (self.batch_size * world * workers)))
-        epoch = self.train_epoch if train else multiprocessing.Value("i", 0)
+        epoch = self.train_epoch if train else multiprocessing.Value("i", 0, lock=False)
         urls = shard_urls(self.shards, split)
         counts = [shard.get("samples") for shard in self.manifest["splits"][split]["shards"]]
         pipeline = make_pipeline(
@@ -107,8 +120,9 @@ class ShardDataModule(L.LightningDataModule):
             val_clips=None if train else clips,  # validation: the clips asked, dealt over every rank's workers
             shard_samples={url: count for url, count in zip(urls, counts) if count is not None},
         )
+        context = self.worker_start_method if self.num_workers > 0 else None  # no workers: nothing to start
         return EpochDataLoader(pipeline, epoch, advance=train, num_workers=self.num_workers,
-                               persistent_workers=False, pin_memory=False)
+                               persistent_workers=False, pin_memory=False, multiprocessing_context=context)
 
     def train_dataloader(self):
         split = self.manifest_split("train")

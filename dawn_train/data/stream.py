@@ -305,7 +305,7 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
     batches).  `shard_samples` (url -> samples, from the manifest) lets it notice shards cut short."""
     import webdataset as wds
 
-    epoch = epoch if epoch is not None else multiprocessing.Value("i", 0)
+    epoch = epoch if epoch is not None else multiprocessing.Value("i", 0, lock=False)
     counter = SkipCounter(max_skip_fraction)
     source = SlotShards(urls, rank, world_size, seed, epoch, resampled=train, workers=workers, where=where)
     stages = [source, wds.tarfile_to_samples(handler=counter), counter.count_read]
@@ -319,11 +319,6 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
     clips = ClipStage(draw, keys, counter, batch_size, rank, world_size, seed, epoch, lengths, feature_dim, where)
     stages.append(clips)
 
-    def collate_and_count(samples):
-        batch = collate(samples)
-        batch["skipped"] = torch.tensor(counter.take_unreported())
-        return batch
-
     # Training batches are always full (equal shapes, equal counts per rank); validation keeps the rest.
     loaders = max(workers, 1)  # worker processes of this rank (0 workers: the main process reads)
     if train or val_clips is None:
@@ -332,8 +327,36 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
         quotas = [reader_clips(val_clips, rank, worker, loaders, world_size) for worker in range(loaders)]
     patience = world_size * loaders if keep is not None else 1
     batched = wds.DataPipeline(Passes(wds.DataPipeline(*stages), clips, quotas, counter, keep, patience),
-                               wds.batched(batch_size, collation_fn=collate_and_count, partial=not train))
-    return batched.with_length(sum(math.ceil(q / batch_size) for q in quotas), silent=True)
+                               wds.batched(batch_size, collation_fn=CollateCounting(counter), partial=not train))
+    return Batches(batched, sum(math.ceil(q / batch_size) for q in quotas))
+
+
+# Workers started by spawn or forkserver (macOS, and Linux from Python 3.14 on) receive the pipeline pickled, so
+# every stage is an instance of a module-level class: no closures, and not webdataset's `with_length`, which builds a
+# class at run time that a worker cannot import.
+class CollateCounting:
+    """Collates a batch and adds `skipped`: the bad samples this worker met since its last batch."""
+
+    def __init__(self, counter: SkipCounter):
+        self.counter = counter
+
+    def __call__(self, samples: list[dict]) -> dict:
+        batch = collate(samples)
+        batch["skipped"] = torch.tensor(self.counter.take_unreported())
+        return batch
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """A split's batch pipeline with its exact batch count per epoch as `len()` (over all workers of the rank)."""
+
+    def __init__(self, pipeline, length: int):
+        self.pipeline, self.length = pipeline, length
+
+    def __iter__(self):
+        return iter(self.pipeline)
+
+    def __len__(self) -> int:
+        return self.length
 
 
 class Passes(torch.utils.data.IterableDataset):

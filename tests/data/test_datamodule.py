@@ -20,3 +20,32 @@ def test_frames_of_several_sizes_are_refused_at_setup(synth_raw, tmp_path):
                                              r"\(\[64, 128\] px\)"):
             module.setup("fit")
     PBNetDataModule(str(shards)).setup("fit")  # no frames: any size will do
+
+
+def _two_epochs(shards, method):
+    data = LFGDataModule(str(shards), batch_size=2, num_workers=2, worker_start_method=method)
+    epochs = [list(data.train_dataloader()) for _ in range(2)]
+    return epochs, data.train_epoch.value
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_workers_started_by_spawn_or_forkserver_read_what_forked_workers_read(synth_shards, method):
+    # macOS starts workers with spawn and Linux with forkserver from Python 3.14 on: the pipeline travels pickled,
+    # and the shared epoch counter still reaches the workers (the second epoch draws other pairs)
+    import torch
+
+    forked, forked_epoch = _two_epochs(synth_shards, "fork")
+    started, started_epoch = _two_epochs(synth_shards, method)
+    assert started_epoch == forked_epoch == 1
+    assert [len(epoch) for epoch in started] == [len(epoch) for epoch in forked] and len(forked[0]) > 1
+    for ours, ref in zip(sum(started, []), sum(forked, [])):
+        assert ours.keys() == ref.keys()
+        for key, value in ref.items():
+            assert torch.equal(ours[key], value) if torch.is_tensor(value) else ours[key] == value, key
+    assert not torch.equal(forked[0][0]["driving"], forked[1][0]["driving"])
+
+
+def test_an_unknown_worker_start_method_is_refused_by_name(synth_shards):
+    with pytest.raises(ValueError, match=r"data.init_args.worker_start_method: 'threads' is not a start method"):
+        LFGDataModule(str(synth_shards), worker_start_method="threads")
+    LFGDataModule(str(synth_shards), num_workers=0, worker_start_method="spawn").train_dataloader()  # nothing to start
