@@ -29,7 +29,8 @@ SETTINGS = (
 
 
 def keep_freed_memory() -> bool:
-    """Apply :data:`SETTINGS` to this process (and the workers it forks later).  True when applied; False on
+    """Apply :data:`SETTINGS` to this process and the workers it forks later (not to workers started by spawn or
+    forkserver: those are new interpreters with glibc's defaults).  True when applied; False on
     another OS or C library, with ``DAWN_MALLOC_TUNING=0``, or where one setting was refused."""
     if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off") or not sys.platform.startswith("linux"):
         return False

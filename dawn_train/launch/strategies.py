@@ -13,7 +13,8 @@ Both strategies here also take `activation_checkpointing`: names of module class
 is recomputed in the backward pass (torch non-reentrant checkpointing, applied before the model is
 wrapped).  State-dict names do not change, so checkpoints load with or without it.
 
-The YAML presets in `experiments/strategies/` (`ddp`, `deepspeed_stage_2`) compose after any stage config;
+The YAML presets in `experiments/strategies/` (`ddp`, `deepspeed_stage_2`) compose after any stage config and also
+start the dataloader workers from a forkserver (`data.init_args.worker_start_method`);
 `deepspeed_stage_3` and `deepspeed_stage_3_offload` are overlays given after `deepspeed_stage_2`.  `PRESETS`
 says which suits which stage.
 """

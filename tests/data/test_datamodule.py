@@ -23,8 +23,12 @@ def test_frames_of_several_sizes_are_refused_at_setup(synth_raw, tmp_path):
 
 
 def _two_epochs(shards, method):
-    data = LFGDataModule(str(shards), batch_size=2, num_workers=2, worker_start_method=method)
-    epochs = [list(data.train_dataloader()) for _ in range(2)]
+    """Two training epochs and one validation of 2 workers each, started by `method`."""
+    data = LFGDataModule(str(shards), batch_size=2, num_workers=2, worker_start_method=method, val_clips=4)
+    epochs = []
+    for loader in (data.train_dataloader(), data.train_dataloader(), data.val_dataloader()):
+        assert loader.multiprocessing_context.get_start_method() == method  # the workers really start that way
+        epochs.append(list(loader))
     return epochs, data.train_epoch.value
 
 
@@ -37,7 +41,7 @@ def test_workers_started_by_spawn_or_forkserver_read_what_forked_workers_read(sy
     forked, forked_epoch = _two_epochs(synth_shards, "fork")
     started, started_epoch = _two_epochs(synth_shards, method)
     assert started_epoch == forked_epoch == 1
-    assert [len(epoch) for epoch in started] == [len(epoch) for epoch in forked] and len(forked[0]) > 1
+    assert [len(epoch) for epoch in started] == [len(epoch) for epoch in forked] and min(map(len, forked)) > 1
     for ours, ref in zip(sum(started, []), sum(forked, [])):
         assert ours.keys() == ref.keys()
         for key, value in ref.items():
@@ -48,4 +52,5 @@ def test_workers_started_by_spawn_or_forkserver_read_what_forked_workers_read(sy
 def test_an_unknown_worker_start_method_is_refused_by_name(synth_shards):
     with pytest.raises(ValueError, match=r"data.init_args.worker_start_method: 'threads' is not a start method"):
         LFGDataModule(str(synth_shards), worker_start_method="threads")
-    LFGDataModule(str(synth_shards), num_workers=0, worker_start_method="spawn").train_dataloader()  # nothing to start
+    loader = LFGDataModule(str(synth_shards), num_workers=0, worker_start_method="spawn").train_dataloader()
+    assert loader.multiprocessing_context is None  # no workers: nothing to start

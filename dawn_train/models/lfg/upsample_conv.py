@@ -40,7 +40,8 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     b, _, h, w = x.shape
     out_channels = weight.shape[0]
     # one convolution for all four phases: (B, 4 * O, H + 1, W + 1); phase (a, b) keeps rows a..a+H, columns b..b+W
-    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_weights(weight),
+    # the taps are summed in float32 (bf16 weights under DeepSpeed would round each partial sum)
+    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_weights(weight.float()).to(weight.dtype),
                       None if bias is None else bias.repeat(4))
     phases = phases.view(b, 2, 2, out_channels, h + 1, w + 1)
     out = phases.new_empty(b, out_channels, h, 2, w, 2)
