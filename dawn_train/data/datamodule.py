@@ -48,7 +48,8 @@ class ShardDataModule(L.LightningDataModule):
             for the platform: fork on Linux before Python 3.14, forkserver from 3.14, spawn on macOS).  "forkserver"
             starts them from a clean single-threaded process: a rank that already runs communication threads (DDP,
             DeepSpeed) then never calls fork itself, which can deadlock when another thread holds a lock that fork
-            needs.  Costs about a second per worker per epoch (each imports torch).
+            needs.  The server imports torch and the data code once (`FORKSERVER_PRELOAD`), a few seconds at the
+            first loader; later epochs start their workers as fast as fork.
     """
 
     keys: tuple[str, ...] = ()
