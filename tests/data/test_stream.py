@@ -15,7 +15,8 @@ from dawn_train.data.clips import A2VClip, collate, lfg_pair, pbnet_window
 from dawn_train.data.datamodule import A2VDataModule, PBNetDataModule
 from dawn_train.data.schema import STAGE_KEYS
 from dawn_train.data.shards import shard_urls
-from dawn_train.data.stream import EpochDataLoader, TooManyBadSamples, make_pipeline
+from dawn_train.data.skips import TooManyBadSamples
+from dawn_train.data.stream import EpochDataLoader, make_pipeline
 from dawn_train.data.video import decode_all
 from tests.data.conftest import corrupt_member
 

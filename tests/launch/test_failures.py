@@ -15,7 +15,8 @@ from dawn_train.cli import main
 from dawn_train.data.clips import lfg_pair
 from dawn_train.data.schema import STAGE_KEYS, SchemaError
 from dawn_train.data.shards import load_manifest, shard_urls
-from dawn_train.data.stream import EpochDataLoader, TooManyBadSamples, make_pipeline
+from dawn_train.data.skips import TooManyBadSamples
+from dawn_train.data.stream import EpochDataLoader, make_pipeline
 from dawn_train.launch.failures import BUG_HINT, classify, debug_requested
 from dawn_train.stages.config_errors import ConfigError
 
