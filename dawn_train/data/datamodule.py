@@ -18,7 +18,7 @@ from dawn_train.data import schema
 from dawn_train.data.audio import FEATURE_KINDS
 from dawn_train.data.clips import A2VClip, LFGPair, pbnet_window
 from dawn_train.data.shards import MANIFEST, load_manifest, shard_root, shard_urls
-from dawn_train.data.stream import EpochDataLoader, make_pipeline
+from dawn_train.data.stream import EpochDataLoader, epoch_counter, make_pipeline
 
 # Lightning warns that `__len__` of a multi-worker IterableDataset may be inaccurate; ours is exact:
 # every worker yields exactly `batches_per_worker` batches (validation: its share of the clips asked) of its own shards
@@ -69,10 +69,7 @@ class ShardDataModule(L.LightningDataModule):
         self.shards, self.batch_size, self.num_workers = shards, batch_size, num_workers
         self.clips_per_epoch, self.val_clips = clips_per_epoch, val_clips
         self.shuffle_buffer, self.max_skip_fraction, self.seed = shuffle_buffer, max_skip_fraction, seed
-        # advanced to 0 when the first epoch starts; shared memory without a lock: only this process writes it, and a
-        # lock made under one start method cannot be passed to workers started by another ("A SemLock created in a
-        # fork context ...")
-        self.train_epoch = multiprocessing.Value("i", -1, lock=False)
+        self.train_epoch = epoch_counter(-1)  # advanced to 0 when the first epoch starts
         self.skipped = {"train": 0, "val": 0}
         self.manifest: dict | None = None
 
@@ -112,7 +109,7 @@ class ShardDataModule(L.LightningDataModule):
         train = split == "train"
         workers = max(self.num_workers, 1)
         batches_per_worker = max(1, math.ceil(clips / (self.batch_size * world * workers)))
-        epoch = self.train_epoch if train else multiprocessing.Value("i", 0, lock=False)
+        epoch = self.train_epoch if train else epoch_counter()
         urls = shard_urls(self.shards, split)
         counts = [shard.get("samples") for shard in self.manifest["splits"][split]["shards"]]
         pipeline = make_pipeline(

@@ -36,6 +36,13 @@ from dawn_train.data.sample import parse_sample
 from dawn_train.data.skips import ShardLengths, SkipCounter, TooManyBadSamples
 
 
+def epoch_counter(start: int = 0):
+    """An int shared with the dataloader workers (`.value`), without a lock: only the main process writes it, and a
+    lock made under one start method cannot be passed to workers started by another ("A SemLock created in a fork
+    context ...")."""
+    return multiprocessing.Value("i", start, lock=False)
+
+
 def worker_of() -> tuple[int, int]:
     """(worker id, workers) of the calling dataloader worker; (0, 1) in the main process."""
     info = torch.utils.data.get_worker_info()
@@ -195,7 +202,7 @@ def make_pipeline(urls: list[str], draw: Callable, keys, batch_size: int, *, tra
     batches).  `shard_samples` (url -> samples, from the manifest) lets it notice shards cut short."""
     import webdataset as wds
 
-    epoch = epoch if epoch is not None else multiprocessing.Value("i", 0, lock=False)
+    epoch = epoch if epoch is not None else epoch_counter()
     counter = SkipCounter(max_skip_fraction)
     source = SlotShards(urls, rank, world_size, seed, epoch, resampled=train, workers=workers, where=where)
     stages = [source, wds.tarfile_to_samples(handler=counter), counter.count_read]
