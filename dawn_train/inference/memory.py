@@ -180,18 +180,25 @@ class MemoryModel:
 
     # -- traced phases (live tensor bytes) --
     @staticmethod
-    def _traced(frames: int, trace: Callable[[int], int], approximate: bool) -> int:
-        """trace(frames), or with `approximate` (searches over banded models) the straight line between the
-        traces at the neighbouring SEARCH_GRID frame counts (beyond the grid: through its last two points).  A
-        banded model's live peak is linear in the frame count beyond a few window lengths, so the line is
-        exact there; below, it can err either way by a fraction of the attention working set, which is why
-        the searches confirm their answer with an exact trace."""
-        if not approximate or frames in SEARCH_GRID:
+    def _traced(frames: int, trace: Callable[[int], int], banded: bool, approximate: bool = False,
+                extrapolate: bool = False) -> int:
+        """trace(frames), except for banded models (memory linear in the frame count beyond a few window lengths):
+        - with `extrapolate` (the UNet), beyond the last SEARCH_GRID point, the line through the traces at its
+          last two points.  A trace runs the model op by op, and the banded attention's chunk loops make that slow
+          for long clips (the release UNet at 15,000 frames: 213 s on 2 CPU threads, the two grid traces 31 s);
+          for the UNet the line is the full trace to the byte (release and demo UNet at 15,000 frames;
+          `tests/inference/test_memory.py` checks the demo one at 6,000).  PBNet's is not (0.4 % above at 6,000
+          frames) and its full trace is quick, so it is traced in full;
+        - with `approximate` (searches), between grid points, the straight line between the neighbouring traces.
+          Below a few window lengths it can err either way by a fraction of the attention working set, which is
+          why the searches confirm their answer without `approximate`."""
+        beyond = extrapolate and frames > SEARCH_GRID[-1]
+        if not banded or frames in SEARCH_GRID or not (approximate or beyond):
             return trace(frames)
         upper = next((i for i, g in enumerate(SEARCH_GRID) if g > frames), len(SEARCH_GRID) - 1)
         lo, hi = SEARCH_GRID[upper - 1], SEARCH_GRID[upper]
         a, b = trace(lo), trace(hi)
-        return int(a + (b - a) * (frames - lo) / (hi - lo))
+        return a + -(-(b - a) * (frames - lo) // (hi - lo))  # rounded up
 
     def denoiser_live(self, frames: int, approximate: bool = False) -> int:
         """One denoiser call (UNet input concatenation included) over `frames` frames."""
@@ -204,7 +211,8 @@ class MemoryModel:
                                     dtype=self.dtype)
 
         with self.a2v.unet.chunks_sized_for(torch.device(self.device).type):  # the trace runs on the meta device
-            return self._traced(frames, trace, approximate and self.a2v.unet.half_width() is not None)
+            return self._traced(frames, trace, self.a2v.unet.half_width() is not None, approximate,
+                                extrapolate=True)
 
     def pbnet_live(self, frames: int, approximate: bool = False) -> int:
         """The largest of the PBNet decoder passes over `frames` frames (eval mode)."""
@@ -220,7 +228,7 @@ class MemoryModel:
                                         (1, t, model.decoder.audioEmbedding.in_features),
                                         meta_like((1, t), torch.bool), dtype=dtype)
 
-            peaks.append(self._traced(frames, trace, approximate and banded))
+            peaks.append(self._traced(frames, trace, banded, approximate))
         return max(peaks)
 
     def decode_live(self) -> int:

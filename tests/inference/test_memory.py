@@ -12,6 +12,7 @@ from torch import nn
 
 from dawn_train import checkpoints
 from dawn_train.bench.generate import DEMO_A2V, DEMO_LFG, DEMO_PBNET
+from dawn_train.inference import memory
 from dawn_train.inference.memory import (
     GiB,
     InsufficientMemory,
@@ -75,6 +76,17 @@ def test_estimate_grows_with_frames_and_windows_bound_it(demo_memory):
     more = demo_memory.estimate(12000, 250)
     assert 0 < more.peak - windows.peak < 6000 * 8 * 1024
     assert "6000 frames in windows of 250 frames" in windows.describe()
+
+
+def test_a_long_unet_trace_is_the_line_through_the_last_grid_points_and_equals_the_full_trace(demo_memory,
+                                                                                               monkeypatch):
+    """Beyond the last SEARCH_GRID point the banded UNet's trace is extrapolated (a full trace of a long clip runs
+    the chunk loops op by op: minutes at release size); that line must be the full trace, not a guess."""
+    frames = 6000
+    assert frames > memory.SEARCH_GRID[-1]
+    line = demo_memory.denoiser_live(frames)
+    monkeypatch.setattr(memory, "SEARCH_GRID", memory.SEARCH_GRID + (frames,))  # a grid point is traced in full
+    assert demo_memory.denoiser_live(frames) == line
 
 
 def test_dense_pbnet_is_quadratic_and_windows_do_not_help_it(demo_memory):
