@@ -84,9 +84,17 @@ def test_a_long_unet_trace_is_the_line_through_the_last_grid_points_and_equals_t
     the chunk loops op by op: minutes at release size); that line must be the full trace, not a guess."""
     frames = 6000
     assert frames > memory.SEARCH_GRID[-1]
+    traced = []  # the frame count of every UNet trace: its input is (1, C, T, h, h)
+
+    def recording(module, method, *shapes, **kwargs):
+        traced.append(shapes[0][2])
+        return live_tensor_peak(module, method, *shapes, **kwargs)
+
+    monkeypatch.setattr(memory, "live_tensor_peak", recording)
     line = demo_memory.denoiser_live(frames)
+    assert frames not in traced and set(traced) == set(memory.SEARCH_GRID[-2:])
     monkeypatch.setattr(memory, "SEARCH_GRID", memory.SEARCH_GRID + (frames,))  # a grid point is traced in full
-    assert demo_memory.denoiser_live(frames) == line
+    assert demo_memory.denoiser_live(frames) == line and traced[-1] == frames
 
 
 def test_dense_pbnet_is_quadratic_and_windows_do_not_help_it(demo_memory):
