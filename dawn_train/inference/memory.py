@@ -15,7 +15,9 @@ motion of all frames); each phase adds its working memory while it runs:
 The torch phases are not guessed from formulas: :func:`live_tensor_peak` (`inference/meta_trace.py`) runs the
 loaded models on the meta device (shapes and dtypes only, no arithmetic and no memory) and records the peak of
 live tensor bytes, so the estimate follows the actual model sizes, latent size, frame count, window and dtype,
-and stays right when a model changes.  Beyond what tensors hold, a process needs allocator and kernel workspace
+and stays right when a model changes.  Beyond 4,096 frames the banded UNet's peak is the line through its traces at
+2,048 and 4,096 frames, which equals its full trace to the byte and takes seconds instead of minutes
+(:meth:`MemoryModel._traced`).  Beyond what tensors hold, a process needs allocator and kernel workspace
 (oneDNN reorders, glibc heap), calibrated on CPU against measured peak RSS:
 
     CPU RSS above the loaded models  ~=  live + min(0.75 x live, 600 MiB + 0.1 x live)
