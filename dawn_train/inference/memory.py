@@ -63,7 +63,9 @@ DDIM_STATE_COPIES = 10  # latent-sized tensors of one DDIM step besides the deno
 ENCODER_BYTES = 64 * MiB  # libx264 look-ahead and PyAV buffers at <= 256 px
 CPU_OVERHEAD_RATIO, CPU_OVERHEAD_BASE, CPU_OVERHEAD_SLOPE = 0.75, 600 * MiB, 0.1
 CUDA_OVERHEAD_SCALE, CUDA_OVERHEAD_BYTES = 1.1, 256 * MiB
-SEARCH_GRID = (1, 64, 256, 1024, 2048, 4096)  # frame counts traced for searches (interpolated between, extrapolated)
+# frame counts traced in full for searches (interpolated between them) and as the line that long UNet estimates
+# follow beyond the last one (`MemoryModel._traced`)
+SEARCH_GRID = (1, 64, 256, 1024, 2048, 4096)
 
 
 class InsufficientMemory(ValueError):
