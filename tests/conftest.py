@@ -11,6 +11,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (`make test` runs a worker per CPU), each worker and the processes its tests start get
+    their share of the CPUs: torch's default of one thread per CPU in every worker oversubscribes them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cpus // workers)
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
 def shared_dir() -> Path:
     """`shared/` with the reference facts and parity fixtures: $DAWN_SHARED, else beside the repo."""
     return Path(os.environ.get("DAWN_SHARED", REPO.parent / "shared")).resolve()
