@@ -19,7 +19,9 @@ above what was loaded (`bench.attention.measure`: CPU peak RSS via VmHWM, CUDA m
 plain math kernels), "fast" = the optimised one; speed-up = reference time / fast time, memory ratio = reference
 peak / fast peak.  A case whose models take no `implementation` argument runs once; both columns show that run
 (ratio 1.00, `same_model`).  `compile`: the fast implementation again with the UNet and the LFG generator wrapped in
-`torch.compile` (column "fast+compile"); where compilation fails the run is timed eagerly with a one-line warning.
+`torch.compile` (column "fast+compile"; with `bf16` also "fast+bf16+compile"); where compilation fails the run is
+timed eagerly with a one-line warning.  `compile_mode` is torch.compile's `mode`: "reduce-overhead" replays CUDA
+graphs (each timed call is one step of them: `torch.compiler.cudagraph_mark_step_begin` before it).
 `bf16`: the fast implementation again under bf16 autocast (column "fast+bf16", speed-up reference / fast+bf16): what a
 run with `trainer.precision: bf16-mixed` computes (matrix products and convolutions in bfloat16, which CPUs with
 AMX or AVX512-BF16 run several times faster, reductions and losses in float32).  It is lower precision, not the same
@@ -53,6 +55,9 @@ DEFAULT_CASES = tuple(c for c in CASES if c not in LONG_CASES)
 IMPLEMENTATIONS = ("reference", "fast")
 COMPILED = "fast+compile"
 BF16 = "fast+bf16"
+BF16_COMPILED = "fast+bf16+compile"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # inductor replays CUDA graphs in these (on CUDA)
 WARNING = "bench cases: warning:"
 # Dense (no sparsity) peak TFLOP/s per precision of the devices whose name contains the key, from the vendors'
 # datasheets (SXM parts).  float32 is absent on purpose: on CUDA, convolutions run as TF32 by default and matrix
@@ -77,12 +82,13 @@ def parse_names(text: str | Sequence[str], known: Sequence[str], what: str) -> l
 # ---- the parent: one fresh process per (case, implementation) ---------------------------------------------------
 def child_command(case: str, implementation: str, *, size: str, device: str, threads: int, repeats: int, warmup: int,
                   steps: int, compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None,
-                  batch: Optional[int] = None, flops: bool = False, peak_tflops: Optional[float] = None) -> list[str]:
+                  batch: Optional[int] = None, flops: bool = False, peak_tflops: Optional[float] = None,
+                  compile_mode: str = "default") -> list[str]:
     args = [sys.executable, "-m", "dawn_train.bench.cases", "--case", case, "--impl", implementation, "--size", size,
             "--device", device, "--threads", str(threads), "--repeats", str(repeats), "--warmup", str(warmup),
             "--steps", str(steps)]
     if compile:
-        args.append("--compile")
+        args += ["--compile", "--compile-mode", compile_mode]
     if bf16:
         args.append("--bf16")
     if budget_gib is not None:
@@ -124,6 +130,8 @@ def add_ratios(entry: dict) -> dict:
     if BF16 in entry:
         entry["speedup_bf16"] = ratio(ref.get("seconds"), entry[BF16].get("seconds"))
         entry["memory_ratio_bf16"] = ratio(ref.get("peak_bytes"), entry[BF16].get("peak_bytes"))
+    if BF16_COMPILED in entry:
+        entry["speedup_bf16_compile"] = ratio(ref.get("seconds"), entry[BF16_COMPILED].get("seconds"))
     return entry
 
 
@@ -139,7 +147,7 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
                 release_size: bool = False, threads: int = 2, repeats: int = 3, warmup: int = 1, steps: int = 20,
                 compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None, device: str = "auto",
                 batch: Optional[int] = None, flops: bool = False, peak_tflops: Optional[float] = None,
-                progress: bool = True) -> dict:
+                compile_mode: str = "default", progress: bool = True) -> dict:
     """Run every case with every implementation (reference first) in fresh processes; returns
     {"cases": [{case, shapes, reference: {...}, fast: {...}, speedup, memory_ratio, same_model, ...}], settings}.
     A run is {seconds, peak_bytes, ...}, {refused, estimate_bytes, budget_bytes, message} or {error}."""
@@ -149,10 +157,12 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
         raise BenchCaseError(f"need repeats >= 1, warmup >= 0 and threads >= 1 (got {repeats}, {warmup}, {threads})")
     if (batch is not None and batch < 1) or (peak_tflops is not None and peak_tflops <= 0):
         raise BenchCaseError(f"need batch >= 1 and peak TFLOP/s > 0 (got {batch}, {peak_tflops})")
+    parse_names([compile_mode], COMPILE_MODES, "compile mode")
     size = "release" if release_size else "demo"
     common = dict(size=size, device=device, threads=threads, repeats=repeats, warmup=warmup, steps=steps,
-                  budget_gib=budget_gib, batch=batch, flops=flops, peak_tflops=peak_tflops)
-    runs = impls + ([COMPILED] if compile else []) + ([BF16] if bf16 else [])
+                  budget_gib=budget_gib, batch=batch, flops=flops, peak_tflops=peak_tflops, compile_mode=compile_mode)
+    runs = impls + ([COMPILED] if compile else []) + ([BF16] if bf16 else []) + ([BF16_COMPILED] if compile and bf16
+                                                                              else [])
     results = []
     for index, name in enumerate(names, 1):
         start = time.perf_counter()
@@ -164,9 +174,9 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
             if label == "fast" and first.get("implementation_applied") is False:
                 entry["fast"], entry["same_model"] = dict(first, implementation="fast"), True
             else:
-                impl = "fast" if label in (COMPILED, BF16) else label
-                entry[label], said = run_child(child_command(name, impl, compile=label == COMPILED, bf16=label == BF16,
-                                                             **common), threads)
+                impl = "fast" if label in (COMPILED, BF16, BF16_COMPILED) else label
+                entry[label], said = run_child(child_command(name, impl, compile=label in (COMPILED, BF16_COMPILED),
+                                                             bf16=label in (BF16, BF16_COMPILED), **common), threads)
                 warnings += said
             entry.setdefault("shapes", entry[label].get("shapes", ""))
             if progress:
@@ -183,7 +193,8 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
     host = next(({key: e[r].get(key) for key in ("cpu_name", "torch_version", "allocator")} for e in results for r in runs
                  if "cpu_name" in e.get(r, {})), {"cpu_name": None, "torch_version": None, "allocator": None})
     return {"size": size, "device": device, "device_name": device_name, **host, "threads": threads, "repeats": repeats,
-            "warmup": warmup, "steps": steps, "batch": batch, "flops": flops, "implementations": runs, "cases": results}
+            "warmup": warmup, "steps": steps, "batch": batch, "flops": flops, "implementations": runs,
+            "compile_mode": compile_mode if compile else None, "cases": results}
 
 
 # ---- the table --------------------------------------------------------------------------------------------------
@@ -195,6 +206,7 @@ def table_columns(result: dict) -> tuple[str, ...]:
     runs = [r for r in result["implementations"] if r != "reference"]
     return (TABLE_COLUMNS + ((f"{COMPILED} s",) if COMPILED in result["implementations"] else ())
             + ((f"{BF16} s", "bf16 speed-up", f"{BF16} peak MiB") if BF16 in result["implementations"] else ())
+            + ((f"{BF16_COMPILED} s",) if BF16_COMPILED in result["implementations"] else ())
             + (tuple(f"{r} {what}" for r in runs for what in ("TFLOP/s", "MFU", "samples/s")) if result.get("flops")
                else ()))
 
@@ -237,6 +249,8 @@ def table_rows(result: dict) -> list[list[str]]:
             row.append(_seconds(entry.get(COMPILED)))
         if BF16 in result["implementations"]:
             row += [_seconds(entry.get(BF16)), _ratio(entry.get("speedup_bf16"), False), _mib(entry.get(BF16))]
+        if BF16_COMPILED in result["implementations"]:
+            row.append(_seconds(entry.get(BF16_COMPILED)))
         if result.get("flops"):
             row += [cell for r in result["implementations"] if r != "reference" for cell in _throughput(entry.get(r))]
         rows.append(row)
@@ -253,7 +267,7 @@ def errors(result: dict) -> list[str]:
 def run_case(case: str, implementation: str = "fast", *, size: str = "demo", device: str = "auto", threads: int = 2,
              repeats: int = 3, warmup: int = 1, steps: int = 20, compile: bool = False, bf16: bool = False,
              budget_gib: Optional[float] = None, batch: Optional[int] = None, flops: bool = False,
-             peak_tflops: Optional[float] = None) -> dict:
+             peak_tflops: Optional[float] = None, compile_mode: str = "default") -> dict:
     """Build, (estimate,) warm up and time one case in this process; see the module docstring."""
     import torch
 
@@ -267,6 +281,8 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
     result = {"case": case, "implementation": implementation, "implementation_applied": setup.applied,
               "shapes": work.shapes, "params": work.params, "device": str(setup.device), "pid": os.getpid(),
               "threads": torch.get_num_threads(), "compile": compile, "precision": "bf16-mixed" if bf16 else "32-true"}
+    if compile:
+        result["compile_mode"] = compile_mode
     if setup.device.type == "cuda":
         result["device_name"] = torch.cuda.get_device_name(setup.device)
     # the same code is 1.1x on one CPU and 1.3x on another (BLAS and oneDNN pick other kernels): say where it ran
@@ -289,7 +305,7 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
 
         work.fn = under_autocast
     if compile:
-        result["compile_fallback"] = compile_workload(work, case)
+        result["compile_fallback"] = compile_workload(work, case, mode=compile_mode)
     result.update(measure(work.fn, setup.device, repeats=repeats, warmup=warmup))
     if work.samples:
         result["samples_per_s"] = work.samples / result["seconds"]
@@ -344,17 +360,26 @@ def utilisation(flops: Optional[int], result: dict, peak_tflops: Optional[float]
     return {"flops": flops, "tflops": tflops, "peak_tflops": peak, "mfu": tflops / peak if peak else None}
 
 
-def compile_workload(work, case: str, calls: int = 2) -> Optional[str]:
-    """Wrap `work.compile_targets` in torch.compile and make `calls` untimed calls: the compiling one and one more,
-    so that a recompilation for state the first call leaves behind (a cache, a step counter) is not timed.  On
-    failure put the eager methods back, print one warning line and return the reason (None when compiled)."""
+def compile_workload(work, case: str, calls: int = 2, mode: str = "default") -> Optional[str]:
+    """Wrap `work.compile_targets` in torch.compile (`mode`) and make `calls` untimed calls: the compiling one and
+    one more, so that a recompilation for state the first call leaves behind (a cache, a step counter) is not timed.
+    A mode that replays CUDA graphs starts a new step of them at every call of `work.fn`: one call is one step (a
+    DDIM sample invokes the UNet once or twice per denoising step; its graphs are recorded once, then replayed).
+    On failure put the eager methods back, print one warning line and return the reason (None when compiled)."""
     import torch
 
-    wrapped = []
+    wrapped, eager_fn = [], work.fn
+    options = {} if mode == "default" else {"mode": mode}
+    if mode in CUDA_GRAPH_MODES:
+        def step_of_graphs():
+            torch.compiler.cudagraph_mark_step_begin()
+            return eager_fn()
+
+        work.fn = step_of_graphs
     try:
         for module, names in work.compile_targets:
             for name in names:
-                setattr(module, name, torch.compile(getattr(module, name)))
+                setattr(module, name, torch.compile(getattr(module, name), **options))
                 wrapped.append((module, name))
         for _ in range(calls):
             work.fn()
@@ -362,6 +387,7 @@ def compile_workload(work, case: str, calls: int = 2) -> Optional[str]:
     except Exception as exc:  # any failure of the compiler stack: time the eager path instead
         for module, name in wrapped:
             module.__dict__.pop(name, None)
+        work.fn = eager_fn
         torch._dynamo.reset()
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         print(f"{WARNING} torch.compile failed for {case} ({reason}); timed without compile", file=sys.stderr)
@@ -380,6 +406,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--memory-budget", type=float, default=None)
     parser.add_argument("--batch", type=int, default=None)
@@ -390,7 +417,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     result = run_case(args.case, args.impl, size=args.size, device=args.device, threads=args.threads,
                       repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
                       bf16=args.bf16, budget_gib=args.memory_budget, batch=args.batch, flops=args.flops,
-                      peak_tflops=args.peak_tflops)
+                      peak_tflops=args.peak_tflops, compile_mode=args.compile_mode)
     print(json.dumps({**result, "allocator": allocator}), flush=True)
     return 0
 

@@ -91,14 +91,16 @@ def cmd_bench_cases(args) -> int:
     result = bench_cases(args.cases or DEFAULT_CASES, args.impl, release_size=args.release_size, threads=args.threads,
                          repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
                          bf16=args.bf16, budget_gib=args.memory_budget, device=args.device, batch=args.batch,
-                         flops=args.flops, peak_tflops=args.peak_tflops, progress=not args.quiet)
+                         flops=args.flops, peak_tflops=args.peak_tflops, compile_mode=args.compile_mode,
+                         progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         where = ", ".join(part for part in (result["device_name"] or result["cpu_name"], f"{result['threads']} threads",
                                             result["torch_version"] and f"torch {result['torch_version']}",
                                             result.get("allocator")) if part)
-        table = Table(title=f"bench cases ({result['size']} sizes, {where}, median of "
+        mode = f", torch.compile mode {result['compile_mode']}" if result.get("compile_mode") else ""
+        table = Table(title=f"bench cases ({result['size']} sizes, {where}{mode}, median of "
                             f"{result['repeats']}; speed-up and memory ratio = reference / fast; peak = above loaded)")
         for column in table_columns(result):
             table.add_column(column)
@@ -186,6 +188,8 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
+    from dawn_train.bench.cases import COMPILE_MODES  # standard library only: the CLI starts as fast
+
     cases = bench_commands.add_parser("cases", help="the performance issue's cases (LFG, A2V-FDM, UNet, sampling, PBNet): "
                                       "reference vs fast implementation, time and peak memory, a fresh process each")
     cases.add_argument("--cases", default=None, help="comma-separated, of lfg_step_full, lfg_step_l1, lfg_targets, "
@@ -199,7 +203,11 @@ def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
     cases.add_argument("--warmup", type=int, default=1, help="untimed calls first")
     cases.add_argument("--steps", type=int, default=20, help="DDIM steps of sample_t200")
     cases.add_argument("--compile", action="store_true", help="also time the fast implementation with the UNet and "
-                       "the LFG generator under torch.compile (column fast+compile)")
+                       "the LFG generator under torch.compile (column fast+compile; with --bf16 also "
+                       "fast+bf16+compile)")
+    cases.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                       help="torch.compile's mode for --compile: reduce-overhead and max-autotune replay CUDA graphs "
+                       "on a GPU (each timed call is one step of them)")
     cases.add_argument("--bf16", action="store_true", help="also time the fast implementation under bf16 autocast, "
                        "what trainer.precision: bf16-mixed runs (column fast+bf16: lower precision, not the same "
                        "numbers)")

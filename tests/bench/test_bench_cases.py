@@ -10,6 +10,7 @@ import torch
 
 from dawn_train.bench.cases import (
     BF16,
+    BF16_COMPILED,
     COMPILED,
     add_ratios,
     child_command,
@@ -140,6 +141,44 @@ def test_ratios_and_table_rows():
     assert rows[1][2:5] == ["-", "refused (est. 3.0 GiB)", "-"]
     assert "--compile" in child_command("unet_t40", "fast", size="demo", device="cpu", threads=1, repeats=1, warmup=0,
                                         steps=20, compile=True)
+
+    # compiled under bf16 autocast: a column of its own, after the bf16 one
+    both = add_ratios({**entry, BF16: {"seconds": 1.2, "peak_bytes": 80 * 2 ** 20},
+                       BF16_COMPILED: {"seconds": 0.75, "peak_bytes": 70 * 2 ** 20, "compile_fallback": None}})
+    assert both["speedup_bf16_compile"] == 4.0
+    result = {"implementations": ["reference", "fast", COMPILED, BF16, BF16_COMPILED], "cases": [both]}
+    assert table_columns(result)[-1] == "fast+bf16+compile s" and table_rows(result)[0][-1] == "0.750"
+
+
+def test_compile_mode_reaches_torch_compile_and_cuda_graph_modes_mark_each_call_a_step(monkeypatch):
+    from dawn_train.bench.case_workloads import Workload
+    from dawn_train.bench.cases import bench_cases, compile_workload
+
+    args = child_command("sample_t200", "fast", size="demo", device="cuda", threads=1, repeats=1, warmup=0, steps=20,
+                         compile=True, compile_mode="reduce-overhead")
+    assert args[args.index("--compile-mode") + 1] == "reduce-overhead"
+    with pytest.raises(ValueError, match="unknown compile mode 'fastest'"):
+        bench_cases("unet_t40", compile=True, compile_mode="fastest")
+
+    events = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: events.append(("compile", options)) or fn)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("step"))
+    layer = torch.nn.Linear(2, 2)
+
+    def call():
+        events.append("call")
+        return layer(torch.ones(1, 2))
+
+    for mode, expected in [("default", {}), ("max-autotune-no-cudagraphs", {"mode": "max-autotune-no-cudagraphs"})]:
+        events.clear()
+        work = Workload(call, "B=1", 6, [(layer, ("forward",))])
+        assert compile_workload(work, "unet_t40", mode=mode) is None
+        assert events == [("compile", expected), "call", "call"] and work.fn is call
+    events.clear()
+    work = Workload(call, "B=1", 6, [(layer, ("forward",))])
+    assert compile_workload(work, "unet_t40", mode="reduce-overhead") is None
+    work.fn()  # a timed call is a step of the graphs too
+    assert events == [("compile", {"mode": "reduce-overhead"})] + ["step", "call"] * 3
 
 
 def test_a_failing_compile_falls_back_to_eager_with_one_warning(monkeypatch, capsys):
