@@ -12,8 +12,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config) -> None:
-    """Under pytest-xdist (`make test` runs a worker per CPU), each worker and the processes its tests start get
-    their share of the CPUs: torch's default of one thread per CPU in every worker oversubscribes them."""
+    """The disk memo of memory traces is off (`tests/inference/test_meta_trace.py` turns it on in a temporary
+    folder): every test, and every process it starts, traces what it estimates.  Under pytest-xdist (`make test`
+    runs a worker per CPU), each worker and the processes its tests start get their share of the CPUs: torch's
+    default of one thread per CPU in every worker oversubscribes them."""
+    os.environ["DAWN_TRAIN_CACHE"] = "off"
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch

@@ -4,13 +4,21 @@ here, so the estimate follows the actual models instead of formulas.
 
 :func:`live_tensor_peak` swaps the module's weights for meta twins (and back), runs the method under a torch
 dispatch mode that counts tensor storages while they are referenced, and memoises the peak by architecture
-(:func:`architecture`) and input shapes.
+(:func:`architecture`) and input shapes: in the process, and on disk (:func:`cache_dir`) for the next process.  A
+trace runs the model op by op through torch's Python meta kernels (the release UNet over 250 frames: ~15,000 ops,
+2 s on a CPU), which on a GPU is as long as the generation of a short clip; each `dawn-train generate` is a new
+process, so only the disk memo spares the second one that cost.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 import weakref
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -104,8 +112,76 @@ class _Traced:
         return isinstance(other, _Traced) and self.key == other.key
 
 
+def cache_dir() -> Optional[Path]:
+    """Where traces are kept between processes: $DAWN_TRAIN_CACHE (a folder; empty or `off`: nowhere), else
+    $XDG_CACHE_HOME/dawn_train, else ~/.cache/dawn_train."""
+    value = os.environ.get("DAWN_TRAIN_CACHE")
+    if value is not None:
+        return None if value.strip().lower() in ("", "off", "0", "false", "no") else Path(value).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dawn_train"
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """A digest of what a trace's result depends on besides its key: torch's version and the source of the code
+    the trace runs (every model module, this module).  Any edit of that code starts a new set of disk entries."""
+    import dawn_train.models
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    root = Path(dawn_train.models.__file__).parent
+    for path in sorted(root.rglob("*.py")) + [Path(__file__)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _disk_entry(traced: _Traced) -> Optional[Path]:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    key = hashlib.sha256(f"{code_version()}\n{traced.key!r}".encode()).hexdigest()
+    return folder / "meta_traces" / f"{key}.json"
+
+
+def _read(entry: Optional[Path]) -> Optional[int]:
+    try:
+        peak = json.loads(entry.read_text())["peak"] if entry is not None else None
+    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or torn: trace again
+        return None
+    return peak if isinstance(peak, int) and peak >= 0 else None
+
+
+def _write(entry: Optional[Path], traced: _Traced, peak: int) -> None:
+    """Keep `peak` at `entry`, written whole or not at all (a temporary file renamed: ranks tracing at once
+    write the same value); a folder that cannot be written only means the next process traces again."""
+    if entry is None:
+        return
+    _, method, inputs = traced.key
+    written = None
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=entry.parent, suffix=".tmp", delete=False) as handle:
+            written = Path(handle.name)
+            json.dump({"peak": peak, "method": method, "inputs": inputs}, handle)
+        os.replace(written, entry)
+    except OSError:
+        try:
+            if written is not None:
+                written.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 @lru_cache(maxsize=256)
 def _trace(traced: _Traced) -> int:
+    entry = _disk_entry(traced)
+    peak = _read(entry)
+    if peak is None:
+        peak = _run(traced)
+        _write(entry, traced, peak)
+    return peak
+
+
+def _run(traced: _Traced) -> int:
     _, method, inputs = traced.key
     tensors = [meta_like(shape, getattr(torch, dtype.removeprefix("torch."))) for shape, dtype in inputs]
     mode = _LiveBytes()
@@ -121,8 +197,9 @@ def live_tensor_peak(module: nn.Module, method: str, *shapes: Sequence[int] | Te
     """Peak bytes of the tensors that `module.<method>(*inputs)` creates, traced on the meta device (no
     arithmetic, no allocation; the module's own weights are swapped out and back, not copied).  `shapes`: input
     shapes (float inputs of the module's dtype, or `dtype`) or meta tensors (their shape and dtype are used).
-    Inputs are not counted.  A trace is a pure function of the architecture (:func:`architecture`) and the
-    input shapes, so it is memoised: a second generation with the same models costs nothing."""
+    Inputs are not counted.  A trace is a pure function of the architecture (:func:`architecture`), the input
+    shapes and the code (:func:`code_version`), so it is memoised, also on disk: a second generation with the
+    same models, in this process or the next, costs nothing."""
     first = next(module.parameters(), None)
     dtype = dtype or (first.dtype if first is not None else torch.float32)
     inputs = tuple((tuple(s.shape), str(s.dtype)) if isinstance(s, Tensor) else (tuple(s), str(dtype)) for s in shapes)
