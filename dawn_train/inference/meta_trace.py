@@ -118,7 +118,12 @@ def cache_dir() -> Optional[Path]:
     value = os.environ.get("DAWN_TRAIN_CACHE")
     if value is not None:
         return None if value.strip().lower() in ("", "off", "0", "false", "no") else Path(value).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dawn_train"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "dawn_train"
+    try:
+        return Path.home() / ".cache" / "dawn_train"
+    except RuntimeError:  # no home directory to be found (a bare container user): trace in every process
+        return None
 
 
 @lru_cache(maxsize=1)
