@@ -112,6 +112,47 @@ def cmd_bench_cases(args) -> int:
     return 1 if errors(result) else 0
 
 
+def cmd_bench_roofline(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dawn_train.bench.roofline import roofline
+
+    result = roofline(args.case, size="release" if args.release_size else "demo", batch=args.batch,
+                      frames=args.frames, dtype=args.dtype, implementation=args.impl, device=args.device,
+                      peak_tflops=args.peak_tflops, bandwidth_tbs=args.bandwidth_tbs, top=args.top)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    gib = 2 ** 30
+    where = f"{result['device']}: {result['peak_tflops']:g} TFLOP/s, {result['bandwidth_tbs']:g} TB/s"
+    summary = Table(title=f"roofline of {result['case']} ({result['size']} sizes, {result['shapes']}, {result['dtype']}, "
+                          f"{result['implementation']}; {where}; a bound from the operators, not a measurement)")
+    summary.add_column("")
+    summary.add_column("value")
+    for label, value in [
+            ("kernels (operators that move data)", f"{result['kernels']:,}"),
+            ("FLOPs", f"{result['flops'] / 1e12:.3f} T"),
+            ("bytes read + written, op by op", f"{result['bytes'] / gib:.1f} GiB"),
+            ("arithmetic intensity", f"{result['intensity']:.1f} FLOP/byte" if result["intensity"] else "-"),
+            ("compute time at peak", f"{result['compute_ms']:.2f} ms"),
+            ("op-by-op roofline (one kernel per operator)", f"{result['roofline_ms']:.2f} ms"),
+            ("  MFU bound", f"{100 * result['mfu_bound']:.1f} %" if result["mfu_bound"] else "-"),
+            ("fused floor (weights, saved activations)", f"{result['fused_roofline_ms']:.2f} ms"),
+            ("  MFU bound", f"{100 * result['fused_mfu_bound']:.1f} %" if result["fused_mfu_bound"] else "-")]:
+        summary.add_row(label, value)
+    operators = Table(title="the operators with the largest bound")
+    for column in ("operator", "calls", "TFLOP", "GiB", "ms"):
+        operators.add_column(column)
+    for op in result["operators"]:
+        operators.add_row(op["operator"], str(op["calls"]), f"{op['flops'] / 1e12:.3f}", f"{op['bytes'] / gib:.2f}",
+                          f"{op['ms']:.2f}")
+    console = Console(width=max(Console().width, 120))
+    console.print(summary)
+    console.print(operators)
+    return 0
+
+
 def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     """`bench` and its subcommands, added to the top-level `commands`."""
     bench = commands.add_parser("bench", help="benchmarks (loader, ...)")
@@ -185,6 +226,21 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     step.add_argument("--json", action="store_true")
     step.set_defaults(func=cmd_bench_step)
     add_cases_command(bench_commands)
+    roof = bench_commands.add_parser("roofline", help="the fastest the A2V-FDM UNet could run on a GPU, from its "
+                                     "operators traced on the meta device: time and MFU bounds (no GPU needed)")
+    roof.add_argument("--case", default="a2v_step", choices=("a2v_step", "unet_call"),
+                      help="a train step's forward + backward, or one denoise call without gradients")
+    roof.add_argument("--release-size", action="store_true", help="the released A2V-FDM (128 px) instead of the demo's")
+    roof.add_argument("--batch", type=int, default=16, help="clips per step (a2v_step)")
+    roof.add_argument("--frames", type=int, default=20, help="frames per clip or call")
+    roof.add_argument("--dtype", default="bf16", choices=("bf16", "float32"))
+    roof.add_argument("--impl", default="fast", choices=("reference", "fast"))
+    roof.add_argument("--device", default="H200", help="H200, H100 or A100 (their dense bf16 peak and bandwidth)")
+    roof.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for --dtype instead")
+    roof.add_argument("--bandwidth-tbs", type=float, default=None, help="its memory bandwidth (TB/s) instead")
+    roof.add_argument("--top", type=int, default=8, help="operators listed")
+    roof.add_argument("--json", action="store_true")
+    roof.set_defaults(func=cmd_bench_roofline)
 
 
 def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:

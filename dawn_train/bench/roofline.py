@@ -1,0 +1,164 @@
+"""`dawn-train bench roofline`: how fast the A2V-FDM UNet could run on a device, from its operators alone.
+
+The call (a train step's forward and backward, or one denoise call) runs on the meta device: shapes only, no
+arithmetic and no memory, seconds on a CPU.  For every operator it counts the FLOPs (torch's formulas: matrix
+products, convolutions, attention) and the bytes it reads and writes (its tensor inputs and outputs; views move
+nothing).  On a device with a peak of P FLOP/s and a memory bandwidth of W bytes/s an operator takes at least
+max(flops / P, bytes / W).  The sum over the operators is the fastest this program, one kernel per operator as
+written, could run, and FLOPs / P over that sum bounds its model FLOP utilisation (MFU).  A program that fused
+everything would move only the weights and the activations kept for the backward (written once, read once): that
+floor bounds what fusion (torch.compile, fused attention kernels) could reach.
+
+It is a model, not a measurement: launch gaps, kernels below the bandwidth and the optimizer step are left out.
+Measured figures come from `dawn-train bench cases --flops` on the device; the two side by side say how far the
+kernels are from the bound, and the bound how far the program is from the goal.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
+
+from dawn_train.stages.config_errors import ConfigError
+
+# Dense bf16 peak (TFLOP/s) and HBM bandwidth (TB/s) of SXM parts, from the vendors' datasheets.
+DEVICES = {"H200": (989.4, 4.8), "H100": (989.4, 3.35), "A100": (312.0, 2.039)}
+CASES = ("a2v_step", "unet_call")
+DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
+WINDOW = 80  # sampling window of `unet_call` (+-40 frames), as `bench cases`
+FREE = {torch.ops.aten._unsafe_view, torch.ops.aten.detach}  # reshape/detach of a fresh tensor: no data moved
+
+
+class RooflineError(ConfigError):
+    """A roofline request that cannot be answered (float32 without a peak, an unknown device): a usage error."""
+
+
+class OperatorTraffic(TorchDispatchMode):
+    """Records (operator, FLOPs, bytes read and written) for every operator that runs under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[str, int, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        schema = func._schema
+        if func.overloadpacket in FREE or (not schema.is_mutable and any(r.alias_info for r in schema.returns)):
+            return out  # a view: no kernel
+        tensors = [t for t in tree_flatten((args, kwargs, out))[0] if isinstance(t, Tensor)]
+        packet = func.overloadpacket
+        flops = flop_registry[packet](*args, **kwargs, out_val=out) if packet in flop_registry else 0
+        self.ops.append((str(packet), int(flops), sum(t.numel() * t.element_size() for t in tensors)))
+        return out
+
+
+def trace(call: Callable[[], None]) -> tuple[OperatorTraffic, int]:
+    """Run `call` under :class:`OperatorTraffic`; returns it and the bytes of the tensors autograd saved."""
+    traffic, saved = OperatorTraffic(), {}
+
+    def keep(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        saved[storage._cdata] = storage.nbytes()
+        return tensor
+
+    with traffic, torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        call()
+    return traffic, sum(saved.values())
+
+
+def bound(traffic: OperatorTraffic, peak_flops: float, bandwidth: float, floor_bytes: int, top: int = 8) -> dict:
+    """Times (ms) and MFU bounds of the traced operators on a device of `peak_flops` FLOP/s and `bandwidth`
+    bytes/s; `floor_bytes`: what a fully fused program would still move."""
+    flops = sum(f for _, f, _ in traffic.ops)
+    moved = sum(b for _, _, b in traffic.ops)
+    per_op = sum(max(f / peak_flops, b / bandwidth) for _, f, b in traffic.ops)
+    compute, floor = flops / peak_flops, floor_bytes / bandwidth
+    groups = defaultdict(lambda: [0, 0, 0, 0.0])
+    for name, f, b in traffic.ops:
+        group = groups[name]
+        group[0] += 1
+        group[1] += f
+        group[2] += b
+        group[3] += max(f / peak_flops, b / bandwidth)
+    largest = sorted(groups.items(), key=lambda kv: -kv[1][3])[:top]
+    return {"kernels": len(traffic.ops), "flops": flops, "bytes": moved, "intensity": flops / moved if moved else None,
+            "compute_ms": 1e3 * compute, "memory_ms": 1e3 * moved / bandwidth, "roofline_ms": 1e3 * per_op,
+            "mfu_bound": compute / per_op if per_op else None, "fused_floor_bytes": floor_bytes,
+            "fused_roofline_ms": 1e3 * max(compute, floor),
+            "fused_mfu_bound": compute / max(compute, floor) if flops else None,
+            "operators": [{"operator": name, "calls": c, "flops": f, "bytes": b, "ms": 1e3 * t}
+                          for name, (c, f, b, t) in largest]}
+
+
+def device_figures(device: str, dtype: str, peak_tflops: Optional[float],
+                   bandwidth_tbs: Optional[float]) -> tuple[float, float]:
+    """(peak TFLOP/s, bandwidth TB/s): given, else the named device's (bf16 peak only)."""
+    if device not in DEVICES and (peak_tflops is None or bandwidth_tbs is None):
+        raise RooflineError(f"unknown device {device!r}: choose from {', '.join(DEVICES)} or give --peak-tflops and "
+                            f"--bandwidth-tbs")
+    if peak_tflops is None and dtype != "bf16":
+        raise RooflineError(f"no {dtype} peak is known for {device} (matrix products and convolutions run at other "
+                            f"rates in {dtype}): give --peak-tflops")
+    known = DEVICES.get(device, (None, None))
+    return peak_tflops or known[0], bandwidth_tbs or known[1]
+
+
+def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, frames: int = 20,
+             dtype: str = "bf16", implementation: str = "fast", device: str = "H200",
+             peak_tflops: Optional[float] = None, bandwidth_tbs: Optional[float] = None, top: int = 8) -> dict:
+    """The roofline of `case` at the `size` preset's A2V-FDM (see the module docstring):
+    - `a2v_step`: the UNet's training forward (null-condition draw 0.1) over a batch of `batch` clips of `frames`
+      frames, an MSE loss and its backward (the step `bench cases a2v_step_t20` times, without the optimizer);
+    - `unet_call`: one denoise call without gradients over `frames` frames, window 80, chunked as on CUDA.
+    `dtype` bf16 stands for a bf16 program (weights and activations: autocast's casts are left out)."""
+    from dawn_train.bench.case_workloads import SIZES
+    from dawn_train.models.a2v import build_a2v
+
+    if case not in CASES:
+        raise RooflineError(f"unknown case {case!r}: choose from {', '.join(CASES)}")
+    if dtype not in DTYPES or batch < 1 or frames < 1:
+        raise RooflineError(f"need dtype in {', '.join(DTYPES)}, batch >= 1 and frames >= 1 "
+                            f"(got {dtype!r}, {batch}, {frames})")
+    peak, bandwidth = device_figures(device, dtype, peak_tflops, bandwidth_tbs)
+    spec, kind = SIZES[size], DTYPES[dtype]
+    step = case == "a2v_step"
+    batch = batch if step else 1
+    with torch.device("meta"):
+        window = {} if step else {"window_size": WINDOW}
+        unet = build_a2v(**spec["a2v"], **window, implementation=implementation).unet.to(kind).train(step)
+    latent = spec["image"] // 4
+
+    def meta(*shape: int) -> Tensor:
+        return torch.empty(*shape, device="meta", dtype=kind)
+
+    time = torch.zeros(batch, dtype=torch.long, device="meta")
+    cond = meta(batch, frames, unet.cond_dim)
+    weights = sum(p.numel() * p.element_size() for p in unet.parameters())
+    if step:
+        x, context = meta(batch, 3, frames, latent, latent), meta(batch, unet.channels - 3, latent, latent)
+
+        def call() -> None:
+            out = unet(x, time, cond, null_cond_prob=0.1, context=context)
+            (out.float() - x.float()).square().mean().backward()
+
+        traffic, saved = trace(call)
+        floor = 4 * weights + 2 * saved + 2 * x.nbytes  # weights read twice, gradients written and summed
+    else:
+        x = meta(batch, unet.channels, frames, latent, latent)
+
+        def call() -> None:
+            with torch.no_grad(), unet.chunks_sized_for("cuda"):
+                unet(x, time, cond)
+
+        traffic, saved = trace(call)
+        floor = weights + 2 * x.nbytes
+    shapes = f"B={batch}, T={frames}, latent {latent}, dim {unet.init_conv.out_channels}"
+    return {"case": case, "size": size, "shapes": shapes, "dtype": dtype, "implementation": implementation,
+            "device": device, "peak_tflops": peak, "bandwidth_tbs": bandwidth, "saved_bytes": saved,
+            **bound(traffic, peak * 1e12, bandwidth * 1e12, floor, top)}
