@@ -45,20 +45,28 @@ class RotaryEmbedding(nn.Module):
     def can_rotate_complex(self, x: Tensor, dim_head: int) -> bool:
         return x.dtype in (torch.float32, torch.float64) and dim_head == self.dim
 
-    def rotate(self, x: Tensor) -> Tensor:
-        """x: (..., T, D) -> same shape, position t = index along T."""
+    def rotate(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        """x: (..., T, D) -> x * scale with its first ``dim`` features rotated, position t = index along T (the
+        scale rides on the rotation tables: no pass of its own over x)."""
         t = x.shape[-2]
         if self.can_rotate_complex(x, x.shape[-1]):
             # interleaved pairs (x0, x1) are the complex numbers x0 + i x1, rotated by one complex product
             pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous())
-            return torch.view_as_real(pairs * self.turns(t, x)).flatten(-2)
+            turn = self.turns(t, x)
+            return torch.view_as_real(pairs * (turn * scale if scale != 1.0 else turn)).flatten(-2)
+        # (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) as x * cos + swapped(x) * (-sin, sin): one copy (the swap)
+        # and two products, where a stack of (-x1, x0) and a sum of two products took five passes over x
         pos = torch.arange(t, device=x.device, dtype=self.freqs.dtype)
-        angles = (pos[:, None] * self.freqs[None, :]).repeat_interleave(2, dim=-1)  # (T, dim)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        rot, rest = x[..., : self.dim], x[..., self.dim:]
-        pairs = rot.unflatten(-1, (-1, 2))
-        half_turn = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-        return torch.cat((rot * cos + half_turn * sin, rest), dim=-1)
+        angles = pos[:, None] * self.freqs[None, :]  # (T, dim/2)
+        cos = (angles.cos().repeat_interleave(2, dim=-1) * scale).to(x.dtype)  # (T, dim)
+        sin = (torch.stack((-angles.sin(), angles.sin()), dim=-1).flatten(-2) * scale).to(x.dtype)
+        rot = x[..., : self.dim]
+        swapped = rot.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+        out = torch.addcmul(rot * cos, swapped, sin)
+        if self.dim == x.shape[-1]:  # the whole head rotates (the release: 32 of 32): no concatenation
+            return out
+        rest = x[..., self.dim:]
+        return torch.cat((out, rest * scale if scale != 1.0 else rest), dim=-1)
 
 
 class RelativePositionBias(nn.Module):
@@ -174,9 +182,10 @@ class Attention(nn.Module):
                 return self.attend(q, k, v, x.shape[1], pos_bias, half, block_size, backend, masked)
             parts = qkv.chunk(3, dim=-1)
         q, k, v = (rearrange(t, "n l (h d) -> n h l d", h=self.heads) for t in parts)
-        q = q * self.scale
         if rotary is not None:
-            q, k = rotary.rotate(q), rotary.rotate(k)
+            q, k = rotary.rotate(q, self.scale), rotary.rotate(k)
+        else:
+            q = q * self.scale
         return self.attend(q, k, v, x.shape[1], pos_bias, half, block_size, backend, masked)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, length: int, pos_bias: Optional[RelativePositionBias],

@@ -28,6 +28,28 @@ def test_complex_rotation_equals_the_pairwise_one():
     torch.testing.assert_close(pairwise, rotary_real.rotate(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("complex_form, rotated", [(True, 16), (False, 16), (False, 8)],
+                         ids=["complex", "real", "real-part-of-the-head"])
+def test_rotation_with_the_query_scale_is_the_written_out_formula_values_and_gradients(complex_form, rotated):
+    """Pairs (x0, x1) at position t turn by angle t * freq: (x0 cos - x1 sin, x1 cos + x0 sin), times the scale; the
+    features past `dim` are only scaled.  Both forms, the whole head or a part of it (the real form alone: the
+    complex one needs the whole head)."""
+    rotary = RotaryEmbedding(rotated)
+    if not complex_form:
+        rotary.can_rotate_complex = lambda *_: False
+    x = torch.randn(3, 2, 11, 16, dtype=torch.float64, requires_grad=True)
+    angle = torch.arange(11, dtype=torch.float64)[:, None] * rotary.freqs.double()[None, :]
+    x0, x1 = x[..., :rotated:2], x[..., 1:rotated:2]
+    turned = torch.stack((x0 * angle.cos() - x1 * angle.sin(), x1 * angle.cos() + x0 * angle.sin()), dim=-1)
+    expected = torch.cat((turned.flatten(-2), x[..., rotated:]), dim=-1) * 0.25
+    out = rotary.rotate(x, 0.25)
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn_like(out)
+    grad, = torch.autograd.grad((out * weights).sum(), x)
+    expected_grad, = torch.autograd.grad((expected * weights).sum(), x)
+    torch.testing.assert_close(grad, expected_grad)
+
+
 def test_sampling_under_bf16_autocast_rotates_in_a_real_dtype(monkeypatch):
     torch.manual_seed(0)
     attention = Attention(32, heads=2, dim_head=16, rotary_emb=RotaryEmbedding(16)).eval()
