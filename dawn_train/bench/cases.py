@@ -158,6 +158,8 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
     if (batch is not None and batch < 1) or (peak_tflops is not None and peak_tflops <= 0):
         raise BenchCaseError(f"need batch >= 1 and peak TFLOP/s > 0 (got {batch}, {peak_tflops})")
     parse_names([compile_mode], COMPILE_MODES, "compile mode")
+    if compile_mode != "default" and not compile:
+        raise BenchCaseError(f"--compile-mode {compile_mode} needs --compile (it is the mode of the compiled column)")
     size = "release" if release_size else "demo"
     common = dict(size=size, device=device, threads=threads, repeats=repeats, warmup=warmup, steps=steps,
                   budget_gib=budget_gib, batch=batch, flops=flops, peak_tflops=peak_tflops, compile_mode=compile_mode)

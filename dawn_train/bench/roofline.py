@@ -31,7 +31,9 @@ DEVICES = {"H200": (989.4, 4.8), "H100": (989.4, 3.35), "A100": (312.0, 2.039)}
 CASES = ("a2v_step", "unet_call")
 DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
 WINDOW = 80  # sampling window of `unet_call` (+-40 frames), as `bench cases`
-FREE = {torch.ops.aten._unsafe_view, torch.ops.aten.detach}  # reshape/detach of a fresh tensor: no data moved
+# reshape/detach of a fresh tensor, and allocations whose contents are written by the next operator: no data moved
+FREE = {torch.ops.aten._unsafe_view, torch.ops.aten.detach, torch.ops.aten.empty, torch.ops.aten.empty_like,
+        torch.ops.aten.empty_strided, torch.ops.aten.new_empty, torch.ops.aten.new_empty_strided}
 
 
 class RooflineError(ConfigError):
@@ -58,13 +60,16 @@ class OperatorTraffic(TorchDispatchMode):
         return out
 
 
-def trace(call: Callable[[], None]) -> tuple[OperatorTraffic, int]:
-    """Run `call` under :class:`OperatorTraffic`; returns it and the bytes of the tensors autograd saved."""
+def trace(call: Callable[[], None], weights: tuple[Tensor, ...] = ()) -> tuple[OperatorTraffic, int]:
+    """Run `call` under :class:`OperatorTraffic`; returns it and the bytes of the activations autograd saved
+    (tensors saved for the backward, each storage once, `weights` left out: they are not activations)."""
     traffic, saved = OperatorTraffic(), {}
+    held = {w.untyped_storage()._cdata for w in weights}
 
     def keep(tensor: Tensor) -> Tensor:
         storage = tensor.untyped_storage()
-        saved[storage._cdata] = storage.nbytes()
+        if storage._cdata not in held:
+            saved[storage._cdata] = storage.nbytes()
         return tensor
 
     with traffic, torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
@@ -99,6 +104,8 @@ def bound(traffic: OperatorTraffic, peak_flops: float, bandwidth: float, floor_b
 def device_figures(device: str, dtype: str, peak_tflops: Optional[float],
                    bandwidth_tbs: Optional[float]) -> tuple[float, float]:
     """(peak TFLOP/s, bandwidth TB/s): given, else the named device's (bf16 peak only)."""
+    if (peak_tflops is not None and peak_tflops <= 0) or (bandwidth_tbs is not None and bandwidth_tbs <= 0):
+        raise RooflineError(f"need --peak-tflops > 0 and --bandwidth-tbs > 0 (got {peak_tflops}, {bandwidth_tbs})")
     if device not in DEVICES and (peak_tflops is None or bandwidth_tbs is None):
         raise RooflineError(f"unknown device {device!r}: choose from {', '.join(DEVICES)} or give --peak-tflops and "
                             f"--bandwidth-tbs")
@@ -106,7 +113,7 @@ def device_figures(device: str, dtype: str, peak_tflops: Optional[float],
         raise RooflineError(f"no {dtype} peak is known for {device} (matrix products and convolutions run at other "
                             f"rates in {dtype}): give --peak-tflops")
     known = DEVICES.get(device, (None, None))
-    return peak_tflops or known[0], bandwidth_tbs or known[1]
+    return (known[0] if peak_tflops is None else peak_tflops), (known[1] if bandwidth_tbs is None else bandwidth_tbs)
 
 
 def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, frames: int = 20,
@@ -122,9 +129,9 @@ def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, 
 
     if case not in CASES:
         raise RooflineError(f"unknown case {case!r}: choose from {', '.join(CASES)}")
-    if dtype not in DTYPES or batch < 1 or frames < 1:
-        raise RooflineError(f"need dtype in {', '.join(DTYPES)}, batch >= 1 and frames >= 1 "
-                            f"(got {dtype!r}, {batch}, {frames})")
+    if dtype not in DTYPES or batch < 1 or frames < 1 or top < 0:
+        raise RooflineError(f"need dtype in {', '.join(DTYPES)}, batch >= 1, frames >= 1 and top >= 0 "
+                            f"(got {dtype!r}, {batch}, {frames}, {top})")
     peak, bandwidth = device_figures(device, dtype, peak_tflops, bandwidth_tbs)
     spec, kind = SIZES[size], DTYPES[dtype]
     step = case == "a2v_step"
@@ -147,7 +154,7 @@ def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, 
             out = unet(x, time, cond, null_cond_prob=0.1, context=context)
             (out.float() - x.float()).square().mean().backward()
 
-        traffic, saved = trace(call)
+        traffic, saved = trace(call, tuple(unet.parameters()))
         floor = 4 * weights + 2 * saved + 2 * x.nbytes  # weights read twice, gradients written and summed
     else:
         x = meta(batch, unet.channels, frames, latent, latent)

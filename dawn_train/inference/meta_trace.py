@@ -94,7 +94,7 @@ def architecture(module: nn.Module) -> tuple:
             isinstance(v, plain) or (isinstance(v, tuple) and all(isinstance(x, plain) for x in v)))))
         tensors = tuple((k, tuple(t.shape), str(t.dtype)) for table in (sub._parameters, sub._buffers)
                         for k, t in table.items() if t is not None)
-        parts.append((name, type(sub).__qualname__, settings, tensors))
+        parts.append((name, f"{type(sub).__module__}.{type(sub).__qualname__}", settings, tensors))
     return tuple(parts)
 
 
@@ -127,24 +127,36 @@ def cache_dir() -> Optional[Path]:
 
 
 @lru_cache(maxsize=1)
-def code_version() -> str:
-    """A digest of what a trace's result depends on besides its key: torch's version and the source of the code
-    the trace runs (every model module, this module).  Any edit of that code starts a new set of disk entries."""
+def code_version() -> Optional[str]:
+    """A digest of what a trace's result depends on besides its key: the versions of torch and einops and the
+    source of the code the trace runs (every model module, this module); None where that source cannot be read
+    (then nothing is kept on disk).  Any edit of that code starts a new set of disk entries."""
+    import einops
+
     import dawn_train.models
 
-    digest = hashlib.sha256(torch.__version__.encode())
-    root = Path(dawn_train.models.__file__).parent
-    for path in sorted(root.rglob("*.py")) + [Path(__file__)]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    digest = hashlib.sha256(f"torch {torch.__version__}, einops {einops.__version__}".encode())
+    package = Path(dawn_train.models.__file__).parent.parent
+    sources = sorted((package / "models").rglob("*.py")) + [Path(__file__)]
+    try:
+        for path in sources:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return digest.hexdigest() if len(sources) > 1 else None
 
 
 def _disk_entry(traced: _Traced) -> Optional[Path]:
-    folder = cache_dir()
-    if folder is None:
+    """The entry of `traced` on disk, None when none is kept: no cache folder, unreadable model source, or a
+    module with parts from other libraries (HuBERT from transformers: its attention kernel is chosen by a config
+    object and its code has its own versions, neither of which the key holds; traced in every process)."""
+    folder, version, module = cache_dir(), code_version(), traced.module()
+    if folder is None or version is None or module is None:
         return None
-    key = hashlib.sha256(f"{code_version()}\n{traced.key!r}".encode()).hexdigest()
-    return folder / "meta_traces" / f"{key}.json"
+    if any(not type(sub).__module__.startswith(("dawn_train.", "torch.")) for sub in module.modules()):
+        return None
+    key = hashlib.sha256(f"{version}\n{traced.key!r}".encode()).hexdigest()
+    return folder / "meta_traces" / version[:16] / f"{key}.json"  # a folder per code version: old ones can go
 
 
 def _read(entry: Optional[Path]) -> Optional[int]:
@@ -167,6 +179,7 @@ def _write(entry: Optional[Path], traced: _Traced, peak: int) -> None:
         with tempfile.NamedTemporaryFile("w", dir=entry.parent, suffix=".tmp", delete=False) as handle:
             written = Path(handle.name)
             json.dump({"peak": peak, "method": method, "inputs": inputs}, handle)
+        written.chmod(0o644)  # readable by others sharing the folder (a temporary file is private)
         os.replace(written, entry)
     except OSError:
         try:

@@ -159,6 +159,8 @@ def test_compile_mode_reaches_torch_compile_and_cuda_graph_modes_mark_each_call_
     assert args[args.index("--compile-mode") + 1] == "reduce-overhead"
     with pytest.raises(ValueError, match="unknown compile mode 'fastest'"):
         bench_cases("unet_t40", compile=True, compile_mode="fastest")
+    with pytest.raises(ValueError, match="--compile-mode reduce-overhead needs --compile"):
+        bench_cases("unet_t40", compile_mode="reduce-overhead")
 
     events = []
     monkeypatch.setattr(torch, "compile", lambda fn, **options: events.append(("compile", options)) or fn)

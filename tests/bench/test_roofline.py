@@ -17,6 +17,7 @@ def test_a_matmul_costs_its_flops_and_its_operands_and_a_view_costs_nothing():
     with OperatorTraffic() as traffic:
         out = a @ b
         out.t(), out.view(-1)[:10], out.reshape(32, 64)  # views of a contiguous result: no kernel
+        torch.empty(1024, 1024, device="meta"), torch.empty_like(out)  # allocations: nothing read or written
     [(name, flops, moved)] = traffic.ops
     assert name == "aten.mm" and flops == 2 * 64 * 128 * 32
     assert moved == 4 * (64 * 128 + 128 * 32 + 64 * 32)
@@ -29,14 +30,16 @@ def test_a_matmul_costs_its_flops_and_its_operands_and_a_view_costs_nothing():
 
 def test_saved_activations_are_counted_once():
     w = torch.empty(256, 256, device="meta", requires_grad=True)
-    x = torch.empty(8, 256, device="meta")
+    x = torch.empty(8, 256, device="meta", requires_grad=True)
 
     def call():
         (x @ w).relu().sum().backward()
 
-    traffic, saved = trace(call)
-    # the product saves x (for w's gradient); relu saves its output (8 x 256): 2 x 8 KiB
+    traffic, saved = trace(call, (w,))
+    # the product saves x (for w's gradient) and w (for x's: a weight, not an activation); relu saves its output
+    # (8 x 256): 2 x 8 KiB of activations
     assert saved == 2 * 8 * 256 * 4
+    assert trace(call)[1] == saved + 256 * 256 * 4  # w counted when not named a weight
     assert any(name == "aten.mm" for name, _, _ in traffic.ops)
 
 
@@ -93,5 +96,9 @@ def test_cli_prints_json_and_refuses_what_it_cannot_bound(capsys):
     assert "give --peak-tflops" in capsys.readouterr().err
     assert main(["bench", "roofline", "--device", "TPU"]) == 2
     assert "unknown device 'TPU'" in capsys.readouterr().err
+    for bad in (["--peak-tflops", "0"], ["--bandwidth-tbs", "-1"]):
+        assert main(["bench", "roofline", "--device", "TPU", "--peak-tflops", "100", "--bandwidth-tbs", "1", *bad]) == 2
+        assert "need --peak-tflops > 0 and --bandwidth-tbs > 0" in capsys.readouterr().err
+    assert main(["bench", "roofline", "--top", "-3"]) == 2
     with pytest.raises(RooflineError, match="batch >= 1"):
         roofline("a2v_step", batch=0)

@@ -36,7 +36,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def entries(folder) -> list:
-    return sorted((folder / "meta_traces").glob("*.json"))
+    return sorted((folder / "meta_traces").glob("*/*.json"))
 
 
 def test_a_trace_is_kept_on_disk_and_read_by_the_next_process(cache):
@@ -45,7 +45,8 @@ def test_a_trace_is_kept_on_disk_and_read_by_the_next_process(cache):
     [entry] = entries(cache)
     record = json.loads(entry.read_text())
     assert record["peak"] == peak and record["method"] == "forward"
-    assert not list((cache / "meta_traces").glob("*.tmp"))  # written whole, then renamed
+    assert not list((cache / "meta_traces").rglob("*.tmp"))  # written whole, then renamed
+    assert entry.parent.name == meta_trace.code_version()[:16] and entry.stat().st_mode & 0o044 == 0o044
 
     # another process finds the entry under the same key: it answers with what the file says (altered here to
     # tell a read from a trace), not with a trace of its own
@@ -69,9 +70,30 @@ def test_a_code_change_is_a_new_key(cache, monkeypatch):
     meta_trace._trace.cache_clear()
     monkeypatch.setattr(meta_trace, "code_version", lambda: "an edited model")
     assert live_tensor_peak(model(), "forward", (1000, 64)) == peak and len(entries(cache)) == 2
+    meta_trace._trace.cache_clear()
+    monkeypatch.setattr(meta_trace, "code_version", lambda: None)  # model source that cannot be read: no entry
+    assert live_tensor_peak(model(), "forward", (1000, 64)) == peak and len(entries(cache)) == 2
     # the digest follows the sources of the models and of the tracer, and torch's version
     monkeypatch.undo()
     assert len(meta_trace.code_version()) == 64
+
+
+class Outside(nn.Module):
+    """A module of another library (its class lives outside dawn_train and torch), as HuBERT from transformers:
+    what its trace depends on (that library's code and config objects) is not in the key."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = model()
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def test_modules_of_other_libraries_are_traced_in_every_process(cache):
+    assert live_tensor_peak(Outside(), "forward", (1000, 64)) == live_tensor_peak(model(), "forward", (1000, 64))
+    [entry] = entries(cache)  # the torch-only model's
+    assert json.loads(entry.read_text())["inputs"] == [[[1000, 64], "torch.float32"]]
 
 
 @pytest.mark.parametrize("damage", ["torn", "negative", "not json"])

@@ -58,8 +58,11 @@ class RotaryEmbedding(nn.Module):
         # and two products, where a stack of (-x1, x0) and a sum of two products took five passes over x
         pos = torch.arange(t, device=x.device, dtype=self.freqs.dtype)
         angles = pos[:, None] * self.freqs[None, :]  # (T, dim/2)
-        cos = (angles.cos().repeat_interleave(2, dim=-1) * scale).to(x.dtype)  # (T, dim)
-        sin = (torch.stack((-angles.sin(), angles.sin()), dim=-1).flatten(-2) * scale).to(x.dtype)
+        cos, sin = angles.cos().repeat_interleave(2, dim=-1), angles.sin()  # (T, dim), (T, dim/2)
+        sin = torch.stack((-sin, sin), dim=-1).flatten(-2)  # (-sin, sin) per pair
+        if scale != 1.0:
+            cos, sin = cos * scale, sin * scale
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         rot = x[..., : self.dim]
         swapped = rot.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
         out = torch.addcmul(rot * cos, swapped, sin)
