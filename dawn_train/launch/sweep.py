@@ -70,6 +70,8 @@ def render_script(template: str, options: dict[str, str], variables: dict[str, s
 
     lines = template.splitlines()
     for option, value in options.items():
+        if any(c.isspace() for c in value):  # sbatch reads a directive's value in double quotes as one word
+            value = '"' + value.replace('"', '\\"') + '"'
         line = f"#SBATCH {option}={value}" if value else f"#SBATCH {option}"
         hit = [i for i, text in enumerate(lines) if re.match(rf"#SBATCH\s+{re.escape(option)}(=|\s|$)", text)]
         if hit:
@@ -111,8 +113,10 @@ def write_plan(sweep: Sweep, result: Plan, indices: list[int]) -> dict[str, Path
     (out / "sweep.json").write_text(json.dumps(record, indent=1, default=str))
     if not TEMPLATE.is_file():
         raise SweepError(f"{TEMPLATE}: the sweep array template is missing (run from a dawn_train checkout)")
-    variables = {"SWEEP_DIR": str(out.resolve()), "DAWN_TRAIN": f"{sys.executable} -m dawn_train.cli",
-                 "PYTHON": sys.executable}
+    # DAWN_TRAIN and PYTHON are command lines that the script splits as a shell does: an interpreter path with
+    # spaces (a checkout in "My Projects") is one quoted word
+    variables = {"SWEEP_DIR": str(out.resolve()), "DAWN_TRAIN": shlex.join([sys.executable, "-m", "dawn_train.cli"]),
+                 "PYTHON": shlex.quote(sys.executable)}
     scripts = {}
     for script, kinds, job_name in (("sweep", lambda k: k != "eval", f"sweep-{sweep.name}"),
                                     ("eval", lambda k: k == "eval", f"eval-{sweep.name}")):

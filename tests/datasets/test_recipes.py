@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -92,7 +93,7 @@ def workdir(tmp_path, request, tiny_hubert) -> Path:
 
 def run_block(block: str, work: Path, timeout: float, **env) -> str:
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                   "OMP_NUM_THREADS": "1", "DAWN_TRAIN": f"{sys.executable} -m dawn_train.cli", **env}
+                   "OMP_NUM_THREADS": "1", "DAWN_TRAIN": shlex.join([sys.executable, "-m", "dawn_train.cli"]), **env}
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=work, env=environment, capture_output=True,
                           text=True, timeout=timeout)
     assert proc.returncode == 0, f"{block}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -52,7 +53,7 @@ def dawn_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               DAWN_TRAIN=f"{sys.executable} -m dawn_train.cli", PYTHON=sys.executable)
+               DAWN_TRAIN=shlex.join([sys.executable, "-m", "dawn_train.cli"]), PYTHON=shlex.quote(sys.executable))
     return env
 
 

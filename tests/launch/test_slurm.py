@@ -89,9 +89,12 @@ def test_srun_two_task_ddp_training(cluster, job_env, synth_shards, tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file() and offline_runs(run)
 
 
-def test_sweep_array_runs_every_point(cluster, job_env, synth_shards, tmp_path):
+def test_sweep_array_runs_every_point(cluster, job_env, synth_shards, tmp_path, monkeypatch):
     config = tiny_lfg_config(tmp_path / "lfg.yaml", synth_shards, tmp_path / "runs" / "lfg", max_steps=3, every_n=3)
-    out = tmp_path / "sweeps" / "lfg-lr"
+    work = tmp_path / "My Projects.v2"  # submitted from a folder with a space, into one: the job's --chdir, --output
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out = tmp_path / "sweep runs" / "lfg-lr"
     sweep = {"name": "lfg-lr", "configs": [str(config)], "grid": {"model.init_args.lr": [0.001, 0.003]},
              "out_dir": str(out), "slurm": {"cpus_per_task": 1, "time": "20"}}
     path = tmp_path / "sweep.yaml"

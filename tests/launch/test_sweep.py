@@ -3,6 +3,9 @@ and the error when sbatch is missing.  Nothing here submits (see test_slurm.py).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,6 +105,33 @@ def test_fit_sweep_renders_configs_and_array_script(tmp_path, lfg_config, capsys
     (out / "status" / "001").write_text("failed 1 1_1\n")
     sweep = load_sweep(sweep_file)
     assert failed_points(sweep, expand(sweep)) == [1]
+
+
+def test_paths_with_spaces_stay_one_word_in_the_array_script(tmp_path, lfg_config, monkeypatch):
+    """A checkout or environment in "My Projects", a run folder with spaces: the `#SBATCH` values are quoted (sbatch
+    takes a double-quoted value as one word; unquoted it refuses the script) and the script's commands, which it
+    splits as a shell does, keep the interpreter's path one word.  What the script's own lines make of them is run
+    here in bash."""
+    work = tmp_path / "My Projects.v2"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    python = "/opt/my envs/py 3.11/bin/python"
+    monkeypatch.setattr(sys, "executable", python)
+    sweep = lfg_sweep(tmp_path, lfg_config, out_dir=str(tmp_path / "sweep runs" / "lfg-lr"))
+    assert cli.main(["sweep", str(write(tmp_path / "sweep.yaml", sweep)), "--dry-run"]) == 0
+    script = (tmp_path / "sweep runs" / "lfg-lr" / "sweep.sbatch").read_text()
+    assert f'#SBATCH --chdir="{work}"' in script
+    assert f'#SBATCH --output="{tmp_path / "sweep runs" / "lfg-lr" / "logs"}/%A_%a.out"' in script
+    lines = [line for line in script.splitlines() if line.startswith(("DAWN_TRAIN=", "PYTHON=", 'eval "DAWN_CMD'))]
+    assert len(lines) == 3
+    show = "\n".join(lines + ['printf "%s\\n" "${DAWN_CMD[@]}" --- "${PYTHON_CMD[@]}"'])
+    env = {k: v for k, v in os.environ.items() if k not in ("DAWN_TRAIN", "PYTHON")}
+    words = subprocess.run(["bash", "-c", show], capture_output=True, text=True, env=env, check=True).stdout
+    assert words.splitlines() == [python, "-m", "dawn_train.cli", "---", python]
+    # a user's own command line still overrides the default
+    env.update(DAWN_TRAIN="'/srv/dawn env/bin/dawn-train' --debug", PYTHON="python3")
+    words = subprocess.run(["bash", "-c", show], capture_output=True, text=True, env=env, check=True).stdout
+    assert words.splitlines() == ["/srv/dawn env/bin/dawn-train", "--debug", "---", "python3"]
 
 
 DEMO_A2V = [f"experiments/{name}.yaml" for name in ("base", "demo/base", "demo/a2v_stage1", "demo/a2v_stage2")]
