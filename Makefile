@@ -22,11 +22,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -q 'protobuf>=6.31,<7' absl-py attrs flatbuffers 'opencv-python-headless<5'
 	touch $(STAMP)
 
-# `make lint`: ruff (pyflakes, pycodestyle, import order) and the import-linter contracts of .importlinter
-# (the layering: cli > launch, inference, bench > stages > metrics, checkpoints > models, data, tracking > log).
+# `make lint`: ruff (pyflakes, pycodestyle, import order), the import-linter contracts of .importlinter
+# (the layering: cli > launch, inference, bench > stages > metrics, checkpoints > models, data, tracking > log)
+# and shellcheck of the shell scripts and sbatch templates (an unquoted path breaks on a folder with a space).
 lint: install
 	$(BIN)/ruff check dawn_train tests
 	$(BIN)/lint-imports
+	$(BIN)/shellcheck -s bash .ci/run scripts/*.sh experiments/*/*.sh slurm/*.sbatch
 
 # `make test`: the fast suite (< 5 min on 2 cores), one test file per worker process on TEST_WORKERS
 # workers (default: the CPUs, at most 4; `make test TEST_WORKERS=0` runs it in one process).  Its tests

@@ -40,7 +40,7 @@ case "${1:-}" in
     --stop)
         for daemon in slurmd slurmctld; do
             pid=$(pgrep -x "$daemon" || true)
-            [ -n "$pid" ] && kill $pid && log "stopped $daemon ($pid)"
+            [ -n "$pid" ] && kill "$pid" && log "stopped $daemon ($pid)"
         done
         exit 0 ;;
     "") ;;
@@ -123,7 +123,7 @@ if ! cmp -s "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf" 2>/dev/null; then
     # a changed node definition needs fresh daemons
     for daemon in slurmd slurmctld; do
         pid=$(pgrep -x "$daemon" || true)
-        [ -n "$pid" ] && kill $pid && log "restarting $daemon (slurm.conf changed)"
+        [ -n "$pid" ] && kill "$pid" && log "restarting $daemon (slurm.conf changed)"
     done
     sleep 1
 else

@@ -41,7 +41,8 @@ dawn-train fit "${DEMO[@]}" -c experiments/demo/a2v_stage1.yaml -c experiments/d
     --data.init_args.shards="$OUT/shards" "${QUIET[@]}"
 
 step "8/10 generate: portrait + speech -> $OUT/generated.mp4 (pose and blinks from PBNet)"
-VIDEO=$(ls "$OUT"/raw/*.mp4 | tail -n 1)
+VIDEOS=("$OUT"/raw/*.mp4)  # sorted by the shell's glob
+VIDEO=${VIDEOS[-1]}
 python - "$VIDEO" "$OUT/portrait.png" <<'PY'
 import sys
 from PIL import Image

@@ -122,8 +122,10 @@ def test_paths_with_spaces_stay_one_word_in_the_array_script(tmp_path, lfg_confi
     script = (tmp_path / "sweep runs" / "lfg-lr" / "sweep.sbatch").read_text()
     assert f'#SBATCH --chdir="{work}"' in script
     assert f'#SBATCH --output="{tmp_path / "sweep runs" / "lfg-lr" / "logs"}/%A_%a.out"' in script
-    lines = [line for line in script.splitlines() if line.startswith(("DAWN_TRAIN=", "PYTHON=", 'eval "DAWN_CMD'))]
-    assert len(lines) == 3
+    text = script.splitlines()
+    start = next(i for i, line in enumerate(text) if line.startswith("DAWN_TRAIN="))
+    lines = text[start:text.index("fi", start) + 1]  # the defaults and the script's split of them into words
+    assert lines[1].startswith("PYTHON=") and 'eval "DAWN_CMD=($DAWN_TRAIN)"' in lines[2]
     show = "\n".join(lines + ['printf "%s\\n" "${DAWN_CMD[@]}" --- "${PYTHON_CMD[@]}"'])
     env = {k: v for k, v in os.environ.items() if k not in ("DAWN_TRAIN", "PYTHON")}
     words = subprocess.run(["bash", "-c", show], capture_output=True, text=True, env=env, check=True).stdout
