@@ -24,10 +24,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
+from dawn_train.bench.cases import PEAK_TFLOPS
 from dawn_train.stages.config_errors import ConfigError
 
-# Dense bf16 peak (TFLOP/s) and HBM bandwidth (TB/s) of SXM parts, from the vendors' datasheets.
-DEVICES = {"H200": (989.4, 4.8), "H100": (989.4, 3.35), "A100": (312.0, 2.039)}
+# HBM bandwidth (TB/s) of the SXM parts whose dense bf16 peak `bench cases` knows, from the vendors' datasheets
+BANDWIDTH_TBS = {"H200": 4.8, "H100": 3.35, "A100": 2.039}
+DEVICES = {name: (peak, BANDWIDTH_TBS[name]) for name, peak in PEAK_TFLOPS["bf16-mixed"].items()}  # (TFLOP/s, TB/s)
 CASES = ("a2v_step", "unet_call")
 DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
 WINDOW = 80  # sampling window of `unet_call` (+-40 frames), as `bench cases`
