@@ -45,6 +45,7 @@ class Setup:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     steps: int = 20  # DDIM steps (sample_t200)
     batch: Optional[int] = None  # batch of the train-step cases (None: each case's own, as in the issue's table)
+    attn_backend: str = "math"  # the A2V-FDM's attention kernels ("math" | "sdpa"), for factories that take one
     applied: bool = False  # set by `build` when a constructor took `implementation`
 
     @property
@@ -60,14 +61,17 @@ class Setup:
         return self.image // 4
 
     def build(self, factory: Callable[..., nn.Module], **kwargs) -> nn.Module:
-        """`factory(**kwargs)` on this device, with `implementation=` when the factory takes it."""
+        """`factory(**kwargs)` on this device, with `implementation=` (and `attn_backend=`) when the factory takes
+        it."""
         try:
-            takes = "implementation" in inspect.signature(factory).parameters
+            takes = inspect.signature(factory).parameters
         except (TypeError, ValueError):
-            takes = False
-        if takes:
+            takes = {}
+        if "implementation" in takes:
             kwargs["implementation"] = self.implementation
             self.applied = True
+        if "attn_backend" in takes:
+            kwargs["attn_backend"] = self.attn_backend
         return factory(**kwargs).to(self.device)
 
     def rand(self, *shape: int, scale: float = 1.0) -> Tensor:

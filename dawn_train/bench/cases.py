@@ -22,6 +22,8 @@ peak / fast peak.  A case whose models take no `implementation` argument runs on
 `torch.compile` (column "fast+compile"; with `bf16` also "fast+bf16+compile"); where compilation fails the run is
 timed eagerly with a one-line warning.  `compile_mode` is torch.compile's `mode`: "reduce-overhead" replays CUDA
 graphs (each timed call is one step of them: `torch.compiler.cudagraph_mark_step_begin` before it).
+`attn_backend`: the A2V-FDM's attention kernels, "math" (`build_a2v`'s default) or "sdpa" (torch's fused kernels,
+what experiments/a2v/base.yaml trains with; on a CPU a learned bias with grad makes torch use its math kernels).
 `bf16`: the fast implementation again under bf16 autocast (column "fast+bf16", speed-up reference / fast+bf16): what a
 run with `trainer.precision: bf16-mixed` computes (matrix products and convolutions in bfloat16, which CPUs with
 AMX or AVX512-BF16 run several times faster, reductions and losses in float32).  It is lower precision, not the same
@@ -57,6 +59,7 @@ COMPILED = "fast+compile"
 BF16 = "fast+bf16"
 BF16_COMPILED = "fast+bf16+compile"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+ATTN_BACKENDS = ("math", "sdpa")  # the A2V-FDM's `attn_backend`
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # inductor replays CUDA graphs in these (on CUDA)
 WARNING = "bench cases: warning:"
 # Dense (no sparsity) peak TFLOP/s per precision of the devices whose name contains the key, from the vendors'
@@ -83,10 +86,10 @@ def parse_names(text: str | Sequence[str], known: Sequence[str], what: str) -> l
 def child_command(case: str, implementation: str, *, size: str, device: str, threads: int, repeats: int, warmup: int,
                   steps: int, compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None,
                   batch: Optional[int] = None, flops: bool = False, peak_tflops: Optional[float] = None,
-                  compile_mode: str = "default") -> list[str]:
+                  compile_mode: str = "default", attn_backend: str = "math") -> list[str]:
     args = [sys.executable, "-m", "dawn_train.bench.cases", "--case", case, "--impl", implementation, "--size", size,
             "--device", device, "--threads", str(threads), "--repeats", str(repeats), "--warmup", str(warmup),
-            "--steps", str(steps)]
+            "--steps", str(steps), "--attn-backend", attn_backend]
     if compile:
         args += ["--compile", "--compile-mode", compile_mode]
     if bf16:
@@ -147,7 +150,7 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
                 release_size: bool = False, threads: int = 2, repeats: int = 3, warmup: int = 1, steps: int = 20,
                 compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None, device: str = "auto",
                 batch: Optional[int] = None, flops: bool = False, peak_tflops: Optional[float] = None,
-                compile_mode: str = "default", progress: bool = True) -> dict:
+                compile_mode: str = "default", attn_backend: str = "math", progress: bool = True) -> dict:
     """Run every case with every implementation (reference first) in fresh processes; returns
     {"cases": [{case, shapes, reference: {...}, fast: {...}, speedup, memory_ratio, same_model, ...}], settings}.
     A run is {seconds, peak_bytes, ...}, {refused, estimate_bytes, budget_bytes, message} or {error}."""
@@ -158,11 +161,13 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
     if (batch is not None and batch < 1) or (peak_tflops is not None and peak_tflops <= 0):
         raise BenchCaseError(f"need batch >= 1 and peak TFLOP/s > 0 (got {batch}, {peak_tflops})")
     parse_names([compile_mode], COMPILE_MODES, "compile mode")
+    parse_names([attn_backend], ATTN_BACKENDS, "attention backend")
     if compile_mode != "default" and not compile:
         raise BenchCaseError(f"--compile-mode {compile_mode} needs --compile (it is the mode of the compiled column)")
     size = "release" if release_size else "demo"
     common = dict(size=size, device=device, threads=threads, repeats=repeats, warmup=warmup, steps=steps,
-                  budget_gib=budget_gib, batch=batch, flops=flops, peak_tflops=peak_tflops, compile_mode=compile_mode)
+                  budget_gib=budget_gib, batch=batch, flops=flops, peak_tflops=peak_tflops, compile_mode=compile_mode,
+                  attn_backend=attn_backend)
     runs = impls + ([COMPILED] if compile else []) + ([BF16] if bf16 else []) + ([BF16_COMPILED] if compile and bf16
                                                                               else [])
     results = []
@@ -196,7 +201,7 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
                  if "cpu_name" in e.get(r, {})), {"cpu_name": None, "torch_version": None, "allocator": None})
     return {"size": size, "device": device, "device_name": device_name, **host, "threads": threads, "repeats": repeats,
             "warmup": warmup, "steps": steps, "batch": batch, "flops": flops, "implementations": runs,
-            "compile_mode": compile_mode if compile else None, "cases": results}
+            "compile_mode": compile_mode if compile else None, "attn_backend": attn_backend, "cases": results}
 
 
 # ---- the table --------------------------------------------------------------------------------------------------
@@ -269,7 +274,7 @@ def errors(result: dict) -> list[str]:
 def run_case(case: str, implementation: str = "fast", *, size: str = "demo", device: str = "auto", threads: int = 2,
              repeats: int = 3, warmup: int = 1, steps: int = 20, compile: bool = False, bf16: bool = False,
              budget_gib: Optional[float] = None, batch: Optional[int] = None, flops: bool = False,
-             peak_tflops: Optional[float] = None, compile_mode: str = "default") -> dict:
+             peak_tflops: Optional[float] = None, compile_mode: str = "default", attn_backend: str = "math") -> dict:
     """Build, (estimate,) warm up and time one case in this process; see the module docstring."""
     import torch
 
@@ -278,11 +283,13 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    setup = Setup(size=size, implementation=implementation, device=resolve_device(device), steps=steps, batch=batch)
+    setup = Setup(size=size, implementation=implementation, device=resolve_device(device), steps=steps, batch=batch,
+                  attn_backend=attn_backend)
     work = BUILDERS[case](setup)
     result = {"case": case, "implementation": implementation, "implementation_applied": setup.applied,
               "shapes": work.shapes, "params": work.params, "device": str(setup.device), "pid": os.getpid(),
-              "threads": torch.get_num_threads(), "compile": compile, "precision": "bf16-mixed" if bf16 else "32-true"}
+              "threads": torch.get_num_threads(), "compile": compile, "precision": "bf16-mixed" if bf16 else "32-true",
+              "attn_backend": attn_backend}
     if compile:
         result["compile_mode"] = compile_mode
     if setup.device.type == "cuda":
@@ -409,6 +416,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES)
+    parser.add_argument("--attn-backend", default="math", choices=ATTN_BACKENDS)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--memory-budget", type=float, default=None)
     parser.add_argument("--batch", type=int, default=None)
@@ -419,7 +427,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     result = run_case(args.case, args.impl, size=args.size, device=args.device, threads=args.threads,
                       repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
                       bf16=args.bf16, budget_gib=args.memory_budget, batch=args.batch, flops=args.flops,
-                      peak_tflops=args.peak_tflops, compile_mode=args.compile_mode)
+                      peak_tflops=args.peak_tflops, compile_mode=args.compile_mode,
+                      attn_backend=args.attn_backend)
     print(json.dumps({**result, "allocator": allocator}), flush=True)
     return 0
 

@@ -15,10 +15,12 @@ kernels are from the bound, and the bound how far the program is from the goal.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -31,6 +33,7 @@ from dawn_train.stages.config_errors import ConfigError
 BANDWIDTH_TBS = {"H200": 4.8, "H100": 3.35, "A100": 2.039}
 DEVICES = {name: (peak, BANDWIDTH_TBS[name]) for name, peak in PEAK_TFLOPS["bf16-mixed"].items()}  # (TFLOP/s, TB/s)
 CASES = ("a2v_step", "unet_call")
+BACKENDS = ("math", "sdpa")
 DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
 WINDOW = 80  # sampling window of `unet_call` (+-40 frames), as `bench cases`
 # reshape/detach of a fresh tensor, and allocations whose contents are written by the next operator: no data moved
@@ -60,6 +63,37 @@ class OperatorTraffic(TorchDispatchMode):
         flops = flop_registry[packet](*args, **kwargs, out_val=out) if packet in flop_registry else 0
         self.ops.append((str(packet), int(flops), sum(t.numel() * t.element_size() for t in tensors)))
         return out
+
+
+@contextlib.contextmanager
+def cuda_attention_kernels() -> Iterator[None]:
+    """Within: ``F.scaled_dot_product_attention`` runs the fused operator a CUDA device picks for it.  On the meta
+    device torch always takes its math decomposition (scores written out, softmax, two ``bmm``), which is not what
+    the ``sdpa`` backend runs on a GPU: there an additive bias (the temporal attention's relative positions and band)
+    selects the memory-efficient kernel, which also returns the bias' gradient, and no bias with bf16 inputs selects
+    flash attention.  Both read q, k, v with their strides and keep the scores on chip."""
+    sdpa = F.scaled_dot_product_attention
+
+    def fused(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        if dropout_p or is_causal or kwargs or query.dim() != 4:
+            return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                        scale=scale, **kwargs)
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                               for t in (query, key, value, attn_mask))
+        if attn_mask is None and query.dtype in (torch.bfloat16, torch.float16):
+            # flash attention takes (B, L, H, E) and returns that layout; CUDA passes the transposes as views
+            out = torch.ops.aten._scaled_dot_product_flash_attention(
+                query, key, value, 0.0, False, grad, scale=scale)[0]
+            return out
+        bias = None if attn_mask is None else attn_mask.expand(*query.shape[:-1], key.shape[-2])
+        return torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, bias, grad, 0.0, False,
+                                                                      scale=scale)[0]
+
+    F.scaled_dot_product_attention = fused
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = sdpa
 
 
 def trace(call: Callable[[], None], weights: tuple[Tensor, ...] = ()) -> tuple[OperatorTraffic, int]:
@@ -119,18 +153,22 @@ def device_figures(device: str, dtype: str, peak_tflops: Optional[float],
 
 
 def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, frames: int = 20,
-             dtype: str = "bf16", implementation: str = "fast", device: str = "H200",
+             dtype: str = "bf16", implementation: str = "fast", backend: str = "math", device: str = "H200",
              peak_tflops: Optional[float] = None, bandwidth_tbs: Optional[float] = None, top: int = 8) -> dict:
     """The roofline of `case` at the `size` preset's A2V-FDM (see the module docstring):
     - `a2v_step`: the UNet's training forward (null-condition draw 0.1) over a batch of `batch` clips of `frames`
       frames, an MSE loss and its backward (the step `bench cases a2v_step_t20` times, without the optimizer);
     - `unet_call`: one denoise call without gradients over `frames` frames, window 80, chunked as on CUDA.
-    `dtype` bf16 stands for a bf16 program (weights and activations: autocast's casts are left out)."""
+    `dtype` bf16 stands for a bf16 program (weights and activations: autocast's casts are left out).  `backend`:
+    the UNet's ``attn_backend``; ``sdpa`` is traced with the fused kernels CUDA runs for it
+    (:func:`cuda_attention_kernels`)."""
     from dawn_train.bench.case_workloads import SIZES
     from dawn_train.models.a2v import build_a2v
 
     if case not in CASES:
         raise RooflineError(f"unknown case {case!r}: choose from {', '.join(CASES)}")
+    if backend not in BACKENDS:
+        raise RooflineError(f"unknown attention backend {backend!r}: choose from {', '.join(BACKENDS)}")
     if dtype not in DTYPES or batch < 1 or frames < 1 or top < 0:
         raise RooflineError(f"need dtype in {', '.join(DTYPES)}, batch >= 1, frames >= 1 and top >= 0 "
                             f"(got {dtype!r}, {batch}, {frames}, {top})")
@@ -140,7 +178,8 @@ def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, 
     batch = batch if step else 1
     with torch.device("meta"):
         window = {} if step else {"window_size": WINDOW}
-        unet = build_a2v(**spec["a2v"], **window, implementation=implementation).unet.to(kind).train(step)
+        unet = build_a2v(**spec["a2v"], **window, implementation=implementation,
+                         attn_backend=backend).unet.to(kind).train(step)
     latent = spec["image"] // 4
 
     def meta(*shape: int) -> Tensor:
@@ -156,7 +195,8 @@ def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, 
             out = unet(x, time, cond, null_cond_prob=0.1, context=context)
             (out.float() - x.float()).square().mean().backward()
 
-        traffic, saved = trace(call, tuple(unet.parameters()))
+        with cuda_attention_kernels():
+            traffic, saved = trace(call, tuple(unet.parameters()))
         floor = 4 * weights + 2 * saved + 2 * x.nbytes  # weights read twice, gradients written and summed
     else:
         x = meta(batch, unet.channels, frames, latent, latent)
@@ -165,9 +205,10 @@ def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, 
             with torch.no_grad(), unet.chunks_sized_for("cuda"):
                 unet(x, time, cond)
 
-        traffic, saved = trace(call)
+        with cuda_attention_kernels():
+            traffic, saved = trace(call)
         floor = weights + 2 * x.nbytes
     shapes = f"B={batch}, T={frames}, latent {latent}, dim {unet.init_conv.out_channels}"
     return {"case": case, "size": size, "shapes": shapes, "dtype": dtype, "implementation": implementation,
-            "device": device, "peak_tflops": peak, "bandwidth_tbs": bandwidth, "saved_bytes": saved,
+            "backend": backend, "device": device, "peak_tflops": peak, "bandwidth_tbs": bandwidth, "saved_bytes": saved,
             **bound(traffic, peak * 1e12, bandwidth * 1e12, floor, top)}

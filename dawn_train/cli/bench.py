@@ -92,7 +92,7 @@ def cmd_bench_cases(args) -> int:
                          repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
                          bf16=args.bf16, budget_gib=args.memory_budget, device=args.device, batch=args.batch,
                          flops=args.flops, peak_tflops=args.peak_tflops, compile_mode=args.compile_mode,
-                         progress=not args.quiet)
+                         attn_backend=args.attn_backend, progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -100,6 +100,7 @@ def cmd_bench_cases(args) -> int:
                                             result["torch_version"] and f"torch {result['torch_version']}",
                                             result.get("allocator")) if part)
         mode = f", torch.compile mode {result['compile_mode']}" if result.get("compile_mode") else ""
+        mode += f", {result['attn_backend']} attention" if result.get("attn_backend", "math") != "math" else ""
         table = Table(title=f"bench cases ({result['size']} sizes, {where}{mode}, median of "
                             f"{result['repeats']}; speed-up and memory ratio = reference / fast; peak = above loaded)")
         for column in table_columns(result):
@@ -119,15 +120,15 @@ def cmd_bench_roofline(args) -> int:
     from dawn_train.bench.roofline import roofline
 
     result = roofline(args.case, size="release" if args.release_size else "demo", batch=args.batch,
-                      frames=args.frames, dtype=args.dtype, implementation=args.impl, device=args.device,
-                      peak_tflops=args.peak_tflops, bandwidth_tbs=args.bandwidth_tbs, top=args.top)
+                      frames=args.frames, dtype=args.dtype, implementation=args.impl, backend=args.attn_backend,
+                      device=args.device, peak_tflops=args.peak_tflops, bandwidth_tbs=args.bandwidth_tbs, top=args.top)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
     gib = 2 ** 30
     where = f"{result['device']}: {result['peak_tflops']:g} TFLOP/s, {result['bandwidth_tbs']:g} TB/s"
     summary = Table(title=f"roofline of {result['case']} ({result['size']} sizes, {result['shapes']}, {result['dtype']}, "
-                          f"{result['implementation']}; {where}; a bound from the operators, not a measurement)")
+                          f"{result['implementation']}, {result['backend']} attention; {where}; a bound from the operators, not a measurement)")
     summary.add_column("")
     summary.add_column("value")
     for label, value in [
@@ -235,6 +236,8 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     roof.add_argument("--frames", type=int, default=20, help="frames per clip or call")
     roof.add_argument("--dtype", default="bf16", choices=("bf16", "float32"))
     roof.add_argument("--impl", default="fast", choices=("reference", "fast"))
+    roof.add_argument("--attn-backend", default="math", choices=("math", "sdpa"),
+                      help="the UNet's attention backend; sdpa is traced with the fused kernels CUDA runs for it")
     roof.add_argument("--device", default="H200", help="H200, H100 or A100 (their dense bf16 peak and bandwidth)")
     roof.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for --dtype instead")
     roof.add_argument("--bandwidth-tbs", type=float, default=None, help="its memory bandwidth (TB/s) instead")
@@ -244,7 +247,7 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
-    from dawn_train.bench.cases import COMPILE_MODES  # standard library only: the CLI starts as fast
+    from dawn_train.bench.cases import ATTN_BACKENDS, COMPILE_MODES  # standard library only: the CLI starts as fast
 
     cases = bench_commands.add_parser("cases", help="the performance issue's cases (LFG, A2V-FDM, UNet, sampling, PBNet): "
                                       "reference vs fast implementation, time and peak memory, a fresh process each")
@@ -264,6 +267,9 @@ def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
     cases.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                        help="torch.compile's mode for --compile: reduce-overhead and max-autotune replay CUDA graphs "
                        "on a GPU (each timed call is one step of them)")
+    cases.add_argument("--attn-backend", default="math", choices=ATTN_BACKENDS,
+                       help="the A2V-FDM's attention kernels: math, or sdpa (torch's fused kernels on a GPU, what "
+                       "experiments/a2v/base.yaml trains with)")
     cases.add_argument("--bf16", action="store_true", help="also time the fast implementation under bf16 autocast, "
                        "what trainer.precision: bf16-mixed runs (column fast+bf16: lower precision, not the same "
                        "numbers)")

@@ -102,3 +102,32 @@ def test_cli_prints_json_and_refuses_what_it_cannot_bound(capsys):
     assert main(["bench", "roofline", "--top", "-3"]) == 2
     with pytest.raises(RooflineError, match="batch >= 1"):
         roofline("a2v_step", batch=0)
+
+
+@pytest.mark.parametrize("case", ["a2v_step", "unet_call"])
+def test_the_sdpa_backend_is_traced_with_the_fused_kernels_a_gpu_runs(case):
+    from dawn_train.bench.case_workloads import SIZES
+    from dawn_train.models.a2v import build_a2v
+    from dawn_train.models.a2v.attention import TemporalAttention
+
+    math = roofline(case, size="demo", batch=2, frames=8, dtype="bf16", top=100)
+    sdpa = roofline(case, size="demo", batch=2, frames=8, dtype="bf16", backend="sdpa", top=100)
+    calls = {op["operator"]: op["calls"] for op in sdpa["operators"]}
+    temporal = sum(isinstance(m, TemporalAttention) for m in build_a2v(**SIZES["demo"]["a2v"]).unet.modules())
+    # every temporal attention (an additive bias: the memory-efficient kernel, its backward in training) and the
+    # middle spatial attention (no bias, bf16: flash attention); the math trace has none of them
+    assert calls["aten._scaled_dot_product_efficient_attention"] == temporal
+    assert calls["aten._scaled_dot_product_flash_attention"] == 1
+    if case == "a2v_step":
+        assert calls["aten._scaled_dot_product_efficient_attention_backward"] == temporal
+        assert calls["aten._scaled_dot_product_flash_attention_backward"] == 1
+    assert not any("scaled_dot_product" in op["operator"] for op in math["operators"])
+    # the same arithmetic, with the scores kept on chip: fewer bytes and kernels, a higher bound
+    assert sdpa["flops"] == pytest.approx(math["flops"], rel=0.02)
+    assert sdpa["bytes"] < math["bytes"] and sdpa["kernels"] < math["kernels"]
+    assert sdpa["mfu_bound"] > math["mfu_bound"] and sdpa["backend"] == "sdpa"
+    import torch.nn.functional as F
+
+    assert F.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention  # restored after the trace
+    with pytest.raises(RooflineError, match="unknown attention backend"):
+        roofline(case, backend="flash")
