@@ -69,6 +69,27 @@ def test_bf16_column_times_the_fast_path_under_autocast_in_its_own_process(capsy
     assert table_columns(result)[-3:] == ("fast+bf16 s", "bf16 speed-up", "fast+bf16 peak MiB")
 
 
+def test_attn_backend_reaches_the_a2v_model_of_every_run(capsys):
+    """`--attn-backend sdpa`: the UNet built with torch's fused attention (what experiments/a2v/base.yaml trains with),
+    recorded in each run; models without the argument are built as before."""
+    from dawn_train.bench.case_workloads import SIZES, Setup
+    from dawn_train.models.a2v import build_a2v
+    from dawn_train.models.pbnet import PBNet
+
+    setup = Setup(attn_backend="sdpa")
+    assert setup.build(build_a2v, **SIZES["demo"]["a2v"]).unet.attn_backend == "sdpa"
+    assert isinstance(setup.build(PBNet, **SIZES["demo"]["pbnet"]), PBNet)  # takes neither argument
+    assert Setup().build(build_a2v, **SIZES["demo"]["a2v"]).unet.attn_backend == "math"
+    assert main(["bench", "cases", "--cases", "unet_t40", "--impl", "fast", *QUICK, "--attn-backend", "sdpa",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["attn_backend"] == "sdpa" and result["cases"][0]["fast"]["attn_backend"] == "sdpa"
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "cases", "--cases", "unet_t40", "--attn-backend", "flash"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'flash'" in capsys.readouterr().err
+
+
 def test_the_table_title_names_the_cpu_and_torch(capsys):
     from dawn_train.bench.cases import cpu_name
 
