@@ -91,7 +91,7 @@ def cmd_data_probe(args) -> int:
 
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
     """`data` and its subcommands, added to the top-level `commands`."""
-    from dawn_train.data.audio import FEATURE_KINDS
+    from dawn_train.data.schema import FEATURE_KINDS
 
     data = commands.add_parser("data", help="build and check datasets (synth, shards, inspect)")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

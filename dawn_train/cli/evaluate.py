@@ -107,7 +107,7 @@ def cmd_quality_report(args) -> int:
 
 def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     """`eval`, `report` and `quality-report`, added to the top-level `commands`."""
-    from dawn_train.inference.pipeline import CHECKPOINT_WINDOW, window_arg
+    from dawn_train.inference.options import CHECKPOINT_WINDOW, window_arg
 
     ev = commands.add_parser("eval", help="generate the test set with a checkpoint and report FID, FVD, LSE, CSIM, "
                              "BAS, Blink/s (paper Table 1 layout)")

@@ -28,7 +28,7 @@ def cmd_generate(args) -> int:
 
 def add_generate_command(commands: argparse._SubParsersAction) -> None:
     """`generate`, added to the top-level `commands` (its options: `GenerateOptions.add_arguments`)."""
-    from dawn_train.inference.generate import GenerateOptions
+    from dawn_train.inference.options import GenerateOptions
 
     gen = commands.add_parser("generate", help="portrait + speech -> talking-head mp4 (A2V-FDM + LFG)")
     gen.add_argument("--image", required=True, help="portrait (face crop), any format PIL reads")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dawn_train.data.hubert import HubertFeatures
-from dawn_train.data.schema import FPS, SAMPLE_RATE
+from dawn_train.data.schema import FEATURE_KINDS, FPS, SAMPLE_RATE
 
 
 class AudioError(ValueError):
@@ -189,8 +189,6 @@ def log_mel(audio: np.ndarray, n_frames: int, spec: LogMelSpec = LogMelSpec()) -
     mel = mel_filterbank(spec.n_mels, spec.n_fft, spec.sample_rate) @ power
     return np.log(np.maximum(mel, 1e-5)).T.astype(np.float32)
 
-
-FEATURE_KINDS = ("logmel", "hubert")
 
 
 def audio_feature(kind: str = "logmel", hubert_dir: str | Path | None = None, **hubert_options):

@@ -39,6 +39,7 @@ SCHEMA_VERSION = 2  # 2: sanitised sample keys, per-member checksums in the json
 READABLE_VERSIONS = (1, 2)
 FPS = 25
 SAMPLE_RATE = 16000
+FEATURE_KINDS = ("logmel", "hubert")  # the audio features a shard can hold (`data.audio.audio_feature`)
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 audio samples per video frame
 
 FRAMES = "frames.mp4"

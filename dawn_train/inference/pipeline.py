@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from dawn_train import checkpoints
 from dawn_train.inference.memory import MemoryModel
+from dawn_train.inference.options import CHECKPOINT_WINDOW, FULL_ATTENTION, window_arg  # noqa: F401 (re-exported)
 from dawn_train.inference.pose_blink import PoseBlink, PoseBlinkSampler, units_of
 from dawn_train.models.a2v.conditioning import (
     animate,
@@ -32,29 +33,6 @@ from dawn_train.models.a2v.conditioning import (
 from dawn_train.tracking.media import to_uint8_video
 
 DEFAULT_FACE_BOX = (0.2, 0.15, 0.8, 0.9)  # (x0, y0, x1, y1) / size when the checkpoint records none
-# Sampling-window choices besides a frame count: keep the checkpoint's, or full attention (YAML null).
-CHECKPOINT_WINDOW = "checkpoint"
-FULL_ATTENTION = ("none", "null", "full")
-
-
-def window_arg(text: str) -> int | str:
-    """A `--window-size` value: frames (paper count), `none` (full attention; also `null`, `full`) or
-    `checkpoint` (the checkpoint's own).  An argparse `type`."""
-    import argparse
-
-    word = str(text).strip().lower()
-    if word in FULL_ATTENTION:
-        return "none"
-    if word == CHECKPOINT_WINDOW:
-        return CHECKPOINT_WINDOW
-    try:
-        frames = int(word)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"window size must be a number of frames, 'none' (full attention) or "
-                                         f"'{CHECKPOINT_WINDOW}', got {text!r}") from None
-    if frames < 0:
-        raise argparse.ArgumentTypeError(f"window size must be >= 0 frames, got {frames}")
-    return frames
 
 
 def sampling_window(value: Optional[int | str]) -> Optional[int | str]:
