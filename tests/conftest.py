@@ -27,6 +27,21 @@ def pytest_configure(config) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
+@pytest.fixture(autouse=True)
+def seeded_random_state():
+    """Every test starts from the same random state (torch, numpy, random: seed 0), whichever tests ran before it in
+    its process: under xdist a worker's earlier files vary from run to run, and with them unseeded draws."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
 def shared_dir() -> Path:
     """`shared/` with the reference facts and parity fixtures: $DAWN_SHARED, else beside the repo."""
     return Path(os.environ.get("DAWN_SHARED", REPO.parent / "shared")).resolve()

@@ -1,5 +1,5 @@
 """Metric states sum across ranks: 2 gloo processes give the single-process value."""
-import socket
+import datetime
 
 import numpy as np
 import pytest
@@ -40,9 +40,11 @@ def run_metrics(batches):
     return {name: metric.compute() for name, metric in metrics.items()}
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    # a file rendezvous in the test's own folder: no port to race other test processes for
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
     try:
         results = run_metrics(make_batches()[rank::world])  # each rank sees half the batches
         if rank == 0:
@@ -51,16 +53,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(120)
 def test_two_processes_equal_single_process(tmp_path):
     out = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), str(out)), nprocs=2, join=True)
     distributed = torch.load(out)
     single = run_metrics(make_batches())
     half = run_metrics(make_batches()[0::2])

@@ -29,8 +29,12 @@ from dawn_train.metrics.weights import MetricUnavailable
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SEED = 4242  # test videos: identities the probe never trained on (it trains on sampled scenes)
-# A small probe trained on rendered frames only (no H.264, no blur): about 20 s on one thread. The
+# A small probe trained on rendered frames only (no H.264, no blur): about 40 s on one thread. The
 # default probe of `dawn-train data probe` is larger, trains for minutes and reads mp4 frames too.
+# 500 steps, not fewer: at 300, training seeds 0-7 gave pitch errors of 0.75-2.37 deg and eyes R^2 0.943-0.98
+# (3 of 8 seeds below this file's limits, and another CPU's kernels act like another seed); at 500 every seed
+# holds mouth R^2 >= 0.987, eyes >= 0.963, yaw <= 1.07 deg, pitch <= 0.98, roll <= 0.37.
+PROBE_STEPS = 500
 TINY = ProbeConfig(coarse_channels=(8, 16, 32, 32), face_crop=32, face_channels=(12, 16, 24, 32, 32, 48),
                    eye_channels=(8, 16, 16, 32), eye_hidden=32, mouth_channels=(8, 16, 16, 32), mouth_hidden=32,
                    hidden=128)
@@ -39,7 +43,7 @@ TINY = ProbeConfig(coarse_channels=(8, 16, 32, 32), face_crop=32, face_channels=
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):
     path = tmp_path_factory.mktemp("probe") / "probe.pt"
-    train_probe(path, steps=300, batch_size=32, lr=3e-3, config=TINY, batch_reuse=3, eval_videos=0,
+    train_probe(path, steps=PROBE_STEPS, batch_size=32, lr=3e-3, config=TINY, batch_reuse=3, eval_videos=0,
                 augment=Augment(large_fraction=0.0, mp4_fraction=0.0, blur_fraction=0.0))
     return load_probe(path)
 
@@ -92,9 +96,10 @@ def test_mouth_from_landmarks_is_the_label():
 def test_probe_accuracy_on_held_out_identities(probe):
     report = evaluate_probe(probe, videos=3, seconds=2.0, size=64, seed=SEED + 1, mp4=False)
     assert report["mouth_r2"] >= 0.97, report
-    assert report["eyes_r2"] >= 0.95, report
-    for angle in ("yaw", "pitch", "roll"):
-        assert report[f"{angle}_mae_deg"] < 1.5, report  # the default probe: < 0.5 deg (README)
+    assert report["eyes_r2"] >= 0.94, report
+    # well below the error of a constant guess (the held-out poses' mean: 5.1, 2.2 and 1.2 deg)
+    for angle, limit in (("yaw", 1.5), ("pitch", 1.2), ("roll", 0.6)):
+        assert report[f"{angle}_mae_deg"] < limit, report  # the default probe: < 0.5 deg (README)
     assert report["colour_mae"] < 0.05 and report["aspect_mae"] < 0.01, report
     report = evaluate_probe(probe, videos=1, seconds=2.0, size=128, seed=SEED + 1, mp4=False)  # resized to 64
     assert report["mouth_r2"] >= 0.95 and report["eyes_r2"] >= 0.9, report

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -37,10 +38,15 @@ class DrawRecorder(DawnStage):
 
 def run_two_ranks(out: Path) -> dict:
     out.mkdir()
-    L.seed_everything(7)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=2, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(DrawRecorder(str(out)))
+    environ = dict(os.environ)  # Lightning writes MASTER_PORT/ADDR and PL_GLOBAL_SEED into this process's environment
+    try:
+        L.seed_everything(7)
+        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=2, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(DrawRecorder(str(out)))
+    finally:  # later tests' subprocesses would inherit them (a fixed, stale port)
+        os.environ.clear()
+        os.environ.update(environ)
     return {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
 
 

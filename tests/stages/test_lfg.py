@@ -133,7 +133,7 @@ def test_wait_for_checkpoint_returns_only_a_complete_file(tmp_path):
         writer.join()
     (tmp_path / "torn.ckpt").write_bytes(data[: len(data) // 2])
     with pytest.raises(pytest.fail.Exception, match="not loadable yet"):
-        wait_for_checkpoint(tmp_path / "torn.ckpt", deadline=time.time() + 1, poll=0.1)
+        wait_for_checkpoint(tmp_path / "torn.ckpt", deadline=time.time() + 3, poll=0.1)
 
 
 @pytest.mark.slow
