@@ -30,7 +30,8 @@ def pytest_configure(config) -> None:
 @pytest.fixture(autouse=True)
 def seeded_random_state():
     """Every test starts from the same random state (torch, numpy, random: seed 0), whichever tests ran before it in
-    its process: under xdist a worker's earlier files vary from run to run, and with them unseeded draws."""
+    its process: under xdist a worker's earlier files vary from run to run, and with them unseeded draws.  (Module-
+    and session-scoped fixtures are set up before it: those that draw seed themselves.)"""
     import random
 
     import numpy as np

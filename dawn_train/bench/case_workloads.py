@@ -47,6 +47,7 @@ class Setup:
     batch: Optional[int] = None  # batch of the train-step cases (None: each case's own, as in the table)
     attn_backend: str = "math"  # the A2V-FDM's attention kernels ("math" | "sdpa"), for factories that take one
     applied: bool = False  # set by `build` when a constructor took `implementation`
+    backend_applied: bool = False  # ... and `attn_backend`
 
     @property
     def spec(self) -> dict:
@@ -72,6 +73,7 @@ class Setup:
             self.applied = True
         if "attn_backend" in takes:
             kwargs["attn_backend"] = self.attn_backend
+            self.backend_applied = True
         return factory(**kwargs).to(self.device)
 
     def rand(self, *shape: int, scale: float = 1.0) -> Tensor:

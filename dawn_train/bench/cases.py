@@ -289,7 +289,7 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
     result = {"case": case, "implementation": implementation, "implementation_applied": setup.applied,
               "shapes": work.shapes, "params": work.params, "device": str(setup.device), "pid": os.getpid(),
               "threads": torch.get_num_threads(), "compile": compile, "precision": "bf16-mixed" if bf16 else "32-true",
-              "attn_backend": attn_backend}
+              "attn_backend": attn_backend if setup.backend_applied else None}  # None: no model of the case takes one
     if compile:
         result["compile_mode"] = compile_mode
     if setup.device.type == "cuda":

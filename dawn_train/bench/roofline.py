@@ -71,7 +71,9 @@ def cuda_attention_kernels() -> Iterator[None]:
     device torch always takes its math decomposition (scores written out, softmax, two ``bmm``), which is not what
     the ``sdpa`` backend runs on a GPU: there an additive bias (the temporal attention's relative positions and band)
     selects the memory-efficient kernel, which also returns the bias' gradient, and no bias with bf16 inputs selects
-    flash attention.  Both read q, k, v with their strides and keep the scores on chip."""
+    flash attention.  Both read q, k, v with their strides and keep the scores on chip.  (Recent torch builds may
+    prefer cuDNN's fused attention on Hopper where it takes the inputs; it keeps the scores on chip too, so the bytes
+    are alike.  Which kernel a device runs is for a profile on it to say.)"""
     sdpa = F.scaled_dot_product_attention
 
     def fused(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
@@ -81,10 +83,9 @@ def cuda_attention_kernels() -> Iterator[None]:
         grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                for t in (query, key, value, attn_mask))
         if attn_mask is None and query.dtype in (torch.bfloat16, torch.float16):
-            # flash attention takes (B, L, H, E) and returns that layout; CUDA passes the transposes as views
-            out = torch.ops.aten._scaled_dot_product_flash_attention(
-                query, key, value, 0.0, False, grad, scale=scale)[0]
-            return out
+            # (B, H, L, E) in and out, as the efficient kernel; it always keeps the log-sum-exp for the backward
+            return torch.ops.aten._scaled_dot_product_flash_attention(
+                query, key, value, 0.0, False, False, scale=scale)[0]
         bias = None if attn_mask is None else attn_mask.expand(*query.shape[:-1], key.shape[-2])
         return torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, bias, grad, 0.0, False,
                                                                       scale=scale)[0]

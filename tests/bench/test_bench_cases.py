@@ -78,7 +78,10 @@ def test_attn_backend_reaches_the_a2v_model_of_every_run(capsys):
 
     setup = Setup(attn_backend="sdpa")
     assert setup.build(build_a2v, **SIZES["demo"]["a2v"]).unet.attn_backend == "sdpa"
-    assert isinstance(setup.build(PBNet, **SIZES["demo"]["pbnet"]), PBNet)  # takes neither argument
+    assert setup.backend_applied
+    other = Setup(attn_backend="sdpa")
+    assert isinstance(other.build(PBNet, **SIZES["demo"]["pbnet"]), PBNet)  # takes neither argument
+    assert not other.backend_applied and not other.applied  # its runs record attn_backend None
     assert Setup().build(build_a2v, **SIZES["demo"]["a2v"]).unet.attn_backend == "math"
     assert main(["bench", "cases", "--cases", "unet_t40", "--impl", "fast", *QUICK, "--attn-backend", "sdpa",
                  "--json"]) == 0

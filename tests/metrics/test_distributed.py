@@ -42,8 +42,9 @@ def run_metrics(batches):
 
 def _worker(rank: int, world: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
-    # a file rendezvous in the test's own folder: no port to race other test processes for
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+    # a file store in the test's own folder: no port to race other test processes for (a FileStore, not a file://
+    # URL, which a '#' or '?' in the temporary path would cut short)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     try:
         results = run_metrics(make_batches()[rank::world])  # each rank sees half the batches
