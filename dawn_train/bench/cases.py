@@ -24,6 +24,8 @@ timed eagerly with a one-line warning.  `compile_mode` is torch.compile's `mode`
 graphs (each timed call is one step of them: `torch.compiler.cudagraph_mark_step_begin` before it).
 `attn_backend`: the A2V-FDM's attention kernels, "math" (`build_a2v`'s default) or "sdpa" (torch's fused kernels,
 what experiments/a2v/base.yaml trains with; on a CPU a learned bias with grad makes torch use its math kernels).
+`profile` N: one more call of each run under torch.profiler, its N largest operators by self time (`bench.profile`;
+on CUDA also the kernels launched and the device's busy time); `trace_dir`: that call's Chrome trace there as well.
 `bf16`: the fast implementation again under bf16 autocast (column "fast+bf16", speed-up reference / fast+bf16): what a
 run with `trainer.precision: bf16-mixed` computes (matrix products and convolutions in bfloat16, which CPUs with
 AMX or AVX512-BF16 run several times faster, reductions and losses in float32).  It is lower precision, not the same
@@ -45,6 +47,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 from dawn_train.launch.allocator import keep_freed_memory
@@ -86,7 +89,8 @@ def parse_names(text: str | Sequence[str], known: Sequence[str], what: str) -> l
 def child_command(case: str, implementation: str, *, size: str, device: str, threads: int, repeats: int, warmup: int,
                   steps: int, compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None,
                   batch: Optional[int] = None, flops: bool = False, peak_tflops: Optional[float] = None,
-                  compile_mode: str = "default", attn_backend: str = "math") -> list[str]:
+                  compile_mode: str = "default", attn_backend: str = "math", profile: int = 0,
+                  trace_dir: Optional[str] = None) -> list[str]:
     args = [sys.executable, "-m", "dawn_train.bench.cases", "--case", case, "--impl", implementation, "--size", size,
             "--device", device, "--threads", str(threads), "--repeats", str(repeats), "--warmup", str(warmup),
             "--steps", str(steps), "--attn-backend", attn_backend]
@@ -102,6 +106,10 @@ def child_command(case: str, implementation: str, *, size: str, device: str, thr
         args.append("--flops")
     if peak_tflops is not None:
         args += ["--peak-tflops", str(peak_tflops)]
+    if profile:
+        args += ["--profile", str(profile)]
+    if trace_dir is not None:
+        args += ["--trace-dir", str(trace_dir)]
     return args
 
 
@@ -150,7 +158,8 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
                 release_size: bool = False, threads: int = 2, repeats: int = 3, warmup: int = 1, steps: int = 20,
                 compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None, device: str = "auto",
                 batch: Optional[int] = None, flops: bool = False, peak_tflops: Optional[float] = None,
-                compile_mode: str = "default", attn_backend: str = "math", progress: bool = True) -> dict:
+                compile_mode: str = "default", attn_backend: str = "math", profile: int = 0,
+                trace_dir: Optional[str] = None, progress: bool = True) -> dict:
     """Run every case with every implementation (reference first) in fresh processes; returns
     {"cases": [{case, shapes, reference: {...}, fast: {...}, speedup, memory_ratio, same_model, ...}], settings}.
     A run is {seconds, peak_bytes, ...}, {refused, estimate_bytes, budget_bytes, message} or {error}."""
@@ -158,8 +167,11 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
     impls = [i for i in IMPLEMENTATIONS if i in parse_names(implementations, IMPLEMENTATIONS, "implementation")]
     if repeats < 1 or warmup < 0 or threads < 1:
         raise BenchCaseError(f"need repeats >= 1, warmup >= 0 and threads >= 1 (got {repeats}, {warmup}, {threads})")
-    if (batch is not None and batch < 1) or (peak_tflops is not None and peak_tflops <= 0):
-        raise BenchCaseError(f"need batch >= 1 and peak TFLOP/s > 0 (got {batch}, {peak_tflops})")
+    if (batch is not None and batch < 1) or (peak_tflops is not None and peak_tflops <= 0) or profile < 0:
+        raise BenchCaseError(f"need batch >= 1, peak TFLOP/s > 0 and profile >= 0 (got {batch}, {peak_tflops}, "
+                             f"{profile})")
+    if trace_dir is not None and not profile:
+        raise BenchCaseError("--trace-dir needs --profile N (the trace is of the profiled call)")
     parse_names([compile_mode], COMPILE_MODES, "compile mode")
     parse_names([attn_backend], ATTN_BACKENDS, "attention backend")
     if compile_mode != "default" and not compile:
@@ -167,7 +179,8 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
     size = "release" if release_size else "demo"
     common = dict(size=size, device=device, threads=threads, repeats=repeats, warmup=warmup, steps=steps,
                   budget_gib=budget_gib, batch=batch, flops=flops, peak_tflops=peak_tflops, compile_mode=compile_mode,
-                  attn_backend=attn_backend)
+                  attn_backend=attn_backend, profile=profile,
+                  trace_dir=None if trace_dir is None else str(Path(trace_dir).resolve()))
     runs = impls + ([COMPILED] if compile else []) + ([BF16] if bf16 else []) + ([BF16_COMPILED] if compile and bf16
                                                                               else [])
     results = []
@@ -274,7 +287,8 @@ def errors(result: dict) -> list[str]:
 def run_case(case: str, implementation: str = "fast", *, size: str = "demo", device: str = "auto", threads: int = 2,
              repeats: int = 3, warmup: int = 1, steps: int = 20, compile: bool = False, bf16: bool = False,
              budget_gib: Optional[float] = None, batch: Optional[int] = None, flops: bool = False,
-             peak_tflops: Optional[float] = None, compile_mode: str = "default", attn_backend: str = "math") -> dict:
+             peak_tflops: Optional[float] = None, compile_mode: str = "default", attn_backend: str = "math",
+             profile: int = 0, trace_dir: Optional[str] = None) -> dict:
     """Build, (estimate,) warm up and time one case in this process; see the module docstring."""
     import torch
 
@@ -320,6 +334,12 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
         result["samples_per_s"] = work.samples / result["seconds"]
     if flops:
         result.update(utilisation(count_flops(work.fn), result, peak_tflops))
+    if profile:
+        from dawn_train.bench.profile import profile_call
+
+        label = implementation + ("+bf16" if bf16 else "") + ("+compile" if compile else "")
+        trace = Path(trace_dir) / f"{case}.{label}.json.gz" if trace_dir is not None else None
+        result["profile"] = profile_call(work.fn, setup.device, top=profile, trace=trace)
     return result
 
 
@@ -417,6 +437,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES)
     parser.add_argument("--attn-backend", default="math", choices=ATTN_BACKENDS)
+    parser.add_argument("--profile", type=int, default=0)
+    parser.add_argument("--trace-dir", default=None)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--memory-budget", type=float, default=None)
     parser.add_argument("--batch", type=int, default=None)
@@ -428,7 +450,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                       repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
                       bf16=args.bf16, budget_gib=args.memory_budget, batch=args.batch, flops=args.flops,
                       peak_tflops=args.peak_tflops, compile_mode=args.compile_mode,
-                      attn_backend=args.attn_backend)
+                      attn_backend=args.attn_backend, profile=args.profile, trace_dir=args.trace_dir)
     print(json.dumps({**result, "allocator": allocator}), flush=True)
     return 0
 

@@ -92,7 +92,8 @@ def cmd_bench_cases(args) -> int:
                          repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
                          bf16=args.bf16, budget_gib=args.memory_budget, device=args.device, batch=args.batch,
                          flops=args.flops, peak_tflops=args.peak_tflops, compile_mode=args.compile_mode,
-                         attn_backend=args.attn_backend, progress=not args.quiet)
+                         attn_backend=args.attn_backend, profile=args.profile, trace_dir=args.trace_dir,
+                         progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -107,10 +108,31 @@ def cmd_bench_cases(args) -> int:
             table.add_column(column)
         for row in table_rows(result):
             table.add_row(*row)
-        Console(width=max(Console().width, 160)).print(table)
+        console = Console(width=max(Console().width, 160))
+        console.print(table)
+        for entry in result["cases"]:
+            for label in result["implementations"]:
+                if entry.get(label, {}).get("profile"):
+                    console.print(profile_table(f"{entry['case']} {label}", entry[label]["profile"]))
     for line in errors(result):
         print(f"dawn-train: error: {line}", file=sys.stderr)
     return 1 if errors(result) else 0
+
+
+def profile_table(name: str, profile: dict):
+    """A run's `--profile` figures as a rich table: its largest operators by self time."""
+    from rich.table import Table
+
+    where = (f"{profile['kernels']:,} kernels, device busy {profile['device_busy_ms']:.1f} ms of "
+             if "kernels" in profile else "")
+    title = (f"profile of {name}: {where}{profile['wall_ms']:.1f} ms wall, {profile['operator_calls']:,} operator "
+             f"calls" + (f"; trace {profile['trace']}" if profile.get("trace") else ""))
+    table = Table(title=title)
+    for column in ("operator", "calls", f"{profile['time']} ms", "total ms"):
+        table.add_column(column)
+    for op in profile["operators"]:
+        table.add_row(op["operator"], str(op["calls"]), f"{op['self_ms']:.2f}", f"{op['total_ms']:.2f}")
+    return table
 
 
 def cmd_bench_roofline(args) -> int:
@@ -267,6 +289,12 @@ def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
     cases.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                        help="torch.compile's mode for --compile: reduce-overhead and max-autotune replay CUDA graphs "
                        "on a GPU (each timed call is one step of them)")
+    cases.add_argument("--profile", type=int, default=0, metavar="N",
+                       help="one more call of each run under torch.profiler: its N largest operators by self time "
+                       "(on CUDA also the kernels launched and the device's busy time)")
+    cases.add_argument("--trace-dir", default=None,
+                       help="with --profile: write each profiled call's Chrome trace there (<case>.<run>.json.gz; open "
+                       "in ui.perfetto.dev)")
     cases.add_argument("--attn-backend", default="math", choices=ATTN_BACKENDS,
                        help="the A2V-FDM's attention kernels: math, or sdpa (torch's fused kernels on a GPU, what "
                        "experiments/a2v/base.yaml trains with)")

@@ -93,6 +93,32 @@ def test_attn_backend_reaches_the_a2v_model_of_every_run(capsys):
     assert "invalid choice: 'flash'" in capsys.readouterr().err
 
 
+def test_profile_lists_the_largest_operators_and_writes_the_trace(capsys, tmp_path):
+    """`--profile N`: one more call under torch.profiler, its N largest operators by self time (here, on a CPU, the
+    UNet's matrix products and convolutions are among them); `--trace-dir`: that call's Chrome trace."""
+    import gzip
+
+    traces = tmp_path / "profiles v1.d"
+    assert main(["bench", "cases", "--cases", "unet_t40", "--impl", "fast", *QUICK, "--profile", "5", "--trace-dir",
+                 str(traces), "--json"]) == 0
+    profile = json.loads(capsys.readouterr().out)["cases"][0]["fast"]["profile"]
+    ops = profile["operators"]
+    assert profile["time"] == "self CPU" and len(ops) == 5 and profile["operator_calls"] > 100
+    assert [op["self_ms"] for op in ops] == sorted((op["self_ms"] for op in ops), reverse=True)
+    assert all(0 < op["self_ms"] <= op["total_ms"] + 1e-6 and op["calls"] >= 1 for op in ops)
+    assert {"aten::mm", "aten::bmm", "aten::addmm"} & {op["operator"] for op in ops}
+    assert "kernels" not in profile  # CUDA only
+    trace = traces / "unet_t40.fast.json.gz"
+    assert profile["trace"] == str(trace)
+    events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    assert any(event.get("name") == ops[0]["operator"] for event in events)
+    # the table: one profile block per profiled run
+    assert main(["bench", "cases", "--cases", "unet_t40", "--impl", "fast", *QUICK, "--profile", "3"]) == 0
+    assert "profile of unet_t40 fast" in capsys.readouterr().out
+    assert main(["bench", "cases", "--cases", "unet_t40", "--trace-dir", str(traces)]) == 2
+    assert "--trace-dir needs --profile" in capsys.readouterr().err
+
+
 def test_the_table_title_names_the_cpu_and_torch(capsys):
     from dawn_train.bench.cases import cpu_name
 
