@@ -69,7 +69,6 @@ WARNING = "bench cases: warning:"
 # datasheets (SXM parts).  float32 is absent on purpose: on CUDA, convolutions run as TF32 by default and matrix
 # products do not, so no single float32 peak is honest; give --peak-tflops for it, or for another device.
 PEAK_TFLOPS = {"bf16-mixed": {"H200": 989.4, "H100": 989.4, "A100": 312.0}}
-MIB = 2 ** 20
 
 
 class BenchCaseError(ConfigError):
@@ -215,72 +214,6 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
     return {"size": size, "device": device, "device_name": device_name, **host, "threads": threads, "repeats": repeats,
             "warmup": warmup, "steps": steps, "batch": batch, "flops": flops, "implementations": runs,
             "compile_mode": compile_mode if compile else None, "attn_backend": attn_backend, "cases": results}
-
-
-# ---- the table --------------------------------------------------------------------------------------------------
-TABLE_COLUMNS = ("case", "shapes", "reference s", "fast s", "speed-up", "reference peak MiB", "fast peak MiB",
-                 "memory ratio")
-
-
-def table_columns(result: dict) -> tuple[str, ...]:
-    runs = [r for r in result["implementations"] if r != "reference"]
-    return (TABLE_COLUMNS + ((f"{COMPILED} s",) if COMPILED in result["implementations"] else ())
-            + ((f"{BF16} s", "bf16 speed-up", f"{BF16} peak MiB") if BF16 in result["implementations"] else ())
-            + ((f"{BF16_COMPILED} s",) if BF16_COMPILED in result["implementations"] else ())
-            + (tuple(f"{r} {what}" for r in runs for what in ("TFLOP/s", "MFU", "samples/s")) if result.get("flops")
-               else ()))
-
-
-def _throughput(run: Optional[dict]) -> list[str]:
-    """TFLOP/s, MFU and samples/s of a run measured with --flops ('-' where not known)."""
-    run = run or {}
-    return [f"{run['tflops']:.2f}" if run.get("tflops") is not None else "-",
-            f"{100 * run['mfu']:.1f} %" if run.get("mfu") is not None else "-",
-            f"{run['samples_per_s']:.2f}" if run.get("samples_per_s") is not None else "-"]
-
-
-def _seconds(run: Optional[dict]) -> str:
-    if not run:
-        return "-"
-    if "error" in run:
-        return "error"
-    if run.get("refused"):
-        return f"refused (est. {run['estimate_bytes'] / 2 ** 30:.1f} GiB)"
-    text = f"{run['seconds']:.3f}" if run["seconds"] < 100 else f"{run['seconds']:.0f}"
-    return text + (" (eager)" if run.get("compile_fallback") else "")
-
-
-def _mib(run: Optional[dict]) -> str:
-    return f"{run['peak_bytes'] / MIB:,.0f}" if run and "peak_bytes" in run else "-"
-
-
-def _ratio(value: Optional[float], same: bool) -> str:
-    return "-" if value is None else f"{value:.2f}" + (" (same model)" if same else "")
-
-
-def table_rows(result: dict) -> list[list[str]]:
-    """Rows of :func:`table_columns`, one per case."""
-    rows = []
-    for entry in result["cases"]:
-        ref, fast, same = entry.get("reference"), entry.get("fast"), entry.get("same_model", False)
-        row = [entry["case"], entry.get("shapes", ""), _seconds(ref), _seconds(fast), _ratio(entry.get("speedup"), same),
-               _mib(ref), _mib(fast), _ratio(entry.get("memory_ratio"), same)]
-        if COMPILED in result["implementations"]:
-            row.append(_seconds(entry.get(COMPILED)))
-        if BF16 in result["implementations"]:
-            row += [_seconds(entry.get(BF16)), _ratio(entry.get("speedup_bf16"), False), _mib(entry.get(BF16))]
-        if BF16_COMPILED in result["implementations"]:
-            row.append(_seconds(entry.get(BF16_COMPILED)))
-        if result.get("flops"):
-            row += [cell for r in result["implementations"] if r != "reference" for cell in _throughput(entry.get(r))]
-        rows.append(row)
-    return rows
-
-
-def errors(result: dict) -> list[str]:
-    """'case (implementation): message' of every run that failed."""
-    return [f"{e['case']} ({label}): {run['error']}" for e in result["cases"] for label, run in e.items()
-            if isinstance(run, dict) and "error" in run]
 
 
 # ---- the child: one case, one implementation, this process -----------------------------------------------------

@@ -86,7 +86,8 @@ def cmd_bench_cases(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from dawn_train.bench.cases import DEFAULT_CASES, bench_cases, errors, table_columns, table_rows
+    from dawn_train.bench.case_table import errors, profile_table, table_columns, table_rows
+    from dawn_train.bench.cases import DEFAULT_CASES, bench_cases
 
     result = bench_cases(args.cases or DEFAULT_CASES, args.impl, release_size=args.release_size, threads=args.threads,
                          repeats=args.repeats, warmup=args.warmup, steps=args.steps, compile=args.compile,
@@ -117,22 +118,6 @@ def cmd_bench_cases(args) -> int:
     for line in errors(result):
         print(f"dawn-train: error: {line}", file=sys.stderr)
     return 1 if errors(result) else 0
-
-
-def profile_table(name: str, profile: dict):
-    """A run's `--profile` figures as a rich table: its largest operators by self time."""
-    from rich.table import Table
-
-    where = (f"{profile['kernels']:,} kernels, device busy {profile['device_busy_ms']:.1f} ms of "
-             if "kernels" in profile else "")
-    title = (f"profile of {name}: {where}{profile['wall_ms']:.1f} ms wall, {profile['operator_calls']:,} operator "
-             f"calls" + (f"; trace {profile['trace']}" if profile.get("trace") else ""))
-    table = Table(title=title)
-    for column in ("operator", "calls", f"{profile['time']} ms", "total ms"):
-        table.add_column(column)
-    for op in profile["operators"]:
-        table.add_row(op["operator"], str(op["calls"]), f"{op['self_ms']:.2f}", f"{op['total_ms']:.2f}")
-    return table
 
 
 def cmd_bench_roofline(args) -> int:

@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from dawn_train.bench.case_table import table_columns, table_rows
 from dawn_train.bench.cases import (
     BF16,
     BF16_COMPILED,
@@ -15,8 +16,6 @@ from dawn_train.bench.cases import (
     add_ratios,
     child_command,
     count_flops,
-    table_columns,
-    table_rows,
     utilisation,
 )
 from dawn_train.cli import main
