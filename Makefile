@@ -31,15 +31,17 @@ lint: install
 	$(BIN)/shellcheck -s bash .ci/run scripts/*.sh experiments/*/*.sh slurm/*.sbatch
 
 # `make test`: the fast suite (< 5 min on 2 cores), one test file per worker process on TEST_WORKERS
-# workers (default: the CPUs, at most 4; `make test TEST_WORKERS=0` runs it in one process).  Its tests
+# workers (default: the usable CPUs, at most 4; `make test TEST_WORKERS=0` runs it in one process).  Its tests
 # are mostly single-threaded, so one process left a core of two idle (4:50 -> 3:08 with 2 workers).
 # `make test-slow`: end-to-end runs of the demo configs, multi-process DDP/DeepSpeed and real SLURM jobs
 # (starts a one-node cluster as root); they run one at a time, as their processes and jobs fill the cores.
 # CI (.ci/run) runs both.
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 4 ] && n=4; echo $$n)
+# The CPUs: scripts/cpus.sh (the affinity mask, fewer under a container's CPU quota).
+TEST_CPUS ?= $(shell bash scripts/cpus.sh)
+TEST_WORKERS ?= $(shell n=$(TEST_CPUS); [ "$$n" -gt 4 ] && n=4; echo $$n)
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slow and not slurm" -n $(TEST_WORKERS) --dist loadfile
+	DAWN_TEST_CPUS=$(TEST_CPUS) $(BIN)/python -m pytest -q -m "not slow and not slurm" -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: install
 	scripts/slurm_cluster.sh || case "$$(echo "$${CI:-}" | tr A-Z a-z)" in true|1|yes) echo "CI=$$CI: no SLURM cluster (scripts/slurm_cluster.sh failed, see above), and the slurm tests must run in CI" >&2; exit 1;; *) echo "no SLURM cluster started: slurm tests skip unless run as root" >&2;; esac

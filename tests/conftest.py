@@ -21,7 +21,9 @@ def pytest_configure(config) -> None:
     if workers > 1:
         import torch
 
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        # `make test` passes what scripts/cpus.sh counts (a container's CPU quota included)
+        cpus = int(os.environ.get("DAWN_TEST_CPUS") or 0) or (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         threads = max(1, cpus // workers)
         torch.set_num_threads(threads)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))

@@ -103,3 +103,26 @@ def test_optional_modules_are_required_not_skipped():
     offenders = [str(path.relative_to(REPO)) for path in sorted((REPO / "tests").rglob("*.py"))
                  if call in path.read_text()]
     assert not offenders, f"use tests.conftest.require_module instead of pytest.importorskip in {offenders}"
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({}, "all"),  # no cgroup files: the affinity mask
+    ({"cpu.max": "max 100000\n"}, "all"),  # v2, no quota
+    ({"cpu.max": "150000 100000\n"}, 2),  # v2, 1.5 CPUs of quota: 2 kept busy
+    ({"cpu.max": "100000 100000\n"}, 1),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, "all"),  # v1, no quota
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # v1, half a CPU
+    ({"cpu.max": "6400000 100000\n"}, "all"),  # a quota above the CPUs there are
+])
+def test_cpus_script_counts_a_containers_quota(tmp_path, files, expected):
+    """scripts/cpus.sh (`make test`'s worker count and the workers' threads): the affinity mask, fewer under a
+    cgroup CPU quota."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    env = {"PATH": "/usr/bin:/bin", "CGROUP_ROOT": str(tmp_path)}
+    out = subprocess.run(["bash", str(REPO / "scripts" / "cpus.sh")], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    everything = len(os.sched_getaffinity(0))
+    assert int(out.stdout) == (everything if expected == "all" else min(expected, everything))
