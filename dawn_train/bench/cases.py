@@ -112,10 +112,15 @@ def child_command(case: str, implementation: str, *, size: str, device: str, thr
     return args
 
 
-def run_child(args: list[str], threads: int) -> tuple[dict, list[str]]:
-    """(the child's JSON result, or {"error": ...} with its last stderr line; its warning lines)."""
+def run_child(args: list[str], threads: int, timeout: Optional[float] = None) -> tuple[dict, list[str]]:
+    """(the child's JSON result, or {"error": ...} with its last stderr line; its warning lines).  A child still
+    running after `timeout` seconds is killed and its run is an error: the other runs go on."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"killed after {timeout:g} s (--run-timeout)"}, []
     warnings = [line for line in proc.stderr.splitlines() if line.startswith(WARNING)]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode == 0 and lines:
@@ -158,7 +163,7 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
                 compile: bool = False, bf16: bool = False, budget_gib: Optional[float] = None, device: str = "auto",
                 batch: Optional[int] = None, flops: bool = False, peak_tflops: Optional[float] = None,
                 compile_mode: str = "default", attn_backend: str = "math", profile: int = 0,
-                trace_dir: Optional[str] = None, progress: bool = True) -> dict:
+                trace_dir: Optional[str] = None, run_timeout: Optional[float] = None, progress: bool = True) -> dict:
     """Run every case with every implementation (reference first) in fresh processes; returns
     {"cases": [{case, shapes, reference: {...}, fast: {...}, speedup, memory_ratio, same_model, ...}], settings}.
     A run is {seconds, peak_bytes, ...}, {refused, estimate_bytes, budget_bytes, message} or {error}."""
@@ -169,6 +174,8 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
     if (batch is not None and batch < 1) or (peak_tflops is not None and peak_tflops <= 0) or profile < 0:
         raise BenchCaseError(f"need batch >= 1, peak TFLOP/s > 0 and profile >= 0 (got {batch}, {peak_tflops}, "
                              f"{profile})")
+    if run_timeout is not None and run_timeout <= 0:
+        raise BenchCaseError(f"need --run-timeout > 0 seconds (got {run_timeout})")
     if trace_dir is not None and not profile:
         raise BenchCaseError("--trace-dir needs --profile N (the trace is of the profiled call)")
     parse_names([compile_mode], COMPILE_MODES, "compile mode")
@@ -195,7 +202,8 @@ def bench_cases(cases: str | Sequence[str] = DEFAULT_CASES, implementations: str
             else:
                 impl = "fast" if label in (COMPILED, BF16, BF16_COMPILED) else label
                 entry[label], said = run_child(child_command(name, impl, compile=label in (COMPILED, BF16_COMPILED),
-                                                             bf16=label in (BF16, BF16_COMPILED), **common), threads)
+                                                             bf16=label in (BF16, BF16_COMPILED), **common), threads,
+                                                run_timeout)
                 warnings += said
             entry.setdefault("shapes", entry[label].get("shapes", ""))
             if progress:

@@ -94,7 +94,7 @@ def cmd_bench_cases(args) -> int:
                          bf16=args.bf16, budget_gib=args.memory_budget, device=args.device, batch=args.batch,
                          flops=args.flops, peak_tflops=args.peak_tflops, compile_mode=args.compile_mode,
                          attn_backend=args.attn_backend, profile=args.profile, trace_dir=args.trace_dir,
-                         progress=not args.quiet)
+                         run_timeout=args.run_timeout, progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -277,6 +277,9 @@ def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
     cases.add_argument("--profile", type=int, default=0, metavar="N",
                        help="one more call of each run under torch.profiler: its N largest operators by self time "
                        "(on CUDA also the kernels launched and the device's busy time)")
+    cases.add_argument("--run-timeout", type=float, default=None, metavar="S",
+                       help="kill a run (one case, one column) still going after S seconds and report it as an error; "
+                       "the other runs go on (default: no limit)")
     cases.add_argument("--trace-dir", default=None,
                        help="with --profile: write each profiled call's Chrome trace there (<case>.<run>.json.gz; open "
                        "in ui.perfetto.dev)")

@@ -118,6 +118,18 @@ def test_profile_lists_the_largest_operators_and_writes_the_trace(capsys, tmp_pa
     assert "--trace-dir needs --profile" in capsys.readouterr().err
 
 
+def test_a_run_past_its_timeout_is_killed_and_the_others_go_on(capsys):
+    """`--run-timeout S`: a child still running after S seconds is killed and reported as an error (exit 1); the
+    next run is started all the same (here both: 0.5 s is not enough to import torch)."""
+    assert main(["bench", "cases", "--cases", "unet_t40,pbnet_step", "--impl", "fast", *QUICK, "--run-timeout", "0.5",
+                 "--json"]) == 1
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert [entry["fast"] for entry in result["cases"]] == [{"error": "killed after 0.5 s (--run-timeout)"}] * 2
+    assert "unet_t40 (fast): killed after 0.5 s" in captured.err and "pbnet_step (fast): killed" in captured.err
+    assert main(["bench", "cases", "--cases", "unet_t40", "--run-timeout", "0"]) == 2
+
+
 def test_the_table_title_names_the_cpu_and_torch(capsys):
     from dawn_train.bench.cases import cpu_name
 
