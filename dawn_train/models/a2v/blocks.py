@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from .conv import Conv3d
+
 
 class SinusoidalPosEmb(nn.Module):
     """Diffusion-step embedding (Transformer sinusoids, sin half then cos half): (B,) -> (B, dim)."""
@@ -113,7 +115,7 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, dim_out: int, groups: int = 8):
         super().__init__()
-        self.proj = nn.Conv3d(dim, dim_out, (1, 3, 3), padding=(0, 1, 1))
+        self.proj = Conv3d(dim, dim_out, (1, 3, 3), padding=(0, 1, 1))
         self.norm = nn.GroupNorm(groups, dim_out)
         self.act = nn.SiLU()
 
@@ -157,7 +159,7 @@ class ResnetBlock(nn.Module):
         self.cross_attn_eye = CrossAttention(dim, **ca)
         self.block1 = Block(dim, dim_out, groups=groups)
         self.block2 = Block(dim_out, dim_out, groups=groups)
-        self.res_conv = nn.Conv3d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
+        self.res_conv = Conv3d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
 
     def _cond_features(self, x: Tensor, cond: Tensor, fused: bool = False) -> Tensor:
         a, p = self.audio_emb_dim, self.pose_emb_dim
@@ -193,11 +195,11 @@ class ResnetBlock(nn.Module):
 
 
 def Downsample(dim: int) -> nn.Module:
-    return nn.Conv3d(dim, dim, (1, 4, 4), (1, 2, 2), (0, 1, 1))
+    return Conv3d(dim, dim, (1, 4, 4), (1, 2, 2), (0, 1, 1))
 
 
 def Upsample(dim: int, use_deconv: bool = True, padding_mode: str = "zeros") -> nn.Module:
     if use_deconv:
         return nn.ConvTranspose3d(dim, dim, (1, 4, 4), (1, 2, 2), (0, 1, 1))
     return nn.Sequential(nn.Upsample(scale_factor=(1, 2, 2), mode="nearest"),
-                         nn.Conv3d(dim, dim, (1, 3, 3), padding=(0, 1, 1), padding_mode=padding_mode))
+                         Conv3d(dim, dim, (1, 3, 3), padding=(0, 1, 1), padding_mode=padding_mode))

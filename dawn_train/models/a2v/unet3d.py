@@ -40,6 +40,7 @@ from .attention import (
     TemporalAttention,
 )
 from .blocks import Downsample, ResnetBlock, SinusoidalPosEmb, Upsample
+from .conv import Conv3d
 from .local_attention import AttnBackend, WindowConvention, half_width
 
 Implementation = Literal["fast", "reference"]
@@ -135,7 +136,7 @@ class Unet3D(nn.Module):
 
         init_dim = init_dim or dim
         pad = init_kernel_size // 2
-        self.init_conv = nn.Conv3d(channels, init_dim, (1, init_kernel_size, init_kernel_size), padding=(0, pad, pad))
+        self.init_conv = Conv3d(channels, init_dim, (1, init_kernel_size, init_kernel_size), padding=(0, pad, pad))
         self.init_temporal_attn = temporal_attn(init_dim)
 
         dims = [init_dim, *(dim * m for m in dim_mults)]
@@ -182,9 +183,9 @@ class Unet3D(nn.Module):
                 nn.Identity() if is_last else Upsample(d_in, use_deconv, padding_mode),
             ]))
 
-        self.final_conv = nn.Sequential(block(dim * 2, dim, conditioned=False), nn.Conv3d(dim, out_grid_dim, 1))
+        self.final_conv = nn.Sequential(block(dim * 2, dim, conditioned=False), Conv3d(dim, out_grid_dim, 1))
         self.final_activation = nn.Tanh() if use_final_activation else nn.Identity()
-        self.occlusion_map = nn.Sequential(block(dim * 2, dim, conditioned=False), nn.Conv3d(dim, out_conf_dim, 1))
+        self.occlusion_map = nn.Sequential(block(dim * 2, dim, conditioned=False), Conv3d(dim, out_conf_dim, 1))
 
     # ------------------------------------------------------------------------------------------
     def half_width(self) -> Optional[int]:
