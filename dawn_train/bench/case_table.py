@@ -77,6 +77,9 @@ def profile_table(name: str, profile: dict):
     """A run's `--profile` figures as a rich table: its largest operators by self time."""
     from rich.table import Table
 
+    if "error" in profile:
+        return Table(title=f"profile of {name}: not profiled ({profile['error']})")
+
     where = (f"{profile['kernels']:,} kernels, device busy {profile['device_busy_ms']:.1f} ms of "
              if "kernels" in profile else "")
     title = (f"profile of {name}: {where}{profile['wall_ms']:.1f} ms wall, {profile['operator_calls']:,} operator "

@@ -280,7 +280,11 @@ def run_case(case: str, implementation: str = "fast", *, size: str = "demo", dev
 
         label = implementation + ("+bf16" if bf16 else "") + ("+compile" if compile else "")
         trace = Path(trace_dir) / f"{case}.{label}.json.gz" if trace_dir is not None else None
-        result["profile"] = profile_call(work.fn, setup.device, top=profile, trace=trace)
+        try:
+            result["profile"] = profile_call(work.fn, setup.device, top=profile, trace=trace)
+        except Exception as exc:  # the profile is extra: a profiler failure must not cost the timed figures
+            result["profile"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            print(f"{WARNING} {case} ({label}) not profiled: {result['profile']['error']}", file=sys.stderr)
     return result
 
 

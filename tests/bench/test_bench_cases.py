@@ -118,6 +118,22 @@ def test_profile_lists_the_largest_operators_and_writes_the_trace(capsys, tmp_pa
     assert "--trace-dir needs --profile" in capsys.readouterr().err
 
 
+def test_a_profiler_failure_keeps_the_timed_figures(monkeypatch, capsys):
+    import dawn_train.bench.profile as profile_module
+    from dawn_train.bench.case_table import profile_table
+    from dawn_train.bench.cases import run_case
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'FunctionEvent' object has no attribute 'time_range'")
+
+    monkeypatch.setattr(profile_module, "profile_call", broken)
+    result = run_case("unet_t40", "fast", threads=1, repeats=1, warmup=0, profile=5)
+    assert result["seconds"] > 0 and result["peak_bytes"] >= 0
+    assert result["profile"] == {"error": "AttributeError: 'FunctionEvent' object has no attribute 'time_range'"}
+    assert "unet_t40 (fast) not profiled" in capsys.readouterr().err
+    assert "not profiled" in profile_table("unet_t40 fast", result["profile"]).title
+
+
 def test_a_run_past_its_timeout_is_killed_and_the_others_go_on(capsys):
     """`--run-timeout S`: a child still running after S seconds is killed and reported as an error (exit 1); the
     next run is started all the same (here both: 0.5 s is not enough to import torch)."""
