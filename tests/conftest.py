@@ -42,7 +42,6 @@ def seeded_random_state():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    yield
 
 
 def shared_dir() -> Path:

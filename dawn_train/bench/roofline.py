@@ -26,14 +26,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
-from dawn_train.bench.cases import PEAK_TFLOPS
+from dawn_train.bench.cases import ATTN_BACKENDS, PEAK_TFLOPS
 from dawn_train.stages.config_errors import ConfigError
 
 # HBM bandwidth (TB/s) of the SXM parts whose dense bf16 peak `bench cases` knows, from the vendors' datasheets
 BANDWIDTH_TBS = {"H200": 4.8, "H100": 3.35, "A100": 2.039}
 DEVICES = {name: (peak, BANDWIDTH_TBS[name]) for name, peak in PEAK_TFLOPS["bf16-mixed"].items()}  # (TFLOP/s, TB/s)
 CASES = ("a2v_step", "unet_call")
-BACKENDS = ("math", "sdpa")
 DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
 WINDOW = 80  # sampling window of `unet_call` (+-40 frames), as `bench cases`
 # reshape/detach of a fresh tensor, and allocations whose contents are written by the next operator: no data moved
@@ -154,22 +153,22 @@ def device_figures(device: str, dtype: str, peak_tflops: Optional[float],
 
 
 def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, frames: int = 20,
-             dtype: str = "bf16", implementation: str = "fast", backend: str = "math", device: str = "H200",
+             dtype: str = "bf16", implementation: str = "fast", attn_backend: str = "math", device: str = "H200",
              peak_tflops: Optional[float] = None, bandwidth_tbs: Optional[float] = None, top: int = 8) -> dict:
     """The roofline of `case` at the `size` preset's A2V-FDM (see the module docstring):
     - `a2v_step`: the UNet's training forward (null-condition draw 0.1) over a batch of `batch` clips of `frames`
       frames, an MSE loss and its backward (the step `bench cases a2v_step_t20` times, without the optimizer);
     - `unet_call`: one denoise call without gradients over `frames` frames, window 80, chunked as on CUDA.
-    `dtype` bf16 stands for a bf16 program (weights and activations: autocast's casts are left out).  `backend`:
-    the UNet's ``attn_backend``; ``sdpa`` is traced with the fused kernels CUDA runs for it
+    `dtype` bf16 stands for a bf16 program (weights and activations: autocast's casts are left out).  `attn_backend`:
+    the UNet's attention kernels; ``sdpa`` is traced with the fused kernels CUDA runs for it
     (:func:`cuda_attention_kernels`)."""
     from dawn_train.bench.case_workloads import SIZES
     from dawn_train.models.a2v import build_a2v
 
     if case not in CASES:
         raise RooflineError(f"unknown case {case!r}: choose from {', '.join(CASES)}")
-    if backend not in BACKENDS:
-        raise RooflineError(f"unknown attention backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    if attn_backend not in ATTN_BACKENDS:
+        raise RooflineError(f"unknown attention backend {attn_backend!r}: choose from {', '.join(ATTN_BACKENDS)}")
     if dtype not in DTYPES or batch < 1 or frames < 1 or top < 0:
         raise RooflineError(f"need dtype in {', '.join(DTYPES)}, batch >= 1, frames >= 1 and top >= 0 "
                             f"(got {dtype!r}, {batch}, {frames}, {top})")
@@ -180,7 +179,7 @@ def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, 
     with torch.device("meta"):
         window = {} if step else {"window_size": WINDOW}
         unet = build_a2v(**spec["a2v"], **window, implementation=implementation,
-                         attn_backend=backend).unet.to(kind).train(step)
+                         attn_backend=attn_backend).unet.to(kind).train(step)
     latent = spec["image"] // 4
 
     def meta(*shape: int) -> Tensor:
@@ -211,5 +210,5 @@ def roofline(case: str = "a2v_step", *, size: str = "release", batch: int = 16, 
         floor = weights + 2 * x.nbytes
     shapes = f"B={batch}, T={frames}, latent {latent}, dim {unet.init_conv.out_channels}"
     return {"case": case, "size": size, "shapes": shapes, "dtype": dtype, "implementation": implementation,
-            "backend": backend, "device": device, "peak_tflops": peak, "bandwidth_tbs": bandwidth, "saved_bytes": saved,
+            "attn_backend": attn_backend, "device": device, "peak_tflops": peak, "bandwidth_tbs": bandwidth, "saved_bytes": saved,
             **bound(traffic, peak * 1e12, bandwidth * 1e12, floor, top)}

@@ -127,7 +127,7 @@ def cmd_bench_roofline(args) -> int:
     from dawn_train.bench.roofline import roofline
 
     result = roofline(args.case, size="release" if args.release_size else "demo", batch=args.batch,
-                      frames=args.frames, dtype=args.dtype, implementation=args.impl, backend=args.attn_backend,
+                      frames=args.frames, dtype=args.dtype, implementation=args.impl, attn_backend=args.attn_backend,
                       device=args.device, peak_tflops=args.peak_tflops, bandwidth_tbs=args.bandwidth_tbs, top=args.top)
     if args.json:
         print(json.dumps(result, indent=1))
@@ -135,7 +135,7 @@ def cmd_bench_roofline(args) -> int:
     gib = 2 ** 30
     where = f"{result['device']}: {result['peak_tflops']:g} TFLOP/s, {result['bandwidth_tbs']:g} TB/s"
     summary = Table(title=f"roofline of {result['case']} ({result['size']} sizes, {result['shapes']}, {result['dtype']}, "
-                          f"{result['implementation']}, {result['backend']} attention; {where}; a bound from the operators, not a measurement)")
+                          f"{result['implementation']}, {result['attn_backend']} attention; {where}; a bound from the operators, not a measurement)")
     summary.add_column("")
     summary.add_column("value")
     for label, value in [
@@ -163,6 +163,8 @@ def cmd_bench_roofline(args) -> int:
 
 def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     """`bench` and its subcommands, added to the top-level `commands`."""
+    from dawn_train.bench.cases import ATTN_BACKENDS  # standard library only: the CLI starts as fast
+
     bench = commands.add_parser("bench", help="benchmarks (loader, ...)")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH_COMMAND")
     loader = bench_commands.add_parser("loader", help="training-stream throughput: clips/s, frames/s, MB/s")
@@ -243,7 +245,7 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     roof.add_argument("--frames", type=int, default=20, help="frames per clip or call")
     roof.add_argument("--dtype", default="bf16", choices=("bf16", "float32"))
     roof.add_argument("--impl", default="fast", choices=("reference", "fast"))
-    roof.add_argument("--attn-backend", default="math", choices=("math", "sdpa"),
+    roof.add_argument("--attn-backend", default="math", choices=ATTN_BACKENDS,
                       help="the UNet's attention backend; sdpa is traced with the fused kernels CUDA runs for it")
     roof.add_argument("--device", default="H200", help="H200, H100 or A100 (their dense bf16 peak and bandwidth)")
     roof.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for --dtype instead")

@@ -190,7 +190,6 @@ def log_mel(audio: np.ndarray, n_frames: int, spec: LogMelSpec = LogMelSpec()) -
     return np.log(np.maximum(mel, 1e-5)).T.astype(np.float32)
 
 
-
 def audio_feature(kind: str = "logmel", hubert_dir: str | Path | None = None, **hubert_options):
     """The feature named `kind`: a :class:`LogMelSpec`, or :class:`HubertFeatures` loaded from `hubert_dir`
     (`hubert_options`: window_frames, batch_size, device).  Both have `dim`, `describe()` (the spec that

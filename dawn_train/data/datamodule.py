@@ -15,8 +15,8 @@ import warnings
 import lightning as L
 
 from dawn_train.data import schema
-from dawn_train.data.audio import FEATURE_KINDS
 from dawn_train.data.clips import A2VClip, LFGPair, pbnet_window
+from dawn_train.data.schema import FEATURE_KINDS
 from dawn_train.data.shards import MANIFEST, load_manifest, shard_root, shard_urls
 from dawn_train.data.stream import EpochDataLoader, epoch_counter, make_pipeline
 

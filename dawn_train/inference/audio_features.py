@@ -13,8 +13,9 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from dawn_train.data.audio import FEATURE_KINDS, LogMelSpec, log_mel
+from dawn_train.data.audio import LogMelSpec, log_mel
 from dawn_train.data.hubert import KERNEL, OFFICIAL_WINDOW_FRAMES, STRIDE, HubertFeatures
+from dawn_train.data.schema import FEATURE_KINDS
 from dawn_train.inference.memory import FEATURE_CHUNK_FRAMES, live_tensor_peak
 from dawn_train.log import get_logger
 

@@ -22,8 +22,9 @@ from dawn_train.data import schema
 from dawn_train.data.sample import decode_frames, parse_sample
 from dawn_train.data.shards import check_shards_match, iter_tar, load_manifest, shard_root
 from dawn_train.data.video import encode_mp4
+from dawn_train.inference.options import CHECKPOINT_WINDOW
 from dawn_train.inference.outputs import check_output_file
-from dawn_train.inference.pipeline import CHECKPOINT_WINDOW, load_pipeline
+from dawn_train.inference.pipeline import load_pipeline
 from dawn_train.inference.pose_blink import PoseBlink
 from dawn_train.log import get_logger
 from dawn_train.metrics.suite import TABLE, MetricSuite

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from dawn_train import checkpoints
 from dawn_train.inference.memory import MemoryModel
-from dawn_train.inference.options import CHECKPOINT_WINDOW, FULL_ATTENTION, window_arg  # noqa: F401 (re-exported)
+from dawn_train.inference.options import CHECKPOINT_WINDOW, FULL_ATTENTION
 from dawn_train.inference.pose_blink import PoseBlink, PoseBlinkSampler, units_of
 from dawn_train.models.a2v.conditioning import (
     animate,

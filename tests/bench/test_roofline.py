@@ -111,7 +111,7 @@ def test_the_sdpa_backend_is_traced_with_the_fused_kernels_a_gpu_runs(case):
     from dawn_train.models.a2v.attention import TemporalAttention
 
     math = roofline(case, size="demo", batch=2, frames=8, dtype="bf16", top=100)
-    sdpa = roofline(case, size="demo", batch=2, frames=8, dtype="bf16", backend="sdpa", top=100)
+    sdpa = roofline(case, size="demo", batch=2, frames=8, dtype="bf16", attn_backend="sdpa", top=100)
     calls = {op["operator"]: op["calls"] for op in sdpa["operators"]}
     temporal = sum(isinstance(m, TemporalAttention) for m in build_a2v(**SIZES["demo"]["a2v"]).unet.modules())
     # every temporal attention (an additive bias: the memory-efficient kernel, its backward in training) and the
@@ -125,9 +125,9 @@ def test_the_sdpa_backend_is_traced_with_the_fused_kernels_a_gpu_runs(case):
     # the same arithmetic, with the scores kept on chip: fewer bytes and kernels, a higher bound
     assert sdpa["flops"] == pytest.approx(math["flops"], rel=0.02)
     assert sdpa["bytes"] < math["bytes"] and sdpa["kernels"] < math["kernels"]
-    assert sdpa["mfu_bound"] > math["mfu_bound"] and sdpa["backend"] == "sdpa"
+    assert sdpa["mfu_bound"] > math["mfu_bound"] and sdpa["attn_backend"] == "sdpa"
     import torch.nn.functional as F
 
     assert F.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention  # restored after the trace
     with pytest.raises(RooflineError, match="unknown attention backend"):
-        roofline(case, backend="flash")
+        roofline(case, attn_backend="flash")

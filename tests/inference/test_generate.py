@@ -280,7 +280,7 @@ def test_window_size_none_samples_with_full_attention(models, photo, tmp_path, c
     import json
 
     from dawn_train.inference.generate import GenerateOptions
-    from dawn_train.inference.pipeline import window_arg
+    from dawn_train.inference.options import window_arg
 
     lfg, a2v = models
     speech = stereo_wav(tmp_path / "speech.wav", 0.6)  # 15 frames
