@@ -122,8 +122,10 @@ def test_requeued_job_resumes_from_its_checkpoint(cluster, job_env, synth_shards
     steps = 40
     config = tiny_lfg_config(tmp_path / "lfg.yaml", synth_shards, run, max_steps=steps, every_n=5)
     log = tmp_path / "requeue.out"
-    job = submit_train(["-c", str(config), "--trainer.callbacks+=dawn_train.launch.callbacks.ScaleReport"], log,
-                       tasks=1, name="dawn-test-requeue")
+    # the first start holds after its first checkpoint (step 5) until the requeue stops it (tests/launch/hold.py)
+    hold = ["--trainer.callbacks+=tests.launch.hold.HoldFirstStart", "--trainer.callbacks.after_step=5"]
+    job = submit_train(["-c", str(config), "--trainer.callbacks+=dawn_train.launch.callbacks.ScaleReport", *hold],
+                       log, tasks=1, name="dawn-test-requeue")
     deadline = time.monotonic() + JOB_TIMEOUT
     while not (run / "checkpoints" / "last.ckpt").is_file():
         state = slurm.job_states(job).get(job)
@@ -137,6 +139,7 @@ def test_requeued_job_resumes_from_its_checkpoint(cluster, job_env, synth_shards
     assert int(record["Restarts"]) >= 1
     text = log.read_text()
     assert text.count("[train.sbatch] job") >= 3 and "resuming from" in text  # two starts, one exit line
+    assert text.count("[hold] first start held after step 5") == 1
     (r0,) = ranks(run, 1)
     assert r0["global_step"] == steps
     assert 0 < r0["train_batches"] < steps, "the second start trained only the remaining steps"
