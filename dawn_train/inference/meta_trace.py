@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 import weakref
 from contextlib import contextmanager
 from functools import lru_cache
@@ -156,7 +158,7 @@ def _disk_entry(traced: _Traced) -> Optional[Path]:
     if any(not type(sub).__module__.startswith(("dawn_train.", "torch.")) for sub in module.modules()):
         return None
     key = hashlib.sha256(f"{version}\n{traced.key!r}".encode()).hexdigest()
-    return folder / "meta_traces" / version[:16] / f"{key}.json"  # a folder per code version: old ones can go
+    return folder / "meta_traces" / version[:16] / f"{key}.json"  # a folder per code version: old ones go (_prune)
 
 
 def _read(entry: Optional[Path]) -> Optional[int]:
@@ -165,6 +167,35 @@ def _read(entry: Optional[Path]) -> Optional[int]:
     except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or torn: trace again
         return None
     return peak if isinstance(peak, int) and peak >= 0 else None
+
+
+STALE_VERSION_DAYS = 14  # another code version's folder unwritten this long: a checkout long gone
+STALE_TEMPORARY_S = 3600  # a temporary file this old: its writer was killed before renaming it
+_pruned: set[Path] = set()
+
+
+def _prune(traces: Path, version_folder: Path) -> None:
+    """Remove from `traces` what no process will read: the folders of other code versions unwritten for
+    STALE_VERSION_DAYS (each edit of the models starts a folder) and stale temporary files.  Once per process and
+    folder, at its first write; a file another process removes first, or one that cannot be removed, is left."""
+    if traces in _pruned:
+        return
+    _pruned.add(traces)
+    now = time.time()
+    try:
+        folders = [f for f in traces.iterdir() if f.is_dir()]
+    except OSError:
+        return
+    for folder in folders:
+        try:
+            if folder != version_folder and now - folder.stat().st_mtime > STALE_VERSION_DAYS * 86400:
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            for temporary in folder.glob("*.tmp"):
+                if now - temporary.stat().st_mtime > STALE_TEMPORARY_S:
+                    temporary.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _write(entry: Optional[Path], traced: _Traced, peak: int) -> None:
@@ -176,6 +207,7 @@ def _write(entry: Optional[Path], traced: _Traced, peak: int) -> None:
     written = None
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
+        _prune(entry.parent.parent, entry.parent)
         with tempfile.NamedTemporaryFile("w", dir=entry.parent, suffix=".tmp", delete=False) as handle:
             written = Path(handle.name)
             json.dump({"peak": peak, "method": method, "inputs": inputs}, handle)

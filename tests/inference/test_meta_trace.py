@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from torch import nn
@@ -122,3 +123,30 @@ def test_no_cache_when_off_and_no_error_when_it_cannot_be_written(tmp_path, monk
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert meta_trace.cache_dir() == tmp_path / "xdg" / "dawn_train"
     meta_trace._trace.cache_clear()
+
+
+def test_old_code_versions_and_stale_temporary_files_are_removed_at_the_first_write(cache, monkeypatch):
+    traces = cache / "meta_traces"
+    current = traces / meta_trace.code_version()[:16]
+    old, recent = traces / "0123456789abcdef", traces / "fedcba9876543210"
+    for folder in (old, recent, current):
+        folder.mkdir(parents=True)
+        (folder / "entry.json").write_text('{"peak": 1}')
+    for name in ("stale.tmp", "fresh.tmp"):
+        (current / name).write_text("{")
+    now = time.time()
+    os.utime(old, (now, now - (meta_trace.STALE_VERSION_DAYS + 1) * 86400))
+    os.utime(recent, (now, now - (meta_trace.STALE_VERSION_DAYS - 1) * 86400))  # a checkout still in use
+    os.utime(current / "stale.tmp", (now, now - meta_trace.STALE_TEMPORARY_S - 60))
+    monkeypatch.setattr(meta_trace, "_pruned", set())
+
+    live_tensor_peak(model(), "forward", (1000, 64))
+    assert not old.exists() and (recent / "entry.json").is_file()
+    assert sorted(p.name for p in current.glob("*.tmp")) == ["fresh.tmp"]  # a write in progress is left alone
+    assert len(entries(cache)) == 3  # recent's, current's and the new trace
+
+    # once per process: a folder aged later is left until the next process
+    os.utime(recent, (now, now - (meta_trace.STALE_VERSION_DAYS + 1) * 86400))
+    meta_trace._trace.cache_clear()
+    live_tensor_peak(model(), "forward", (999, 64))
+    assert recent.exists()
