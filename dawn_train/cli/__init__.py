@@ -1,22 +1,21 @@
 """`dawn-train`: the one command line of dawn_train.
 
-    dawn-train data synth|prep|shards|inspect ...   build and check datasets
-    dawn-train bench loader ...                throughput figures
-    dawn-train bench attention|sample ...      banded vs full temporal attention (time, peak memory)
-    dawn-train bench generate --seconds 10,60,600   long audio: peak memory, s per generated s (windows vs one pass)
-    dawn-train bench cases [--release-size]      the performance cases: reference vs fast implementation
-    dawn-train generate --image --audio --out  portrait + speech -> talking-head mp4
-    dawn-train fit|validate|test -c CONFIG     training (LightningCLI, once a stage is configured)
-    dawn-train sweep FILE [--submit]           a grid of runs as a SLURM job array
-    dawn-train export CKPT --kind K --out F    DeepSpeed/Lightning checkpoint -> plain weights file
+    dawn-train data synth|prep|shards|inspect|probe ...   build and check datasets; the synthetic probe
+    dawn-train fit|validate|test|predict -c CONFIG   train a stage (LightningCLI; configs in experiments/)
+    dawn-train sweep FILE [--submit]                a grid of runs as a SLURM job array
+    dawn-train generate --image --audio --out       portrait + speech -> talking-head mp4
+    dawn-train eval | eval-lfg ...                  test-set metrics (paper Table 1 layout) | LFG reconstructions
+    dawn-train report | quality-report ...          compare runs | the synthetic quality results file
+    dawn-train convert-official | export ...        official checkpoint -> ours | training checkpoint -> weights
+    dawn-train bench loader|prep|attention|sample|generate|step|cases|roofline ...   benchmarks
 
 Each subcommand parses its arguments and calls one function of the package."""
 # The package: one module per command group, each adding its subparsers and holding their command functions
 # (their imports of the rest of dawn_train stay inside the functions: `dawn-train --help` starts fast).
 #     data.py        data synth|shards|prep|inspect|probe
-#     bench.py       bench loader|prep|attention|sample|generate|step|cases
+#     bench.py       bench loader|prep|attention|sample|generate|step|cases|roofline
 #     generate.py    generate
-#     evaluate.py    eval, report, quality-report
+#     evaluate.py    eval, eval-lfg, report, quality-report
 #     train.py       fit|validate|test|predict (LightningCLI), sweep
 #     checkpoints.py convert-official, export
 #     output.py      JSON or table output shared by commands
