@@ -30,7 +30,6 @@ MOUTH_RMS = 0.15  # audio RMS at which the mouth is fully open
 # the face), eye landmarks.
 RENDERER_VERSION = 2
 EYE_ANGLES = np.pi * np.array([1, 2 / 3, 1 / 3, 0, -1 / 3, -2 / 3])  # the eye landmarks on the eye's ellipse
-N_MOUTH_POINTS = 20  # 12 outer + 8 inner lip points, like landmarks 48-67 of the 68-point scheme
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ whether the video follows them, so they are never reported as the checkpoint's.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from torch import Tensor, nn
 
 from dawn_train.metrics.bas import BAS
@@ -32,7 +34,7 @@ NOT_MEASURED = {
     "Blink/s": "Blink/s of the generated videos needs eye openness measured on the generated frames (synthetic "
                "data: --probe FILE; real data: the prep landmarker); the driving blinks are not the checkpoint's output",
 }
-WEIGHT_KEYS = {"FID": "fid", "FVD16": "i3d", "FVD32": "i3d", "LSE": "syncnet", "CSIM": "arcface"}
+WEIGHT_KEYS = {"FID": "fid", "FVD16": "i3d", "FVD32": "i3d", "LSE": "syncnet", "CSIM": "arcface"}  # metric -> weights
 
 
 class MetricSuite(nn.Module):
@@ -48,22 +50,17 @@ class MetricSuite(nn.Module):
             raise ValueError(f"unknown metric(s) {unknown}; choose from {list(TABLE)}")
         self.names = tuple(names)
         self.unavailable: dict[str, str] = {}
-        builders = {
-            "FID": lambda: FID(weights.get("fid")),
-            "FVD16": lambda: FVD(weights.get("i3d"), clip_len=16),
-            "FVD32": lambda: FVD(weights.get("i3d"), clip_len=32),
-            "LSE": lambda: LSE(weights.get("syncnet")),
-            "CSIM": lambda: CSIM(weights.get("arcface")),
-        }
+        builders = {"FID": FID, "FVD16": partial(FVD, clip_len=16), "FVD32": partial(FVD, clip_len=32), "LSE": LSE,
+                    "CSIM": CSIM}
         wanted = {"LSE" if n.startswith("LSE") else n for n in self.names} - {"BAS", "Blink/s"}
         self.generated, self.real = nn.ModuleDict(), nn.ModuleDict()
         for name in sorted(wanted):
             try:
-                self.generated[name.replace("/", "_")] = builders[name]()
+                self.generated[name.replace("/", "_")] = builders[name](weights.get(WEIGHT_KEYS[name]))
             except MetricUnavailable as exc:
                 self.unavailable[name] = str(exc)
         if "LSE" in self.generated:  # the sync of the real videos is the reference row
-            self.real["LSE"] = LSE(weights.get("syncnet"))
+            self.real["LSE"] = LSE(weights.get(WEIGHT_KEYS["LSE"]))
         for side in (self.generated, self.real):
             side["BAS"] = BAS()
             side["Blink_s"] = BlinkRate()

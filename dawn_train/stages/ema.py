@@ -49,11 +49,6 @@ class EMA(nn.Module):
             else:
                 target.copy_(value)
 
-    @torch.no_grad()
-    def copy_from(self, model: nn.Module) -> None:
-        """Reset the average to ``model``'s weights (e.g. after loading initial weights)."""
-        self.model.load_state_dict(model.state_dict())
-
     def train(self, mode: bool = True) -> "EMA":
         # The average is only ever evaluated: keep it in eval mode whatever the parent does.
         super().train(mode)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from dawn_train.tracking.directions import best_index, is_number, metric_direction
-from dawn_train.tracking.paper import TABLE1_COLUMNS, TABLE1_HDTF, TABLE5_FVD16, window_label
+from dawn_train.tracking.paper import TABLE1_COLUMNS, TABLE1_HDTF, TABLE1_HDTF_GROUND_TRUTH, TABLE5_FVD16, window_label
 from dawn_train.tracking.run_records import Row, collect, group_seeds
 from dawn_train.tracking.wandb_report import build_wandb_report, describe, publish, report_definition
 
@@ -135,7 +135,10 @@ def paper_layout(rows: list[Row], columns: list[str]) -> Optional[dict]:
     cells = [[(row.name, False)] + [(format_value(row.metrics.get(m), row.spread.get(m)), i in marks.get(m, []))
                                     for m in metrics] for i, row in enumerate(rows)]
     cells.append([("DAWN paper (HDTF)", False)] + [(format_value(TABLE1_HDTF[m]), False) for m in TABLE1_COLUMNS])
-    return {"title": "Paper Table 1 layout (HDTF): ours, then the published DAWN row", "header": ["", *TABLE1_COLUMNS],
+    cells.append([("ground truth, paper (HDTF)", False)]
+                 + [(format_value(TABLE1_HDTF_GROUND_TRUTH.get(m)), False) for m in TABLE1_COLUMNS])
+    return {"title": "Paper Table 1 layout (HDTF): ours, then the published DAWN and ground-truth rows",
+            "header": ["", *TABLE1_COLUMNS],
             "cells": cells}
 
 

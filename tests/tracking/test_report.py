@@ -48,6 +48,7 @@ def test_report_reads_config_marks_best_and_uses_the_best_not_the_last_value(tmp
     assert summary["best"]["val/l1"] == ["lr-b"]
     # eval numbers: the paper's Table 1 layout with the published row beside ours
     assert "Paper Table 1 layout" in text and "| DAWN paper (HDTF) | 9.6 | 60.34 |" in text
+    assert "| ground truth, paper (HDTF) | - | - | - | 7.95 | 7.33 | 1 | 0.267 | 0.75 |" in text
 
 
 def test_directions_and_closest_to_ground_truth():

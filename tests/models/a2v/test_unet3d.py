@@ -113,9 +113,13 @@ def test_gradient_checkpointing_matches():
     x, time, cond = _inputs()
     for m in (a, b):
         m(x, time, cond).square().mean().backward()
+    compared = 0
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert (p.grad is None) == (q.grad is None), n
         if p.grad is not None:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=n)
+            compared += 1
+    assert compared > 0.9 * len(list(a.parameters()))
 
 
 @pytest.mark.parametrize("window", [None, 4])

@@ -160,6 +160,7 @@ def test_fresh_antialias_kernel_equals_official_buffer(lfg_small):
     """The Gaussian kernel we build is the official constant (the fixture leaves it unperturbed)."""
     t, meta, _ = lfg_small
     scale = meta["config_model_params"]["region_predictor_params"]["scale_factor"]
+    assert meta["unperturbed_constant_tensors"], "the fixture names no constant buffer to compare"
     for key in meta["unperturbed_constant_tensors"]:
         ref = t[f"param.{key}"]
         ours = AntiAliasInterpolation2d(ref.shape[0], scale).weight
