@@ -130,17 +130,19 @@ class GaussianDiffusion(nn.Module):
                 + extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise)
 
     def predict_start_from_noise(self, x_t: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """x0 = sqrt(1/ab_t) x_t - sqrt(1/ab_t - 1) eps."""
+        """x0 = sqrt(1/ab_t) x_t - sqrt(1/ab_t - 1) eps.  x_t, noise: (B, C, T, H, W); t: (B,)."""
         return (extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
                 - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * noise)
 
     def predict_noise_from_start(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-        """eps = (sqrt(1/ab_t) x_t - x0) / sqrt(1/ab_t - 1), the inverse of :meth:`predict_start_from_noise`."""
+        """eps = (sqrt(1/ab_t) x_t - x0) / sqrt(1/ab_t - 1), the inverse of :meth:`predict_start_from_noise`.
+        x_t, x0: (B, C, T, H, W); t: (B,)."""
         return ((extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x0)
                 / extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape))
 
     def q_posterior(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of q(x_{t-1} | x_t, x0)."""
+        """Mean (B, C, T, H, W) and log-variance (B, 1, 1, 1, 1) of q(x_{t-1} | x_t, x0).  x_start, x_t:
+        (B, C, T, H, W); t: (B,)."""
         mean = (extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
                 + extract(self.posterior_mean_coef2, t, x_t.shape) * x_t)
         return mean, extract(self.posterior_log_variance_clipped, t, x_t.shape)
@@ -175,8 +177,10 @@ class GaussianDiffusion(nn.Module):
 
     def predict_noise(self, x: Tensor, t: Tensor, context: Optional[Tensor] = None, cond: Optional[Tensor] = None,
                       cond_scale: float = 1.0, null_cond_mask: Optional[Tensor] = None) -> Tensor:
-        """eps(x_t, t); with cond_scale != 1, classifier-free guidance null + (cond - null) * scale (applied to the
-        denoiser output, then converted to eps under ``objective="pred_x0"``)."""
+        """eps(x_t, t) (B, C, T, H, W); with cond_scale != 1, classifier-free guidance null + (cond - null) * scale
+        (applied to the denoiser output, then converted to eps under ``objective="pred_x0"``).  x: (B, C, T, H, W);
+        t: (B,); context: (B, C_ctx, H, W) or (B, C_ctx, T, H, W); cond: (B, T, D); null_cond_mask: (B, T) bool,
+        True = null condition (default: none)."""
         b, _, f = x.shape[:3]
         if null_cond_mask is None:
             null_cond_mask = torch.zeros(b, f, dtype=torch.bool, device=x.device)
@@ -290,7 +294,9 @@ class GaussianDiffusion(nn.Module):
                       *, cond_scale: float = 1.0, noise: Optional[Sequence[Tensor]] = None,
                       generator: Optional[torch.Generator] = None,
                       progress: Optional[Callable[[Iterable], Iterable]] = None) -> Tensor:
-        """Ancestral DDPM sampling over all ``num_timesteps`` steps (slow; for reference)."""
+        """Ancestral DDPM sampling over all ``num_timesteps`` steps (slow; for reference).  shape: (B, C, T, H, W)
+        of the sample returned; context: (B, C_ctx, H, W) or (B, C_ctx, T, H, W); cond: (B, T, D); noise: the
+        Gaussian draws to use in order (the first of `shape`), instead of `generator`'s."""
         draw = _NoiseSource(noise, generator)
         dtype = context.dtype if context is not None else self.betas.dtype
         img = draw(torch.empty(tuple(shape), device=self.betas.device, dtype=dtype))

@@ -23,6 +23,7 @@ wrapping this UNet.  Differences from the official classes (no effect on weights
 from __future__ import annotations
 
 import contextlib
+from types import MappingProxyType
 from typing import Iterator, Literal, Optional, Sequence
 
 import torch
@@ -48,7 +49,7 @@ Implementation = Literal["fast", "reference"]
 # attention, without grad, in MiB by device type.  On a CPU small chunks stay in cache; on a GPU each chunk costs
 # launches, and an H200 ran the release UNet's no-grad call 1.56x (T=200) to 1.92x (T=600) faster at 512 than at 128
 # MiB, still at 0.38x (T=200) and 0.08x (T=600) the reference path's peak memory (docs/performance.md).
-ATTN_CHUNK_MIB = {"cpu": 128, "cuda": 512}
+ATTN_CHUNK_MIB = MappingProxyType({"cpu": 128, "cuda": 512})  # read-only: set `attn_chunk_mib` per model instead
 DEFAULT_ATTN_CHUNK_MIB = 128  # other devices
 
 
@@ -244,6 +245,8 @@ class Unet3D(nn.Module):
         return self.implementation == "fast" and x.device.type == "cpu"
 
     def spatial_kwargs(self, spatial_attn: nn.Module, x: Tensor) -> dict:
+        """The keyword arguments of a spatial attention call on x (B, C, T, H, W): its frame chunk and whether it
+        projects q, k and v apart; none for a level without spatial attention."""
         if isinstance(spatial_attn, nn.Identity):
             return {}
         return dict(frame_chunk=self.frame_chunk(x.shape[-2] * x.shape[-1], x.element_size(), x.device.type),
@@ -342,7 +345,8 @@ class Unet3D(nn.Module):
 
     def forward_with_cond_scale(self, x: Tensor, time: Tensor, cond: Optional[Tensor] = None,
                                 cond_scale: float = 1.0) -> Tensor:
-        """Classifier-free guidance: null + (cond - null) * cond_scale (one call when scale == 1)."""
+        """Classifier-free guidance: null + (cond - null) * cond_scale (one call when scale == 1).  x: (B, C_in, T,
+        H, W); time: (B,); cond: (B, T, D); returns (B, C_out, T, H, W) as :meth:`forward`."""
         logits = self.forward(x, time, cond, null_cond_prob=0.0)
         if cond_scale == 1 or cond is None:
             return logits

@@ -18,7 +18,8 @@ from .vgg import ImagePyramid, Vgg19Features
 
 def perceptual_loss(features_pred: Sequence[Tensor], features_real: Sequence[Tensor],
                     layer_weights: Sequence[float]) -> Tensor:
-    """sum_i w_i * mean |pred_i - real_i| over VGG layers; the real features are detached (they are the target)."""
+    """sum_i w_i * mean |pred_i - real_i| over VGG layers, a scalar; the real features are detached (they are the
+    target).  features_pred, features_real: one (B, C_i, H_i, W_i) map per layer, alike in shape."""
     if len(layer_weights) != len(features_pred):
         raise ValueError(f"{len(layer_weights)} layer weights for {len(features_pred)} VGG layers")
     total = at_least_float32(features_pred[0].new_zeros(()))

@@ -53,6 +53,7 @@ class AvgPool2d(nn.AvgPool2d):
     """``nn.AvgPool2d`` with the fast path for kernel 2 / stride 2 on even-sized contiguous CPU maps."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """x: (B, C, H, W) -> pooled (B, C, H', W'), as ``nn.AvgPool2d``."""
         if (_is_2x2(self) and self.count_include_pad and self.divisor_override is None and _pairs_ok(x)):
             return _AvgPool2x2.apply(x)
         return super().forward(x)
@@ -62,6 +63,7 @@ class MaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` with the fast path for kernel 2 / stride 2 when no gradient is recorded."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """x: (B, C, H, W) -> pooled (B, C, H', W'), as ``nn.MaxPool2d``."""
         if (_is_2x2(self) and self.dilation in (1, (1, 1)) and not self.return_indices and _pairs_ok(x)
                 and not (torch.is_grad_enabled() and x.requires_grad)):
             return max_pool2x2(x)

@@ -80,6 +80,7 @@ class TransformerDecoder(nn.Module):
         self.decoder_layers = nn.ModuleList(DecoderLayer(dim, **layer_kw) for _ in range(num_layers))
 
     def forward(self, x: Tensor, memory: Tensor, tgt_bias: PosBias, mem_bias: PosBias) -> Tensor:
+        """x: (B, T, C) or (B, 1, C), memory: (B, T, C) -> (B, T, C), through each layer (``DecoderLayer.forward``)."""
         for layer in self.decoder_layers:
             x = layer(x, memory, tgt_bias, mem_bias)
         return x
