@@ -40,20 +40,14 @@ from dawn_train.checkpoints import load_model, load_strict, open_checkpoint
 from dawn_train.log import get_logger
 from dawn_train.metrics.suite import MetricSuite
 from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
-from dawn_train.models.a2v.conditioning import (
-    MOTION_DIM,
-    animate,
-    condition,
-    face_box_vector,
-    latent_target,
-    mouth_mask,
-)
+from dawn_train.models.a2v.conditioning import MOTION_DIM, animate, condition, face_box_vector, latent_target, mouth_mask
 from dawn_train.stages.augment import clip_color_jitter
 from dawn_train.stages.callbacks import SampleVideo
 from dawn_train.stages.common import DawnStage, save_hyperparameters
 from dawn_train.stages.compiled import compile_forward, restore_forward
 from dawn_train.stages.ema import EMA
 from dawn_train.stages.optim import cosine_schedule, fused_on_cpu
+from dawn_train.stages.reference_stats import ReferenceStats
 
 log = get_logger(__name__)
 # curriculum stage -> which frame of the chunk is the reference (dawn_train.data.clips.A2VClip); the CLI links it
@@ -171,11 +165,7 @@ class A2VStage(DawnStage):
             load_strict(self.ema.model, ema_init, init_from)
         self.audio_feature: Optional[dict] = None  # manifest feature spec, recorded in checkpoints
         self.image_size: Optional[int] = None
-        # running sums of the reference frames' face box (normalised), pose and blink
-        self._ref_sum = {"face_box_mean": torch.zeros(4, dtype=torch.float64),
-                         "ref_pose_mean": torch.zeros(6, dtype=torch.float64),
-                         "ref_blink_mean": torch.zeros(2, dtype=torch.float64)}
-        self._ref_count = 0
+        self.reference_stats = ReferenceStats()  # generate's defaults for a portrait, recorded in checkpoints
 
     # ---- modules ---------------------------------------------------------------------------------
     @property
@@ -296,7 +286,7 @@ class A2VStage(DawnStage):
         inputs = self.prepare(batch)
         if self.image_size is None:
             self.image_size = int(batch["frames"].shape[-1])
-        self._track_box(batch)
+        self.reference_stats.update(batch)
         losses = self.losses(inputs, self.model)
         loss = losses["loss"]
         b, length = inputs["cond"].shape[:2]
@@ -377,16 +367,6 @@ class A2VStage(DawnStage):
                        decode_chunk=self.hparams.lfg_chunk_size)
 
     # ---- checkpoints -------------------------------------------------------------------------------
-    def _track_box(self, batch: dict) -> None:
-        """Running means of the reference frames' normalised face box (x0, y0, x1, y1) / size, pose and
-        blink: the defaults `dawn-train generate` uses when it has no face detector or pose estimator."""
-        height, width = batch["frames"].shape[-2:]
-        box = batch["ref_face_box"].detach().double().cpu() / torch.tensor([width, height, width, height])
-        self._ref_sum["face_box_mean"] += box.sum(0)
-        self._ref_sum["ref_pose_mean"] += batch["ref_pose"].detach().double().cpu().sum(0)
-        self._ref_sum["ref_blink_mean"] += batch["ref_blink"].detach().double().cpu().sum(0)
-        self._ref_count += box.shape[0]
-
     def condition_settings(self) -> dict:
         """The keyword arguments of `condition` this stage trains with (recorded as `condition` in checkpoints)."""
         hp = self.hparams
@@ -395,20 +375,16 @@ class A2VStage(DawnStage):
                 "blink_scale": float(hp.blink_scale), "motion_shift": float(hp.motion_shift)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        means = {k: (v / self._ref_count).tolist() if self._ref_count else None for k, v in self._ref_sum.items()}
         checkpoint["dawn_a2v"] = {"lfg_checkpoint": self.hparams.lfg_checkpoint, "image_size": self.image_size,
                                   "audio_feature": self.audio_feature, "curriculum_stage": self.hparams.curriculum_stage,
-                                  "ref_count": self._ref_count, "condition": self.condition_settings(), **means}
+                                  "condition": self.condition_settings(), **self.reference_stats.record()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # only the stage record: weights come from `state_dict` (Lightning) or the DeepSpeed engine
         info = checkpoint.get("dawn_a2v", {})
         self.image_size = info.get("image_size") or self.image_size
         self.audio_feature = info.get("audio_feature") or self.audio_feature
-        count = int(info.get("ref_count") or 0)
-        if count and all(info.get(k) for k in self._ref_sum):  # the running means go on with their true weight
-            self._ref_sum = {k: torch.tensor(info[k], dtype=torch.float64) * count for k in self._ref_sum}
-            self._ref_count = count
+        self.reference_stats.restore(info)
 
     def configure_optimizers(self):
         hp = self.hparams
