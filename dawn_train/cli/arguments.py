@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+# the bounded number types live beside generate's options (inference/options.py), whose flags and YAML use them
+from dawn_train.inference.options import non_negative_float, non_negative_int, positive_float, positive_int
+
+__all__ = ["non_negative_float", "non_negative_int", "positive_float", "positive_int", "seed_arg"]
+
 
 def seed_arg(text: str) -> int:
     """A random seed: a whole number >= 0 (numpy's generators refuse negative seeds)."""

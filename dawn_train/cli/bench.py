@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from dawn_train.cli.arguments import non_negative_float, non_negative_int, positive_float, positive_int
 from dawn_train.cli.output import print_json_or_table
 
 
@@ -170,42 +171,42 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     loader = bench_commands.add_parser("loader", help="training-stream throughput: clips/s, frames/s, MB/s")
     loader.add_argument("--shards", required=True)
     loader.add_argument("--stage", default="a2v", choices=("lfg", "pbnet", "a2v"))
-    loader.add_argument("--clip-len", type=int, default=40, help="A2V clip length / PBNet window")
-    loader.add_argument("--workers", type=int, default=1, help="dataloader worker processes")
-    loader.add_argument("--batch-size", type=int, default=4)
-    loader.add_argument("--batches", type=int, default=50, help="timed batches (after 2 warm-up batches)")
-    loader.add_argument("--max-skip-fraction", type=float, default=0.1,
+    loader.add_argument("--clip-len", type=positive_int, default=40, help="A2V clip length / PBNet window")
+    loader.add_argument("--workers", type=non_negative_int, default=1, help="dataloader worker processes")
+    loader.add_argument("--batch-size", type=positive_int, default=4)
+    loader.add_argument("--batches", type=positive_int, default=50, help="timed batches (after 2 warm-up batches)")
+    loader.add_argument("--max-skip-fraction", type=non_negative_float, default=0.1,
                         help="bad samples are skipped and counted (as in training) up to this fraction")
     loader.add_argument("--json", action="store_true")
     loader.set_defaults(func=cmd_bench_loader)
     bprep = bench_commands.add_parser("prep", help="data prep throughput on 720p input: videos/s and frames/s per core")
-    bprep.add_argument("--seconds", type=float, default=10.0, help="length of each test video")
-    bprep.add_argument("--videos", type=int, default=2, help="videos prepared one after the other")
-    bprep.add_argument("--size", type=int, default=256, help="crop side")
+    bprep.add_argument("--seconds", type=positive_float, default=10.0, help="length of each test video")
+    bprep.add_argument("--videos", type=positive_int, default=2, help="videos prepared one after the other")
+    bprep.add_argument("--size", type=positive_int, default=256, help="crop side")
     bprep.add_argument("--json", action="store_true")
     bprep.set_defaults(func=cmd_bench_prep)
     attention = bench_commands.add_parser("attention", help="banded vs full temporal attention: time and peak memory")
-    attention.add_argument("--frames", type=int, default=200)
-    attention.add_argument("--window", type=int, default=80, help="whole window in frames (paper count; 80 = +-40)")
-    attention.add_argument("--positions", type=int, default=None,
+    attention.add_argument("--frames", type=positive_int, default=200)
+    attention.add_argument("--window", type=positive_int, default=80, help="whole window in frames (paper count; 80 = +-40)")
+    attention.add_argument("--positions", type=positive_int, default=None,
                            help="sequences (batch x h x w); default 1024 on CUDA, 64 on CPU")
-    attention.add_argument("--heads", type=int, default=8)
-    attention.add_argument("--dim-head", type=int, default=32)
+    attention.add_argument("--heads", type=positive_int, default=8)
+    attention.add_argument("--dim-head", type=positive_int, default=32)
     sample = bench_commands.add_parser("sample", help="A2V-FDM DDIM generation of T frames, banded vs full attention")
-    sample.add_argument("--frames", type=int, default=200)
-    sample.add_argument("--window", type=int, default=80, help="whole window in frames (paper count; 80 = +-40)")
+    sample.add_argument("--frames", type=positive_int, default=200)
+    sample.add_argument("--window", type=positive_int, default=80, help="whole window in frames (paper count; 80 = +-40)")
     sample.add_argument("--preset", default="demo", choices=("demo", "release"),
                         help="UNet size (release = 49.9 M params)")
-    sample.add_argument("--latent", type=int, default=None, help="latent size h = R / 4 (default: preset's)")
-    sample.add_argument("--steps", type=int, default=20, help="DDIM steps")
-    sample.add_argument("--warmup", type=int, default=None,
+    sample.add_argument("--latent", type=positive_int, default=None, help="latent size h = R / 4 (default: preset's)")
+    sample.add_argument("--steps", type=positive_int, default=20, help="DDIM steps")
+    sample.add_argument("--warmup", type=non_negative_int, default=None,
                         help="untimed generations first (default: 1 on CUDA, 0 on CPU)")
     sample.add_argument("--quiet", action="store_true", help="no progress bars")
     for sub in (attention, sample):
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
         sub.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
         sub.add_argument("--backend", default="math", choices=("math", "sdpa"), help="attention kernel")
-        sub.add_argument("--repeats", type=int, default=None)
+        sub.add_argument("--repeats", type=positive_int, default=None)
         sub.add_argument("--json", action="store_true")
     attention.set_defaults(func=cmd_bench_attention, repeats=3)
     sample.set_defaults(func=cmd_bench_sample, repeats=1)
@@ -214,12 +215,12 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     bgen.add_argument("--seconds", default="10,60,600", help="audio lengths, comma-separated")
     bgen.add_argument("--modes", default="windows,whole,dense",
                       help="windows (--chunk-seconds), whole (one pass), dense (one pass, official dense PBNet)")
-    bgen.add_argument("--chunk-seconds", type=float, default=10.0, help="window length of the windows mode")
-    bgen.add_argument("--chunk-overlap", type=float, default=2.0, help="cross-faded overlap of windows (seconds)")
-    bgen.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
-    bgen.add_argument("--memory-budget", type=float, default=None,
+    bgen.add_argument("--chunk-seconds", type=positive_float, default=10.0, help="window length of the windows mode")
+    bgen.add_argument("--chunk-overlap", type=non_negative_float, default=2.0, help="cross-faded overlap of windows (seconds)")
+    bgen.add_argument("--steps", type=positive_int, default=None, help="DDIM steps (default: the checkpoint's)")
+    bgen.add_argument("--memory-budget", type=positive_float, default=None,
                       help="GiB a case may use (default: available memory); cases estimated above are refused")
-    bgen.add_argument("--decode-chunk", type=int, default=32, help="frames per LFG decode call")
+    bgen.add_argument("--decode-chunk", type=positive_int, default=32, help="frames per LFG decode call")
     for name in ("lfg", "a2v", "pbnet-pose", "pbnet-blink"):
         bgen.add_argument(f"--{name}", default=None, help="checkpoint (default: tiny random demo-architecture models)")
     bgen.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
@@ -230,8 +231,8 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     step.add_argument("-c", "--config", required=True, action="append",
                       help="config files in order, as for fit (repeat -c): e.g. -c experiments/base.yaml "
                            "-c experiments/demo/base.yaml -c experiments/demo/lfg.yaml")
-    step.add_argument("--steps", type=int, default=10, help="timed optimizer steps (after warm-up)")
-    step.add_argument("--warmup", type=int, default=2)
+    step.add_argument("--steps", type=positive_int, default=10, help="timed optimizer steps (after warm-up)")
+    step.add_argument("--warmup", type=non_negative_int, default=2)
     step.add_argument("--override", action="append", default=[], help="extra CLI override, e.g. --override=--data.init_args.batch_size=2")
     step.add_argument("--json", action="store_true")
     step.set_defaults(func=cmd_bench_step)
@@ -241,16 +242,16 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     roof.add_argument("--case", default="a2v_step", choices=("a2v_step", "unet_call"),
                       help="a train step's forward + backward, or one denoise call without gradients")
     roof.add_argument("--release-size", action="store_true", help="the released A2V-FDM (128 px) instead of the demo's")
-    roof.add_argument("--batch", type=int, default=16, help="clips per step (a2v_step)")
-    roof.add_argument("--frames", type=int, default=20, help="frames per clip or call")
+    roof.add_argument("--batch", type=positive_int, default=16, help="clips per step (a2v_step)")
+    roof.add_argument("--frames", type=positive_int, default=20, help="frames per clip or call")
     roof.add_argument("--dtype", default="bf16", choices=("bf16", "float32"))
     roof.add_argument("--impl", default="fast", choices=("reference", "fast"))
     roof.add_argument("--attn-backend", default="math", choices=ATTN_BACKENDS,
                       help="the UNet's attention backend; sdpa is traced with the fused kernels CUDA runs for it")
     roof.add_argument("--device", default="H200", help="H200, H100 or A100 (their dense bf16 peak and bandwidth)")
-    roof.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for --dtype instead")
-    roof.add_argument("--bandwidth-tbs", type=float, default=None, help="its memory bandwidth (TB/s) instead")
-    roof.add_argument("--top", type=int, default=8, help="operators listed")
+    roof.add_argument("--peak-tflops", type=positive_float, default=None, help="the device's peak for --dtype instead")
+    roof.add_argument("--bandwidth-tbs", type=positive_float, default=None, help="its memory bandwidth (TB/s) instead")
+    roof.add_argument("--top", type=positive_int, default=8, help="operators listed")
     roof.add_argument("--json", action="store_true")
     roof.set_defaults(func=cmd_bench_roofline)
 
@@ -266,20 +267,20 @@ def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
     cases.add_argument("--impl", default="reference,fast", help="implementations, comma-separated: reference, fast")
     cases.add_argument("--release-size", action="store_true", help="the official released model sizes (128 px) "
                        "instead of the demo sizes (64 px)")
-    cases.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in each case's process")
-    cases.add_argument("--repeats", type=int, default=3, help="timed calls (median)")
-    cases.add_argument("--warmup", type=int, default=1, help="untimed calls first")
-    cases.add_argument("--steps", type=int, default=20, help="DDIM steps of sample_t200")
+    cases.add_argument("--threads", type=positive_int, default=2, help="torch.set_num_threads in each case's process")
+    cases.add_argument("--repeats", type=positive_int, default=3, help="timed calls (median)")
+    cases.add_argument("--warmup", type=non_negative_int, default=1, help="untimed calls first")
+    cases.add_argument("--steps", type=positive_int, default=20, help="DDIM steps of sample_t200")
     cases.add_argument("--compile", action="store_true", help="also time the fast implementation with the UNet and "
                        "the LFG generator under torch.compile (column fast+compile; with --bf16 also "
                        "fast+bf16+compile)")
     cases.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                        help="torch.compile's mode for --compile: reduce-overhead and max-autotune replay CUDA graphs "
                        "on a GPU (each timed call is one step of them)")
-    cases.add_argument("--profile", type=int, default=0, metavar="N",
+    cases.add_argument("--profile", type=non_negative_int, default=0, metavar="N",
                        help="one more call of each run under torch.profiler: its N largest operators by self time "
                        "(on CUDA also the kernels launched and the device's busy time)")
-    cases.add_argument("--run-timeout", type=float, default=None, metavar="S",
+    cases.add_argument("--run-timeout", type=positive_float, default=None, metavar="S",
                        help="kill a run (one case, one column) still going after S seconds and report it as an error; "
                        "the other runs go on (default: no limit)")
     cases.add_argument("--trace-dir", default=None,
@@ -291,14 +292,14 @@ def add_cases_command(bench_commands: argparse._SubParsersAction) -> None:
     cases.add_argument("--bf16", action="store_true", help="also time the fast implementation under bf16 autocast, "
                        "what trainer.precision: bf16-mixed runs (column fast+bf16: lower precision, not the same "
                        "numbers)")
-    cases.add_argument("--memory-budget", type=float, default=None,
+    cases.add_argument("--memory-budget", type=positive_float, default=None,
                        help="GiB a UNet case may use (default: available memory); cases estimated above are refused")
     cases.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    cases.add_argument("--batch", type=int, default=None, help="batch of the train-step cases (default: each case's "
+    cases.add_argument("--batch", type=positive_int, default=None, help="batch of the train-step cases (default: each case's "
                        "own, as in the performance issue: LFG 2, A2V-FDM 1, PBNet 4)")
     cases.add_argument("--flops", action="store_true", help="count each run's FLOPs (one more call) and report "
                        "TFLOP/s, samples/s and MFU (bf16 on H100/H200/A100, or any run with --peak-tflops)")
-    cases.add_argument("--peak-tflops", type=float, default=None, help="a dense peak TFLOP/s used for every run's "
+    cases.add_argument("--peak-tflops", type=positive_float, default=None, help="a dense peak TFLOP/s used for every run's "
                        "MFU (achieved / this), float32 and bf16 alike: give the peak of the precision you compare")
     cases.add_argument("--quiet", action="store_true", help="no progress lines")
     cases.add_argument("--json", action="store_true")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dawn_train.cli.arguments import seed_arg
+from dawn_train.cli.arguments import non_negative_float, non_negative_int, positive_float, positive_int, seed_arg
 from dawn_train.cli.output import print_json_or_table
 
 
@@ -97,19 +97,19 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     synth = data_commands.add_parser("synth", help="render synthetic talking-head videos with ground truth")
     synth.add_argument("--out", required=True, help="output directory of prepared videos")
-    synth.add_argument("--videos", type=int, default=32, help="number of videos (identities)")
-    synth.add_argument("--seconds", type=float, default=4.0, help="duration of each video")
-    synth.add_argument("--size", type=int, default=128, choices=(64, 128, 256), help="frame size in pixels")
+    synth.add_argument("--videos", type=positive_int, default=32, help="number of videos (identities)")
+    synth.add_argument("--seconds", type=positive_float, default=4.0, help="duration of each video")
+    synth.add_argument("--size", type=positive_int, default=128, choices=(64, 128, 256), help="frame size in pixels")
     synth.add_argument("--seed", type=seed_arg, default=0)
-    synth.add_argument("--workers", type=int, default=2, help="rendering processes")
+    synth.add_argument("--workers", type=non_negative_int, default=2, help="rendering processes")
     shards = data_commands.add_parser("shards", help="write WebDataset tar shards + manifest.json from prepared videos "
                                       "(unreadable videos are skipped and listed in failures.jsonl)")
     shards.add_argument("--src", required=True, help="directory of prepared videos (<id>.mp4/.wav/.npz/.json)")
     shards.add_argument("--out", required=True, help="shard directory, e.g. datasets/synth/shards (a rerun with the "
                         "same videos and options resumes; with others, its old shards are removed and rebuilt)")
-    shards.add_argument("--val-fraction", type=float, default=0.1, help="fraction of videos held out for validation")
-    shards.add_argument("--samples-per-shard", type=int, default=4)
-    shards.add_argument("--chunk-frames", type=int, default=500, help="split longer videos into chunks (0: never)")
+    shards.add_argument("--val-fraction", type=non_negative_float, default=0.1, help="fraction of videos held out for validation")
+    shards.add_argument("--samples-per-shard", type=positive_int, default=4)
+    shards.add_argument("--chunk-frames", type=non_negative_int, default=500, help="split longer videos into chunks (0: never)")
     shards.add_argument("--dataset", default=None, help="dataset name in sample keys (default: parent dir name)")
     shards.add_argument("--seed", type=seed_arg, default=0, help="seed of the train/val split")
     shards.add_argument("--split-file", action="append", metavar="FILE", help="an official split list, named "
@@ -122,8 +122,8 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
                         "facebook/hubert-large-ls960-ft (config.json, model.safetensors, preprocessor_config.json); "
                         "runs on the GPU when there is one")
     for sub in (synth, shards):
-        sub.add_argument("--gop", type=int, default=10, help="H.264 keyframe interval (frames)")
-        sub.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better)")
+        sub.add_argument("--gop", type=non_negative_int, default=10, help="H.264 keyframe interval (frames)")
+        sub.add_argument("--crf", type=non_negative_int, default=18, help="H.264 quality (lower is better)")
     prep = data_commands.add_parser("prep", help="raw videos -> prepared videos: 25 fps face crops, 16 kHz audio, "
                                     "pose, blink, face box, landmarks (needs the prep extra; failures go to "
                                     "failures.jsonl, finished videos are skipped on a rerun)")
@@ -131,14 +131,14 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--src", help="directory of raw videos (searched recursively)")
     source.add_argument("--list", help="file with one raw video path per line")
     prep.add_argument("--out", required=True, help="prepared-video directory (what `data shards --src` reads)")
-    prep.add_argument("--size", type=int, default=256, help="face crop side in pixels (128 or 256)")
-    prep.add_argument("--crop-scale", type=float, default=1.8, help="crop side / face size (68-point box)")
-    prep.add_argument("--max-gap", type=int, default=12, help="frames without a face filled in (more: the video fails)")
-    prep.add_argument("--min-seconds", type=float, default=1.0, help="shorter videos fail")
+    prep.add_argument("--size", type=positive_int, default=256, help="face crop side in pixels (128 or 256)")
+    prep.add_argument("--crop-scale", type=positive_float, default=1.8, help="crop side / face size (68-point box)")
+    prep.add_argument("--max-gap", type=non_negative_int, default=12, help="frames without a face filled in (more: the video fails)")
+    prep.add_argument("--min-seconds", type=non_negative_float, default=1.0, help="shorter videos fail")
     prep.add_argument("--slice", default="0/1", help="i/n: only inputs i, i+n, ... (SLURM array task i of n)")
-    prep.add_argument("--workers", type=int, default=1, help="videos prepared side by side (processes)")
-    prep.add_argument("--gop", type=int, default=10, help="H.264 keyframe interval of the crops (frames)")
-    prep.add_argument("--crf", type=int, default=18, help="H.264 quality of the crops (lower is better)")
+    prep.add_argument("--workers", type=non_negative_int, default=1, help="videos prepared side by side (processes)")
+    prep.add_argument("--gop", type=non_negative_int, default=10, help="H.264 keyframe interval of the crops (frames)")
+    prep.add_argument("--crf", type=non_negative_int, default=18, help="H.264 quality of the crops (lower is better)")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
     prep.set_defaults(func=cmd_data_prep)
     inspect = data_commands.add_parser("inspect", help="validate every sample of a shard directory and print counts")
@@ -147,10 +147,10 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     probe = data_commands.add_parser("probe", help="train the synthetic-domain probe (mouth, eyes, pose, identity "
                                      "read from frames) that scores generated videos against the ground truth")
     probe.add_argument("--out", required=True, help="probe file, e.g. runs/synth_probe.pt")
-    probe.add_argument("--steps", type=int, default=1000, help="optimizer steps (~7 CPU minutes at 1000)")
-    probe.add_argument("--batch-size", type=int, default=64)
+    probe.add_argument("--steps", type=positive_int, default=1000, help="optimizer steps (~7 CPU minutes at 1000)")
+    probe.add_argument("--batch-size", type=positive_int, default=64)
     probe.add_argument("--seed", type=seed_arg, default=0)
-    probe.add_argument("--eval-videos", type=int, default=8, help="held-out identities to measure its accuracy on")
+    probe.add_argument("--eval-videos", type=positive_int, default=8, help="held-out identities to measure its accuracy on")
     probe.add_argument("--json", action="store_true")
     probe.set_defaults(func=cmd_data_probe)
     synth.set_defaults(func=cmd_data_synth)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from dawn_train.cli.arguments import seed_arg
+from dawn_train.cli.arguments import non_negative_float, non_negative_int, positive_float, positive_int, seed_arg
 
 
 def print_goals_and_output(result: dict, goals: str | None) -> None:
@@ -115,14 +115,14 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--lfg", required=True, help="LFG checkpoint")
     ev.add_argument("--shards", required=True, help="shard directory with manifest.json")
     ev.add_argument("--split", default="val")
-    ev.add_argument("--max-videos", type=int, default=None)
-    ev.add_argument("--max-frames", type=int, default=200, help="frames per video (official: 200)")
-    ev.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
-    ev.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none, the "
+    ev.add_argument("--max-videos", type=positive_int, default=None)
+    ev.add_argument("--max-frames", type=positive_int, default=200, help="frames per video (official: 200)")
+    ev.add_argument("--steps", type=positive_int, default=None, help="DDIM steps (default: the checkpoint's)")
+    ev.add_argument("--guidance", type=non_negative_float, default=1.0, help="classifier-free guidance scale (1 = none, the "
                     "release's sampling; each step then calls the UNet twice)")
     ev.add_argument("--window-size", type=window_arg, default=CHECKPOINT_WINDOW,
                     help="sampling window in frames (paper count), 'none' = full attention (default: the checkpoint's)")
-    ev.add_argument("--log-videos", type=int, default=4, help="generated videos (with audio) logged to W&B")
+    ev.add_argument("--log-videos", type=non_negative_int, default=4, help="generated videos (with audio) logged to W&B")
     ev.add_argument("--seed", type=seed_arg, default=1234)
     ev.add_argument("--pbnet-pose", default=None, help="drive pose by PBNet instead of the ground truth")
     ev.add_argument("--pbnet-blink", default=None)
@@ -146,8 +146,8 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     lfg.add_argument("--lfg", required=True, help="LFG checkpoint")
     lfg.add_argument("--shards", required=True, help="shard directory with manifest.json (synthetic for the probe)")
     lfg.add_argument("--split", default="val")
-    lfg.add_argument("--max-videos", type=int, default=None)
-    lfg.add_argument("--max-frames", type=int, default=200)
+    lfg.add_argument("--max-videos", type=positive_int, default=None)
+    lfg.add_argument("--max-frames", type=positive_int, default=200)
     lfg.add_argument("--probe", default=None, help="synthetic-probe file: mouth sync, Blink/s, pose and identity error "
                      "of the reconstructions (PSNR/SSIM only without)")
     lfg.add_argument("--goals", choices=("lfg", "quality", "demo"), default=None,
@@ -174,7 +174,7 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     quality.add_argument("--eval-gt", required=True, help="eval json (--probe --goals quality), ground-truth pose/blink")
     quality.add_argument("--eval-pbnet", default=None, help="eval json (--probe --goals pbnet), PBNet pose/blink")
     quality.add_argument("--curves", default=None, help="a `dawn-train report` folder: its PNG curves are copied")
-    quality.add_argument("--minutes", type=float, default=None, help="wall-clock minutes of the whole recipe")
+    quality.add_argument("--minutes", type=positive_float, default=None, help="wall-clock minutes of the whole recipe")
     quality.add_argument("--command", default="make quality", help="the command that produced the results")
     quality.add_argument("--probe", default=None, help="the probe file the evals used: its accuracy is stated")
     quality.add_argument("--out", required=True, help="folder of RESULTS.md (figures go to <out>/results/)")

@@ -32,6 +32,29 @@ def window_arg(text: str) -> int | str:
     return frames
 
 
+def bounded(low: float, kind: type = int, strict: bool = False):
+    """An argparse `type`: a number (`kind`) >= `low` (> `low` when `strict`)."""
+    def parse(text) -> int | float:
+        if isinstance(text, bool):
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
+                                             ) from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {value}")
+        return value
+    parse.__name__ = kind.__name__  # argparse's "invalid <name> value" messages
+    return parse
+
+
+positive_int = bounded(1)
+non_negative_int = bounded(0)
+positive_float = bounded(0, float, strict=True)
+non_negative_float = bounded(0, float)
+
+
 def _opt(default=None, help: str = "", nargs: Optional[int] = None, **extra):
     return field(default=default, metadata={"help": help, "nargs": nargs, **extra})
 
@@ -60,30 +83,33 @@ class GenerateOptions:
     window_size: Optional[int | str] = _opt(CHECKPOINT_WINDOW, type=window_arg,
                                             help="sampling window in frames (paper count: 80 = +-40), 'none' = full "
                                             "attention (YAML null), default: the checkpoint's")
-    steps: Optional[int] = _opt(help="DDIM steps (default: the checkpoint's, 20)")
-    eta: Optional[float] = _opt(help="DDIM eta (default: the checkpoint's)")
+    steps: Optional[int] = _opt(help="DDIM steps (default: the checkpoint's, 20)", type=positive_int)
+    eta: Optional[float] = _opt(help="DDIM eta (default: the checkpoint's)", type=non_negative_float)
     guidance: float = _opt(1.0, help="classifier-free guidance scale (1 = none, the release's sampling; above 1 the "
-                           "video follows audio, pose and blink more strongly, at two UNet calls per step)")
-    size: Optional[int] = _opt(help="frame size R (default: the checkpoint's)")
+                           "video follows audio, pose and blink more strongly, at two UNet calls per step)",
+                           type=non_negative_float)
+    size: Optional[int] = _opt(help="frame size R (default: the checkpoint's)", type=positive_int)
     face_box: Optional[list[float]] = _opt(help="face box x0 y0 x1 y1 in pixels of the R x R image (default: the "
                                            "training data's mean box)", nargs=4)
     device: Optional[str] = _opt(help="cpu, cuda, ... (default: cuda if available)")
-    decode_chunk: int = _opt(32, help="frames per LFG decode call (memory bound)")
-    max_seconds: Optional[float] = _opt(help="use only the first seconds of the audio")
+    decode_chunk: int = _opt(32, help="frames per LFG decode call (memory bound)", type=positive_int)
+    max_seconds: Optional[float] = _opt(help="use only the first seconds of the audio", type=positive_float)
     chunk_seconds: Optional[float] = _opt(help="generate the motion in windows of S seconds (each one "
                                           "non-autoregressive DDIM run, same reference), cross-faded over "
                                           "--chunk-overlap: memory of one window whatever the length, at the price of "
-                                          "seams and less global consistency than one pass (default: one pass)")
+                                          "seams and less global consistency than one pass (default: one pass)",
+                                          type=positive_float)
     chunk_overlap: float = _opt(2.0, help="seconds shared by consecutive --chunk-seconds windows, cross-faded in "
-                                "latent-flow space (at most half a window)")
+                                "latent-flow space (at most half a window)", type=non_negative_float)
     memory_budget: Optional[float] = _opt(help="GiB the generation may use (default: what the device has available); "
-                                          "a generation estimated above it is refused before any work")
+                                          "a generation estimated above it is refused before any work",
+                                          type=positive_float)
     pbnet_banded: bool = _opt(True, help="PBNet attends in bands beyond its +-200-frame window (O(T x window) "
                               "memory); --no-pbnet-banded builds the official dense T x T bias (O(T^2), comparisons)")
     use_ema: bool = _opt(True, help="sample with the EMA weights when the checkpoint has them")
     crop: bool = _opt(True, help="detect the face and crop it as `data prep` does (needs the prep extra); --no-crop uses "
                       "the image whole, resized to R x R (a ready face crop, as the official pipeline)")
-    face_index: Optional[int] = _opt(help="which face of a photo with several (0 = the largest)")
+    face_index: Optional[int] = _opt(help="which face of a photo with several (0 = the largest)", type=non_negative_int)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -100,9 +126,18 @@ class GenerateOptions:
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a generate config is a mapping of option: value")
+        from dawn_train.stages.config_errors import ConfigError  # a usage error (exit 2), as in a `fit` config
+
         unknown = sorted(set(data) - set(cls.names()))
         if unknown:
-            raise ValueError(f"{path}: unknown key(s) {unknown}; valid: {list(cls.names())}")
+            raise ConfigError(f"{path}: unknown key(s) {unknown}; valid: {list(cls.names())}")
+        for f in dataclasses.fields(cls):  # the checks of the flags' types hold for the file's values too
+            check = f.metadata.get("type")
+            if check is not None and data.get(f.name) is not None:
+                try:
+                    data[f.name] = check(data[f.name])
+                except argparse.ArgumentTypeError as exc:
+                    raise ConfigError(f"{path}: {f.name}: {exc}") from None
         return data
 
     @classmethod
