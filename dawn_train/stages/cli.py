@@ -45,7 +45,7 @@ from dawn_train.stages.config_errors import ConfigError, explain
 from dawn_train.stages.pbnet import TARGET_DIMS
 from dawn_train.stages.progress import StepProgressBar
 from dawn_train.stages.run_config import SaveConfigToWandb
-from dawn_train.stages.run_folder import check_fresh_start, run_summary
+from dawn_train.stages.run_folder import check_ckpt_path, check_fresh_start, run_summary
 
 log = get_logger(__name__)
 
@@ -138,6 +138,7 @@ class DawnCLI(LightningCLI):
         for change in derive_model_args(config):
             log.info("%s (from the shards' manifest and the stage's target)", change)
         # before any class is built: the W&B logger writes into the run folder as it is built
+        check_ckpt_path(config)
         self.fresh_start = check_fresh_start(config) if self.subcommand == "fit" else None
 
     def _discard_failed_start(self) -> None:

@@ -78,6 +78,22 @@ def check_fresh_start(config: Namespace) -> Optional[FreshStart]:
     return FreshStart(folders)
 
 
+# `ckpt_path` values Lightning resolves itself rather than reading a path
+CKPT_PATH_WORDS = ("last", "best", "hpc")
+
+
+def check_ckpt_path(config: Namespace) -> None:
+    """A `ckpt_path` that names a file or folder must be there: refused before anything is built or written
+    (Lightning finds out after the loggers have started the run)."""
+    value = config.get("ckpt_path")
+    if not value or str(value) in CKPT_PATH_WORDS or str(value).startswith("registry"):
+        return
+    path = Path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint (a .ckpt file or a DeepSpeed checkpoint "
+                                f"folder); --ckpt_path last resumes the run folder's newest")
+
+
 def run_summary(trainer) -> list[str]:
     """Where a finished fit left its run: the folder, the last checkpoint and the W&B run (with its sync command)."""
     lines = [f"run folder: {trainer.default_root_dir}"]

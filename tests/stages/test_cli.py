@@ -73,6 +73,14 @@ def test_a_fresh_fit_refuses_a_folder_that_holds_a_run(synth_shards, tmp_path, c
 
 def test_a_fit_that_fails_before_its_first_step_leaves_no_run(synth_shards, tmp_path, capsys):
     root = tmp_path / "runs dir.v1"
+    # a resume from a checkpoint that is not there: refused before anything is built (Lightning's own check comes
+    # after the loggers have started a run)
+    missing_ckpt = tmp_path / "old runs.v0" / "no such.ckpt"
+    assert main(tiny_fit(root, synth_shards, f"--ckpt_path={missing_ckpt}")) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"--ckpt_path {missing_ckpt}: no such checkpoint" in line and "--ckpt_path last" in line
+    assert not root.exists()
+
     # fails while the classes are built (the W&B logger already wrote into the run folder)
     missing = tmp_path / "weights" / "vgg19.pth"
     assert main(tiny_fit(root, synth_shards, "--model.init_args.perceptual=vgg19",
