@@ -23,7 +23,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 # `make lint`: ruff (pyflakes, pycodestyle, import order), the import-linter contracts of .importlinter
-# (the layering: cli > launch, inference, bench > stages > metrics, checkpoints > models, data, tracking > log)
+# (the layering: cli > launch, inference, bench > stages > metrics, checkpoints > models, data, tracking > log > files)
 # and shellcheck of the shell scripts and sbatch templates (an unquoted path breaks on a folder with a space).
 lint: install
 	$(BIN)/ruff check dawn_train tests

@@ -38,7 +38,8 @@ def build_record(src: Path, ids: list[str], options: dict) -> dict:
             "options_sha1": sha1_of(options)}
 
 
-def read_json(path: Path):
+def read_json_or_none(path: Path):
+    """The JSON at `path`, None when it is missing or unreadable (an earlier build record: none means rebuild)."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

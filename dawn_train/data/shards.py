@@ -34,11 +34,12 @@ import numpy as np
 
 from dawn_train.data import schema
 from dawn_train.data.audio import LogMelSpec, read_wav, wav_bytes
-from dawn_train.data.build_record import build_changes, build_record, read_json
+from dawn_train.data.build_record import build_changes, build_record, read_json_or_none
 from dawn_train.data.sample import parse_sample
 from dawn_train.data.schema import SchemaError
 from dawn_train.data.splits import SplitLists, assign_splits
 from dawn_train.data.video import Encoding, VideoBytes, encode_mp4
+from dawn_train.files import read_json
 from dawn_train.log import get_logger
 
 log = get_logger(__name__)
@@ -163,7 +164,7 @@ def start_build(out: Path, record: dict) -> dict:
     """Make `out` ready for the build `record`: keep what an earlier run of the same build wrote,
     else remove its old shards.  Returns the earlier run's failures ({id: failure}) when kept."""
     old_files = [path for path in out.iterdir() if SHARD_FILE.fullmatch(path.name)]
-    changes = build_changes(read_json(out / BUILD), record)
+    changes = build_changes(read_json_or_none(out / BUILD), record)
     if not changes:
         return {f["id"]: f for f in read_failures(out) if isinstance(f, dict) and "id" in f}
     if old_files or (out / MANIFEST).exists():
@@ -317,7 +318,9 @@ def load_manifest(shards: str | Path) -> dict:
     path = shard_root(shards) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no shard manifest (write shards with `dawn-train data shards`)")
-    manifest = json.loads(path.read_text())
+    manifest = read_json(path, "shard manifest")
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: not a shard manifest (a JSON object expected)")
     if manifest.get("schema_version") not in schema.READABLE_VERSIONS:
         raise ValueError(f"{path}: schema_version {manifest.get('schema_version')}, this dawn_train reads "
                          f"{', '.join(map(str, schema.READABLE_VERSIONS))}")

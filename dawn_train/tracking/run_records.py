@@ -22,6 +22,7 @@ from typing import Optional
 
 import yaml
 
+from dawn_train.files import read_json
 from dawn_train.log import get_logger
 from dawn_train.tracking.directions import best_of, is_number, metric_direction
 from dawn_train.tracking.eval_log import POINT_RECORD
@@ -83,7 +84,9 @@ def read_eval(path: Path) -> tuple[dict, dict]:
     """({eval/<metric>: value}, {metric: ground-truth value}) of an eval.json; empty when absent."""
     if not path.is_file():
         return {}, {}
-    result = json.loads(path.read_text())
+    result = read_json(path, "eval result")
+    if not isinstance(result, dict):
+        raise ValueError(f"{path}: not an eval result (a JSON object expected)")
     metrics = {f"eval/{k}": v for k, v in (result.get("metrics") or {}).items() if is_number(v)}
     synthetic = (result.get("synthetic") or {}).get("generated") or {}
     metrics.update({f"eval/synth/{k}": v for k, v in synthetic.items() if is_number(v)})

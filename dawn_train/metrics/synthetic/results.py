@@ -12,7 +12,6 @@ counted 3), so the text says the ceiling falls short, not that no A2V-FDM can me
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 from dawn_train.data.schema import BLINK_RELATIVE
+from dawn_train.files import read_json
 from dawn_train.metrics.synthetic.blink_traces import blink_table, plot_blink_traces
 from dawn_train.metrics.synthetic.goals import GoalCheck
 from dawn_train.metrics.synthetic.suite import ROWS, TABLE
@@ -135,8 +135,8 @@ def write_results(out_dir: str | Path, evals: dict[str, str | Path], curves: str
              "stands beside the still frame (the source held for the whole clip) and the LFG ceiling."]
     lines += [probe_line(probe), ""] if probe else [""]
     for title, path in evals.items():
-        result = json.loads(Path(path).read_text())
-        synthetic = result.get("synthetic")
+        result = read_json(path, "eval result (`dawn-train eval --out`)")
+        synthetic = result.get("synthetic") if isinstance(result, dict) else None
         if not synthetic:
             raise ValueError(f"{path}: no synthetic ground-truth metrics (run eval with --probe)")
         settings = result["settings"]
