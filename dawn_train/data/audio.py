@@ -8,6 +8,7 @@ one row per video frame; the feature spec recorded in each shard manifest says w
 from __future__ import annotations
 
 import io
+import os
 import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,8 +48,10 @@ def read_wav(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
 
 
 def write_wav(path_or_buffer, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:
-    """Write mono float audio in [-1, 1], shape (L,), as PCM16."""
+    """Write mono float audio in [-1, 1], shape (L,), as PCM16 to a path (str or Path) or a binary buffer."""
     pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    if isinstance(path_or_buffer, os.PathLike):  # `wave` takes a str or a file object
+        path_or_buffer = os.fspath(path_or_buffer)
     with wave.open(path_or_buffer, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)

@@ -10,6 +10,7 @@ import pytest
 
 from dawn_train.cli import main
 from dawn_train.data import schema
+from dawn_train.data.audio import read_wav, write_wav
 from dawn_train.data.datamodule import LFGDataModule
 from dawn_train.data.shards import (
     BUILD,
@@ -163,10 +164,11 @@ def videos_in_tars(out) -> dict[str, set]:
 
 
 def check_manifest_matches_tars(out) -> dict:
-    """Every tar of `out` is in the manifest with the videos it really holds; no video in two splits."""
+    """Every tar of `out` is in the manifest with the videos it really holds; no video in two splits.  A shard
+    whose videos all failed stays an empty tar (a rerun knows it is done) that the manifest does not list."""
     manifest = load_manifest(out)
     listed = {s["name"]: set(s["videos"]) for info in manifest["splits"].values() for s in info["shards"]}
-    assert videos_in_tars(out) == listed
+    assert {name: videos for name, videos in videos_in_tars(out).items() if videos} == listed
     train, val = ({v for s in manifest["splits"][split]["shards"] for v in s["videos"]} for split in ("train", "val"))
     assert train and val and not train & val
     return manifest
@@ -210,22 +212,25 @@ def test_unreadable_videos_are_skipped_listed_and_counted(synth_raw, tmp_path, c
     mp4 = (src / f"{ids[4]}.mp4").read_bytes()
     (src / f"{ids[4]}.mp4").write_bytes(mp4[: len(mp4) // 2])  # truncated
     (src / f"{ids[6]}.npz").write_bytes(np.random.default_rng(0).bytes(3000))  # garbage labels
+    audio = read_wav(src / f"{ids[7]}.wav")
+    write_wav(src / f"{ids[7]}.wav", audio[: len(audio) // 2])  # half the video's length: inspect would refuse it
     args = ["data", "shards", "--src", str(src), "--out", str(out), "--val-fraction", "0.25",
             "--samples-per-shard", "2"]
     assert main(args) == 0
-    assert "3 videos failed" in capsys.readouterr().out
+    assert "4 videos failed" in capsys.readouterr().out
     failures = [json.loads(line) for line in (out / FAILURES).read_text().splitlines()]
-    assert sorted(f["id"] for f in failures) == sorted([ids[1], ids[4], ids[6]])
+    assert sorted(f["id"] for f in failures) == sorted([ids[1], ids[4], ids[6], ids[7]])
     reasons = {f["id"]: f["reason"] for f in failures}
     assert "cannot decode mp4" in reasons[ids[1]] and "cannot decode mp4" in reasons[ids[4]]
     assert f"{ids[6]}.npz: unreadable labels" in reasons[ids[6]]
+    assert f"{ids[7]}.wav holds" in reasons[ids[7]] and "differ by more than a frame" in reasons[ids[7]]
     assert all(f["path"] == str(src / f"{f['id']}.mp4") for f in failures)
     manifest = check_manifest_matches_tars(out)
-    assert manifest["failed_videos"] == 3
-    assert sum(info["videos"] for info in manifest["splits"].values()) == 5
-    assert sum(info["failed"] for info in manifest["splits"].values()) == 3
-    assert main(["data", "inspect", str(out)]) == 0
-    assert "3 input videos could not be read" in capsys.readouterr().out
+    assert manifest["failed_videos"] == 4
+    assert sum(info["videos"] for info in manifest["splits"].values()) == len(ids) - 4
+    assert sum(info["failed"] for info in manifest["splits"].values()) == 4
+    assert main(["data", "inspect", str(out)]) == 0  # every sample written reads
+    assert "4 input videos could not be read" in capsys.readouterr().out
 
     stamps = {path.name: path.stat().st_mtime_ns for path in out.glob("*.tar")}
     assert main(args) == 0  # resumed: the finished shards are kept, the failures still listed
