@@ -171,6 +171,21 @@ def run_local(sweep: Sweep, result: Plan, indices: list[int]) -> dict[str, str]:
     return states
 
 
+# what --submit adds to the eval array: it starts once every training task has finished well
+EVAL_AFTER = ("--dependency=afterok:{job}", "--kill-on-invalid-dep=yes")
+
+
+def submit_command(scripts: dict[str, Path]) -> str:
+    """The shell command that submits the rendered scripts as `--submit` does: the eval array after the training
+    array (`EVAL_AFTER`), paths quoted for a shell."""
+    if "sweep" in scripts and "eval" in scripts:
+        # "${job%%;*}": the job id of `--parsable`'s "id[;cluster]", expanded by the shell (double quotes)
+        after = " ".join(f'"{option.format(job="${job%%;*}")}"' for option in EVAL_AFTER)
+        return (f"job=$(sbatch --parsable {shlex.quote(str(scripts['sweep']))}) && "
+                f"sbatch {after} {shlex.quote(str(scripts['eval']))}")
+    return " ".join(["sbatch", *(shlex.quote(str(s)) for s in scripts.values())])
+
+
 def run_sweep(path: str | Path, submit: bool = False, only_failed: bool = False,
               parser: Optional[argparse.ArgumentParser] = None, local: bool = False) -> dict:
     """Validate, render and (with `submit`) submit a sweep, or run it here (`local`); returns a summary."""
@@ -189,14 +204,14 @@ def run_sweep(path: str | Path, submit: bool = False, only_failed: bool = False,
         return summary
     scripts = write_plan(sweep, result, indices)
     summary["script"] = str(scripts.get("sweep") or scripts.get("eval"))
-    summary["sbatch"] = " && ".join(f"sbatch {s}" for s in scripts.values())
+    summary["sbatch"] = submit_command(scripts)
     for index in indices if (submit or local) else []:  # a rerun point starts with no stale status
         (sweep.out_dir / "status" / f"{index:03d}").unlink(missing_ok=True)
     if local:
         summary["local"] = run_local(sweep, result, indices)
     elif submit:
         first = slurm.sbatch(scripts["sweep"]) if "sweep" in scripts else None
-        after = ["--dependency=afterok:" + first, "--kill-on-invalid-dep=yes"] if first else []
+        after = [option.format(job=first) for option in EVAL_AFTER] if first else []
         second = slurm.sbatch(scripts["eval"], options=after) if "eval" in scripts else None
         with open(sweep.out_dir / "jobs.txt", "a") as f:
             f.write("".join(f"{j}\n" for j in (first, second) if j))

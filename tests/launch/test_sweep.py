@@ -14,7 +14,7 @@ import yaml
 from dawn_train import cli
 from dawn_train.cli import build_parser
 from dawn_train.launch import slurm
-from dawn_train.launch.sweep import SweepError, expand, failed_points, load_sweep, plan, run_sweep
+from dawn_train.launch.sweep import EVAL_AFTER, SweepError, expand, failed_points, load_sweep, plan, run_sweep, submit_command
 
 from .conftest import DEMO_LFG, REPO, tiny_lfg_config
 
@@ -269,3 +269,23 @@ def test_missing_sbatch_is_a_clear_error(tmp_path, lfg_config, monkeypatch, caps
     err = capsys.readouterr().err
     assert "`sbatch` not found on PATH" in err and "--dry-run" in err
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_the_printed_submit_command_keeps_the_eval_dependency_and_quotes_paths(tmp_path):
+    """`sweep FILE` without --submit prints the command that submits what it rendered; run by a shell, it submits the
+    eval array after the training array, as --submit does (sbatch here records its arguments)."""
+    out = tmp_path / "sweep runs.v1"
+    scripts = {"sweep": out / "sweep.sbatch", "eval": out / "eval.sbatch"}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.jsonl"
+    (bin_dir / "sbatch").write_text(f"#!{sys.executable}\nimport json, sys\n"
+                                    f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                                    "print('4242;cluster')\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", "-c", submit_command(scripts)], env=env, check=True, capture_output=True)
+    first, second = (json.loads(line) for line in calls.read_text().splitlines())
+    assert first == ["--parsable", str(scripts["sweep"])]
+    assert second == [o.format(job="4242") for o in EVAL_AFTER] + [str(scripts["eval"])]
+    assert submit_command({"eval": scripts["eval"]}) == f"sbatch '{scripts['eval']}'"
