@@ -121,7 +121,9 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         feat = parsed[schema.AUDIO_FEAT][:n].astype(np.float32)
         if pipe.pose_blink is not None:
             sampled_pose, sampled_blink = pipe.pose_blink(feat, pose[0], blink[0], seed=seed + videos)
-            motion = PoseBlink(sampled_pose.cpu().numpy(), sampled_blink.cpu().numpy(), pose[0], blink[0])
+            motion = PoseBlink(pose if sampled_pose is None else sampled_pose.cpu().numpy(),  # a part without its
+                               blink if sampled_blink is None else sampled_blink.cpu().numpy(),  # PBNet: ground truth
+                               pose[0], blink[0])
         generated = pipe.animate(real[:1], parsed[schema.FACE_BOX][0], feat, motion, seed=seed + videos, steps=steps,
                                  guidance=guidance)
         audio = np.zeros(n * schema.SAMPLES_PER_FRAME, np.float32)
@@ -137,7 +139,7 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
             ceiling = lfg_reconstruction(pipe.lfg, real)
             reading = synthetic.update(generated[None].clamp(0, 1), real[None], real[:1], as_batch(motion.pose),
                                        mouth=as_batch(mouth), reconstruction=ceiling)
-            if pipe.pose_blink is not None:  # PBNet's own motion, beside the video's: whose is an unmet goal
+            if pose_blink_label(pipe) == "pbnet":  # PBNet's own motion, beside the video's: whose is an unmet goal
                 synthetic.update_motion(as_batch(motion.pose), as_batch(motion.blink))
             if reading is not None:  # per-frame eye openness: where the Blink/s figures come from (blink_traces)
                 eyes = {row: eye_openness(r.eyes[0]) for row, r in synthetic.last_readings.items()
@@ -165,7 +167,7 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
         "settings": {"a2v": str(a2v), "lfg": str(lfg), "shards": str(shards), "split": split, "videos": videos,
                      "max_frames": max_frames, "steps": pipe.sampling_steps(steps), "guidance": guidance,
                      "window_size": pipe.a2v.unet.window_size, "seed": seed, "ema": pipe.info.ema,
-                     "pose_blink": "pbnet" if pipe.pose_blink is not None else "ground truth"},
+                     "pose_blink": pose_blink_label(pipe)},
     }
     result["videos"] = [dict(zip(VIDEO_COLUMNS, row)) for row in per_video]
     for video, eyes in zip(result["videos"], traces):
@@ -187,6 +189,15 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
     out_path.write_text(json.dumps(result, indent=1))
     result["out"] = str(out_path)
     return result
+
+
+def pose_blink_label(pipe) -> str:
+    """Where an eval's driving pose and blink come from: "pbnet", "ground truth", or the mix of one PBNet."""
+    if pipe.pose_blink is None:
+        return "ground truth"
+    kind = pipe.pose_blink.describe()
+    return {"pbnet pose": "pbnet pose, ground-truth blink", "pbnet blink": "pbnet blink, ground-truth pose"}.get(kind,
+                                                                                                              kind)
 
 
 def format_table(result: dict) -> list[list[str]]:

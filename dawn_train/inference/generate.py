@@ -168,13 +168,14 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
     if opts.hubert_dir:  # a wrong path fails before any checkpoint is read
         check_model_dir(opts.hubert_dir)
     started = time.perf_counter()
+    custom_source = pose_blink_source is not None
 
     # checkpoints first (fail before decoding anything expensive)
     pipe = pipeline or load_pipeline(opts.lfg, opts.a2v, pbnet_pose=opts.pbnet_pose, pbnet_blink=opts.pbnet_blink,
                                      device=opts.device, use_ema=opts.use_ema)
     pipe.set_window(opts.window_size)
     if pipe.pose_blink is not None:
-        for model in (pipe.pose_blink.pose_model, pipe.pose_blink.blink_model):
+        for model in pipe.pose_blink.models:
             model.decoder.banded = bool(opts.pbnet_banded)
     size = int(opts.size or pipe.image_size or 128)
     kind = None if opts.audio_feat_from else feature_kind(opts.features, pipe.info.audio_feature, pipe.audio_dim)
@@ -229,6 +230,10 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
     # cross-identity driving: the source's own state is the reference (given, else the training data's mean)
     source = pose_blink_source or pose_blink_from_files(opts.pose_from, opts.blink_from,
                                                         ref_pose, ref_blink)
+    sampled = {"pose": uses_pbnet and pipe.pose_blink.pose_model is not None,
+               "blink": uses_pbnet and pipe.pose_blink.blink_model is not None}
+    motion_from = {part: "caller" if custom_source else "file" if given else "pbnet" if sampled[part] else "held"
+                   for part, given in (("pose", opts.pose_from), ("blink", opts.blink_from))}
     with _phase("PBNet pose + blink" if uses_pbnet else "pose + blink", 1, progress) as bar:
         motion = source(request)
         bar.update()
@@ -258,7 +263,7 @@ def generate(image: str | Path, audio: str | Path, out: str | Path, options: Opt
     out.write_bytes(data)
     summary = {"out": str(out), "frames": n_frames, "seconds": n_frames / FPS, "size": size, "seed": int(opts.seed),
                "steps": steps, "guidance": guidance, "window_size": pipe.a2v.unet.window_size,
-               "ema": pipe.info.ema,
+               "ema": pipe.info.ema, "pose_from": motion_from["pose"], "blink_from": motion_from["blink"],
                "device": str(pipe.device), "audio_feature": kind or "file", "face_box": box, "chunk_frames": window,
                "chunk_overlap_frames": overlap, "windows": len(spans), "wall_seconds": round(time.perf_counter() - started, 3),
                "memory_estimate_bytes": estimate.peak, "memory_budget_bytes": budget,

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from dawn_train import checkpoints
 from dawn_train.inference.memory import MemoryModel
 from dawn_train.inference.options import CHECKPOINT_WINDOW, FULL_ATTENTION
-from dawn_train.inference.pose_blink import PoseBlink, PoseBlinkSampler, units_of
+from dawn_train.inference.pose_blink import PoseBlink, PoseBlinkSampler
 from dawn_train.models.a2v.conditioning import (
     animate,
     audio_dim,
@@ -171,7 +171,7 @@ class Pipeline:
     def memory_model(self, *, size: int, decode_chunk: int = 32, steps: Optional[int] = None,
                      pbnet: bool = True) -> MemoryModel:
         """The working-memory model of this pipeline (`inference/memory.py`), with the PBNets when they run."""
-        pbnets = [self.pose_blink.pose_model, self.pose_blink.blink_model] if pbnet and self.pose_blink else []
+        pbnets = self.pose_blink.models if pbnet and self.pose_blink else []
         return MemoryModel(self.lfg, self.a2v, pbnets, image_size=size, audio_dim=self.audio_dim,
                            decode_chunk=decode_chunk, steps=self.sampling_steps(steps), device=self.device)
 
@@ -179,26 +179,19 @@ class Pipeline:
 def load_pipeline(lfg: str | Path, a2v: str | Path, *, pbnet_pose: Optional[str | Path] = None,
                   pbnet_blink: Optional[str | Path] = None, device: Optional[str | torch.device] = None,
                   use_ema: bool = True) -> Pipeline:
-    """Load the LFG, the A2V-FDM (EMA weights and record) and, when both PBNet checkpoints are given,
-    the pose/blink sampler, on `device` (default: CUDA when available).  Fails before any expensive work
+    """Load the LFG, the A2V-FDM (EMA weights and record) and, when a PBNet checkpoint is given (pose, blink or
+    both), the pose/blink sampler, on `device` (default: CUDA when available).  Fails before any expensive work
     on a missing, unreadable or wrong-kind checkpoint."""
-    if bool(pbnet_pose) != bool(pbnet_blink):
-        raise ValueError("PBNet sampling needs both --pbnet-pose and --pbnet-blink checkpoints "
-                         "(pbnet_pose, pbnet_blink)")
     dev = resolve_device(device)
     lfg_model = checkpoints.load_model(lfg, "lfg").eval().to(dev)
     a2v_model, info = load_a2v(a2v, use_ema=use_ema)
     sampler = None
-    if pbnet_pose:
-        pose = checkpoints.open_checkpoint(pbnet_pose, "pbnet-pose")
-        blink = checkpoints.open_checkpoint(pbnet_blink, "pbnet-blink")
-        pose_model, blink_model = pose.build(), blink.build()
+    if pbnet_pose or pbnet_blink:
+        sampler = PoseBlinkSampler.from_checkpoints(pbnet_pose, pbnet_blink, device=dev)
         a2v_dim = audio_dim(a2v_model.unet.cond_dim)
-        for path, model in ((pbnet_pose, pose_model), (pbnet_blink, blink_model)):
-            if model.audio_dim != a2v_dim:  # both read the audio features computed for the A2V-FDM
+        for path, model in ((pbnet_pose, sampler.pose_model), (pbnet_blink, sampler.blink_model)):
+            if model is not None and model.audio_dim != a2v_dim:  # they read the features computed for the A2V-FDM
                 raise ValueError(f"{path}: this PBNet reads {model.audio_dim}-d audio features, the A2V-FDM {a2v} "
                                  f"{a2v_dim}-d ones: train both on shards with the same --features")
-        sampler = PoseBlinkSampler(pose_model.to(dev), blink_model.to(dev), pose_units=units_of(pose),
-                                   blink_units=units_of(blink))
     return Pipeline(lfg_model, a2v_model.to(dev), info, sampler, dev)
 

@@ -64,9 +64,9 @@ def _as_tensor(x, device: torch.device) -> Tensor:
 
 
 @torch.no_grad()
-def sample_pose_blink(pose_model: PBNet, blink_model: PBNet, audio_feat, init_pose, init_blink, seed: int = 0, *,
-                      pose_units: PBNetUnits = PBNetUnits(), blink_units: PBNetUnits = PBNetUnits(),
-                      fact: float = 1.0) -> tuple[Tensor, Tensor]:
+def sample_pose_blink(pose_model: Optional[PBNet], blink_model: Optional[PBNet], audio_feat, init_pose, init_blink,
+                      seed: int = 0, *, pose_units: PBNetUnits = PBNetUnits(), blink_units: PBNetUnits = PBNetUnits(),
+                      fact: float = 1.0) -> tuple[Optional[Tensor], Optional[Tensor]]:
     """Sample head pose and eye openness for `audio_feat`.
 
     audio_feat: (T, A) per-frame audio features (the models' `audio_dim`); init_pose: (6,) and
@@ -75,64 +75,85 @@ def sample_pose_blink(pose_model: PBNet, blink_model: PBNet, audio_feat, init_po
     `pose_units`/`blink_units`: the units and latent prior each model was trained with. `fact` scales z
     (official name).  Returns pose (T, 6) and blink (T, 2), float32 on the models' device, in dataset
     units; frame 0 is the init state plus the model's (small) predicted offset, as in the official pipeline.
+    Either model may be None (the other part then comes from elsewhere: a file, the ground truth, the held state):
+    its part of the result is None.
     """
-    if (pose_model.pos_dim, pose_model.eye_dim) != (6, 0) or (blink_model.pos_dim, blink_model.eye_dim) != (0, 2):
-        raise ValueError("sample_pose_blink needs a pose PBNet (pos_dim=6, eye_dim=0) and a blink PBNet "
-                         f"(pos_dim=0, eye_dim=2), got ({pose_model.pos_dim}, {pose_model.eye_dim}) and "
-                         f"({blink_model.pos_dim}, {blink_model.eye_dim})")
-    device = next(pose_model.parameters()).device
-    if next(blink_model.parameters()).device != device:
+    models = [m for m in (pose_model, blink_model) if m is not None]
+    if not models:
+        raise ValueError("sample_pose_blink needs a pose PBNet, a blink PBNet or both")
+    for model, dims, kind in ((pose_model, (6, 0), "pose"), (blink_model, (0, 2), "blink")):
+        if model is not None and (model.pos_dim, model.eye_dim) != dims:
+            raise ValueError(f"sample_pose_blink: the {kind} PBNet must have (pos_dim, eye_dim) = {dims}, got "
+                             f"({model.pos_dim}, {model.eye_dim}): a {'blink' if kind == 'pose' else 'pose'} model?")
+    device = next(models[0].parameters()).device
+    if any(next(m.parameters()).device != device for m in models):
         raise ValueError("sample_pose_blink: put the pose and blink models on the same device")
     audio = _as_tensor(audio_feat, device)
     init_pose, init_blink = _as_tensor(init_pose, device), _as_tensor(init_blink, device)
     if audio.ndim != 2 or init_pose.shape != (6,) or init_blink.shape != (2,):
         raise ValueError(f"expected audio_feat (T, A), init_pose (6,), init_blink (2,); got {tuple(audio.shape)}, "
                          f"{tuple(init_pose.shape)}, {tuple(init_blink.shape)}")
-    modes = pose_model.training, blink_model.training
-    pose_model.eval(), blink_model.eval()  # official inference: no dropout, local attention window
+    modes = [m.training for m in models]
+    for model in models:
+        model.eval()  # official inference: no dropout, local attention window
     try:
         generator = torch.Generator(device=device).manual_seed(int(seed))
         t = audio.shape[0]
 
-        def latent(model: PBNet, units: PBNetUnits) -> Tensor:
-            return fact * prior_latent(model, 1, t, units.prior_rho, generator=generator, device=device)
+        def sample(model: Optional[PBNet], units: PBNetUnits, init: Tensor, kind: str) -> Optional[Tensor]:
+            if model is None:
+                return None
+            z = fact * prior_latent(model, 1, t, units.prior_rho, generator=generator, device=device)
+            out = model.generate(units.to_model(init, kind)[None, None], units.audio(audio)[None], z=z)[0]
+            return units.to_data(out, kind)  # (T, 6) or (T, 2)
 
-        x0 = pose_units.to_model(init_pose, "pose")[None, None]  # (1, 1, 6)
-        pose = pose_model.generate(x0, pose_units.audio(audio)[None], z=latent(pose_model, pose_units))[0]  # (T, 6)
-        pose = pose_units.to_data(pose, "pose")
-        b0 = blink_units.to_model(init_blink, "blink")[None, None]
-        blink = blink_model.generate(b0, blink_units.audio(audio)[None], z=latent(blink_model, blink_units))[0]
-        blink = blink_units.to_data(blink, "blink")  # (T, 2)
+        pose = sample(pose_model, pose_units, init_pose, "pose")  # the pose latents first, then the blink ones
+        blink = sample(blink_model, blink_units, init_blink, "blink")
     finally:
-        pose_model.train(modes[0]), blink_model.train(modes[1])
+        for model, mode in zip(models, modes):
+            model.train(mode)
     return pose, blink
 
 
 class PoseBlinkSampler:
-    """The two PBNets with their units; call it like `sample_pose_blink` without the models."""
+    """The PBNets (pose, blink or both) with their units; call it like `sample_pose_blink` without the models."""
 
-    def __init__(self, pose_model: PBNet, blink_model: PBNet, *, pose_units: PBNetUnits = PBNetUnits(),
-                 blink_units: PBNetUnits = PBNetUnits()) -> None:
-        self.pose_model, self.blink_model = pose_model.eval(), blink_model.eval()
+    def __init__(self, pose_model: Optional[PBNet], blink_model: Optional[PBNet], *,
+                 pose_units: PBNetUnits = PBNetUnits(), blink_units: PBNetUnits = PBNetUnits()) -> None:
+        if pose_model is None and blink_model is None:
+            raise ValueError("PoseBlinkSampler needs a pose PBNet, a blink PBNet or both")
+        self.pose_model, self.blink_model = (m.eval() if m is not None else None for m in (pose_model, blink_model))
         self.pose_units, self.blink_units = pose_units, blink_units
 
+    @property
+    def models(self) -> list[PBNet]:
+        return [m for m in (self.pose_model, self.blink_model) if m is not None]
+
+    def describe(self) -> str:
+        """What it samples: "pbnet" (both), or "pbnet pose" / "pbnet blink"."""
+        return "pbnet" if len(self.models) == 2 else "pbnet pose" if self.pose_model is not None else "pbnet blink"
+
     @classmethod
-    def from_checkpoints(cls, pose_ckpt: str | Path, blink_ckpt: str | Path, *, pose_units: Optional[PBNetUnits] = None,
-                         blink_units: Optional[PBNetUnits] = None,
+    def from_checkpoints(cls, pose_ckpt: Optional[str | Path], blink_ckpt: Optional[str | Path], *,
+                         pose_units: Optional[PBNetUnits] = None, blink_units: Optional[PBNetUnits] = None,
                          device: str | torch.device = "cpu") -> "PoseBlinkSampler":
-        """Load both models from any supported checkpoint (see `checkpoints.open_checkpoint`); units from
-        the files unless given."""
-        pose = checkpoints.open_checkpoint(pose_ckpt, "pbnet-pose")
-        blink = checkpoints.open_checkpoint(blink_ckpt, "pbnet-blink")
-        return cls(pose.build().to(device), blink.build().to(device), pose_units=pose_units or units_of(pose),
-                   blink_units=blink_units or units_of(blink))
+        """Load the models given (either or both) from any supported checkpoint (see `checkpoints.open_checkpoint`);
+        units from the files unless given."""
+        pose = checkpoints.open_checkpoint(pose_ckpt, "pbnet-pose") if pose_ckpt else None
+        blink = checkpoints.open_checkpoint(blink_ckpt, "pbnet-blink") if blink_ckpt else None
+        return cls(pose.build().to(device) if pose else None, blink.build().to(device) if blink else None,
+                   pose_units=pose_units or (units_of(pose) if pose else PBNetUnits()),
+                   blink_units=blink_units or (units_of(blink) if blink else PBNetUnits()))
 
     def to(self, device: str | torch.device) -> "PoseBlinkSampler":
-        self.pose_model.to(device), self.blink_model.to(device)
+        for model in self.models:
+            model.to(device)
         return self
 
-    def __call__(self, audio_feat, init_pose, init_blink, seed: int = 0, fact: float = 1.0) -> tuple[Tensor, Tensor]:
-        """audio_feat (T, A), init_pose (6,), init_blink (2,) -> pose (T, 6), blink (T, 2), dataset units."""
+    def __call__(self, audio_feat, init_pose, init_blink, seed: int = 0, fact: float = 1.0
+                 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """audio_feat (T, A), init_pose (6,), init_blink (2,) -> pose (T, 6), blink (T, 2), dataset units (None for
+        a part without its model)."""
         return sample_pose_blink(self.pose_model, self.blink_model, audio_feat, init_pose, init_blink, seed,
                                  pose_units=self.pose_units, blink_units=self.blink_units, fact=fact)
 
@@ -187,10 +208,10 @@ def pose_blink_from_pbnet(sampler: PoseBlinkSampler, init_pose, init_blink, pose
 
     def source(request: GenerationRequest) -> PoseBlink:
         pose, blink = sampler(request.audio_feat, init_pose, init_blink, seed=request.seed)
-        pose, blink = pose.cpu().numpy(), blink.cpu().numpy()
-        given = files(request)
-        pose, ref_pose = (given.pose, given.ref_pose) if pose_from else (pose, init_pose)
-        blink, ref_blink = (given.blink, given.ref_blink) if blink_from else (blink, init_blink)
+        given = files(request)  # the parts of neither a file nor a PBNet: held at the reference state
+        pose, ref_pose = (given.pose, given.ref_pose) if pose_from or pose is None else (pose.cpu().numpy(), init_pose)
+        blink, ref_blink = ((given.blink, given.ref_blink) if blink_from or blink is None
+                            else (blink.cpu().numpy(), init_blink))
         return PoseBlink(pose, blink, ref_pose, ref_blink)
 
     return source

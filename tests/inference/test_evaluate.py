@@ -61,6 +61,10 @@ def test_eval_with_pbnet_drives_pose_from_audio(models, synth_shards, tmp_path):
                       pbnet_pose=str(pose), pbnet_blink=str(blink), out=str(tmp_path / "e.json"), log_wandb=False,
                       progress=False)
     assert result["settings"]["pose_blink"] == "pbnet"
+    # one PBNet: the other part is the ground truth, and the settings say so
+    result = evaluate(str(a2v), str(lfg), str(synth_shards), max_videos=1, max_frames=12, steps=1,
+                      pbnet_pose=str(pose), out=str(tmp_path / "e1.json"), log_wandb=False, progress=False)
+    assert result["settings"]["pose_blink"] == "pbnet pose, ground-truth blink"
     # the PBNet-sampled openness drove the video but is not a measurement of it: n/a without a probe
     assert result["metrics"]["Blink/s"] is None and "Blink/s" in result["unavailable"]
 

@@ -225,8 +225,15 @@ def test_pbnet_drives_pose_and_blink_with_seeded_variety(models, photo, tmp_path
         seen.append(read_mp4(tmp_path / f"{name}.mp4")[0].astype(int))
     assert np.array_equal(seen[0], seen[1])
     assert np.abs(seen[0] - seen[2]).max() > 0  # another seed, another head motion
-    with pytest.raises(ValueError, match="both --pbnet-pose and --pbnet-blink"):
-        generate(photo, speech, tmp_path / "y.mp4", lfg=str(lfg), a2v=str(a2v), pbnet_pose=str(pose_ckpt), **init)
+    # one PBNet, the other part from a file or held at the reference state
+    blinks = tmp_path / "driving blinks.v1.npy"
+    np.save(blinks, np.full((100, 2), 0.25, np.float32))
+    mixed = generate(photo, speech, tmp_path / "y.mp4", lfg=str(lfg), a2v=str(a2v), pbnet_pose=str(pose_ckpt), steps=1,
+                     size=64, progress=False, seed=1, blink_from=str(blinks), **init)
+    assert (mixed["pose_from"], mixed["blink_from"]) == ("pbnet", "file")
+    held = generate(photo, speech, tmp_path / "w.mp4", lfg=str(lfg), a2v=str(a2v), pbnet_blink=str(blink_ckpt), steps=1,
+                    size=64, progress=False, seed=1, **init)
+    assert (held["pose_from"], held["blink_from"]) == ("held", "pbnet")
     hubert_blink = tiny_pbnet(tmp_path / "blink.hubert.pt", 0, 2, "pbnet-blink", audio_dim=1024)
     with pytest.raises(ValueError, match=r"blink.hubert.pt: this PBNet reads 1024-d audio features, the A2V-FDM .* 80-d"):
         generate(photo, speech, tmp_path / "z.mp4", **{**common, "pbnet_blink": str(hubert_blink)}, **init)

@@ -133,9 +133,25 @@ def test_deterministic_for_a_seed_and_restores_mode():
     assert pose.training and blink.training  # eval only inside the call
 
 
+def test_one_model_samples_its_part_alone():
+    """A pose PBNet alone samples the pose the pair would (its latents are drawn first); a blink PBNet alone samples
+    blinks; the missing part is None, for the caller to take from a file, the ground truth or the held state."""
+    pose, blink = untrained("pose"), untrained("blink")
+    audio, init_pose, init_blink = torch.randn(30, 80), torch.tensor([0, 0, 0, 0.6, 32, 32.0]), torch.tensor([0.3, 0.3])
+    pair = sample_pose_blink(pose, blink, audio, init_pose, init_blink, seed=5)
+    pose_only = sample_pose_blink(pose, None, audio, init_pose, init_blink, seed=5)
+    blink_only = sample_pose_blink(None, blink, audio, init_pose, init_blink, seed=5)
+    assert torch.equal(pose_only[0], pair[0]) and pose_only[1] is None
+    assert blink_only[0] is None and blink_only[1].shape == (30, 2)
+    sampler = PoseBlinkSampler(None, blink)
+    assert sampler.models == [blink] and sampler.describe() == "pbnet blink"
+    with pytest.raises(ValueError, match="a pose PBNet, a blink PBNet or both"):
+        sample_pose_blink(None, None, audio, init_pose, init_blink)
+
+
 def test_rejects_swapped_models_and_bad_shapes():
     pose, blink = untrained("pose"), untrained("blink")
-    with pytest.raises(ValueError, match="pose PBNet"):
+    with pytest.raises(ValueError, match="the pose PBNet must have"):
         sample_pose_blink(blink, pose, torch.randn(10, 80), torch.zeros(6), torch.zeros(2))
     with pytest.raises(ValueError, match="init_pose"):
         sample_pose_blink(pose, blink, torch.randn(10, 80), torch.zeros(7), torch.zeros(2))

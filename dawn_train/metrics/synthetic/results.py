@@ -13,6 +13,7 @@ counted 3), so the text says the ceiling falls short, not that no A2V-FDM can me
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -90,7 +91,7 @@ def blinks_markdown(result: dict, figures: Path) -> list[str]:
     table = blink_table(result.get("videos", []))
     if not table:
         return []
-    name = f"blinks_{result['settings']['pose_blink'].replace(' ', '_')}.png"
+    name = f"blinks_{re.sub(r'[^A-Za-z0-9]+', '_', result['settings']['pose_blink'])}.png"
     plot_blink_traces(result["videos"], figures / name, title=f"pose/blink from {result['settings']['pose_blink']}")
     return ["Blinks per video: the probe's eye openness (both eyes' mean) of each video, a blink a run of >= 2 frames "
             f"below {BLINK_RELATIVE}x that video's median; the driving signal is the input, not a reading of a video.", ""] + \
