@@ -242,3 +242,17 @@ def test_quality_lfg_adds_an_ablation_config_to_the_lfg_run_only(tmp_path, monke
                              env={"PATH": "/usr/bin:/bin", "QUALITY_OUT": str(out), "QUALITY_LFG": f"{ablation}x"})
     assert missing.returncode == 2 and f"QUALITY_LFG={ablation}x: no such file" in missing.stderr
     assert (out / "runs").is_dir()
+
+
+def test_every_dataset_path_of_a_config_is_written_by_its_recipe():
+    """A config that reads `datasets/<name>/<shards>` names a folder its recipe (datasets/<name>/README.md) writes:
+    experiments/pbnet/base.yaml read `datasets/hdtf/shards`, which the HDTF recipe never wrote."""
+    used = set()
+    for path in EXPERIMENTS.rglob("*.yaml"):
+        used |= {(m.group(1), m.group(2), path.name) for m in re.finditer(r"datasets/(\w+)/(\w+)", path.read_text())}
+    assert used
+    for dataset, folder, config in sorted(used):
+        recipe = REPO / "datasets" / dataset / "README.md"
+        assert recipe.is_file(), f"{config}: datasets/{dataset} has no recipe"
+        written = rf"--out datasets/{dataset}/{folder}\b|`{folder}`"  # a command's output, or named in the text
+        assert re.search(written, recipe.read_text()), f"{config}: no command of {recipe} writes datasets/{dataset}/{folder}"
