@@ -61,5 +61,6 @@ demo: install
 quality: install
 	PATH=$(BIN):$$PATH bash experiments/synth/quality.sh
 
+# `make clean`: what the demo, the quality recipe and the tests made; downloaded and prepared datasets stay
 clean:
-	rm -rf runs quality_out datasets/*/raw datasets/*/shards .pytest_cache
+	rm -rf runs demo_out quality_out datasets/synth/raw datasets/synth/shards .pytest_cache
