@@ -93,7 +93,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     """`data` and its subcommands, added to the top-level `commands`."""
     from dawn_train.data.schema import FEATURE_KINDS
 
-    data = commands.add_parser("data", help="build and check datasets (synth, shards, inspect)")
+    data = commands.add_parser("data", help="build and check datasets (synth, prep, shards, inspect, probe)")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     synth = data_commands.add_parser("synth", help="render synthetic talking-head videos with ground truth")
     synth.add_argument("--out", required=True, help="output directory of prepared videos")
