@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from dawn_train.cli.arguments import non_negative_float, non_negative_int, positive_float, positive_int, seed_arg
 from dawn_train.cli.output import print_json_or_table
@@ -52,6 +53,11 @@ def cmd_data_prep(args) -> int:
           f"before), {summary['failed']} failed of {summary['total']} videos -> {args.out}")
     if summary["failed"]:
         print(f"reasons in {args.out}/{FAILURES}")
+    if summary["failed"] and not summary["done"]:
+        # every video this run tried failed: a failed step (a SLURM array task shows as failed); a rerun skips them
+        print(f"dawn-train: error: all {summary['failed']} videos of slice {summary['slice']} that this run tried "
+              f"failed (reasons in {args.out}/{FAILURES})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -131,7 +137,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--src", help="directory of raw videos (searched recursively)")
     source.add_argument("--list", help="file with one raw video path per line")
     prep.add_argument("--out", required=True, help="prepared-video directory (what `data shards --src` reads)")
-    prep.add_argument("--size", type=positive_int, default=256, help="face crop side in pixels (128 or 256)")
+    prep.add_argument("--size", type=positive_int, default=256, help="face crop side in pixels (the released models: 128 or 256)")
     prep.add_argument("--crop-scale", type=positive_float, default=1.8, help="crop side / face size (68-point box)")
     prep.add_argument("--max-gap", type=non_negative_int, default=12, help="frames without a face filled in (more: the video fails)")
     prep.add_argument("--min-seconds", type=non_negative_float, default=1.0, help="shorter videos fail")

@@ -227,6 +227,8 @@ def write_shards(src: str | Path, out: str | Path, val_fraction: float = 0.1, sa
     from tqdm import tqdm
 
     src, out = Path(src), Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: a file, not a shard folder (--out names the folder to write the shards in)")
     if samples_per_shard < 1:
         raise ValueError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     dataset = dataset or out.parent.name or "dataset"

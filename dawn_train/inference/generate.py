@@ -80,7 +80,7 @@ def load_audio(path: str | Path, max_seconds: Optional[float] = None) -> np.ndar
     Raises AudioError for unreadable, empty, too short (< 1 video frame) or silent audio."""
     path = Path(path)
     if not path.is_file():
-        raise AudioError(f"{path}: no such audio file")
+        raise AudioError(f"{path}: a folder, not an audio file" if path.is_dir() else f"{path}: no such audio file")
     audio, _ = decode_audio(path)
     if max_seconds is not None:
         if not max_seconds > 0:

@@ -36,7 +36,7 @@ def read_image(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise ImageError(f"{path}: no such image file")
+        raise ImageError(f"{path}: a folder, not an image file" if path.is_dir() else f"{path}: no such image file")
     try:
         with Image.open(path) as handle:
             handle.load()

@@ -56,10 +56,12 @@ def test_slices_cover_every_input_once(raw_dir, tmp_path):
     only_bad.write_text("# the three that fail fast\n" + "".join(f"{raw_dir / n}.mp4\n" for n in
                                                               ("empty_room", "broken", "silent_film")))
     out = tmp_path / "out"
-    for task in range(2):
-        assert main(["data", "prep", "--list", str(only_bad), "--out", str(out), "--slice", f"{task}/2", "--quiet"]) == 0
+    for task in range(2):  # every video a task tried failed: the task fails (a SLURM array shows which)
+        assert main(["data", "prep", "--list", str(only_bad), "--out", str(out), "--slice", f"{task}/2", "--quiet"]) == 1
     lines = [json.loads(line)["id"] for line in (out / FAILURES).read_text().splitlines()]
     assert sorted(lines) == ["broken", "empty_room", "silent_film"]
+    # a rerun skips the listed failures: nothing tried, nothing failed
+    assert main(["data", "prep", "--list", str(only_bad), "--out", str(out), "--quiet"]) == 0
 
 
 def test_duplicate_ids_and_missing_inputs_are_errors(tmp_path, capsys):
