@@ -71,7 +71,9 @@ def test_no_setting_is_repeated_in_more_than_two_files():
     for path in sorted(EXPERIMENTS.rglob("*.yaml")):
         for line in setting_lines(path):
             files[line].append(str(path.relative_to(EXPERIMENTS)))
-    repeated = {line: where for line, where in files.items() if len(where) > 2}
+    # a dataset's location is named by each stage's config that reads it (LFG, A2V-FDM and PBNet read HDTF's 128-px
+    # shards): not a training setting that would drift apart between copies
+    repeated = {line: where for line, where in files.items() if len(where) > 2 and not line.startswith("shards: ")}
     assert not repeated, f"put these in a base or an overlay that the configs compose: {repeated}"
 
 

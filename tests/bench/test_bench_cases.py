@@ -143,7 +143,9 @@ def test_a_run_past_its_timeout_is_killed_and_the_others_go_on(capsys):
     result = json.loads(captured.out)
     assert [entry["fast"] for entry in result["cases"]] == [{"error": "killed after 0.5 s (--run-timeout)"}] * 2
     assert "unet_t40 (fast): killed after 0.5 s" in captured.err and "pbnet_step (fast): killed" in captured.err
-    assert main(["bench", "cases", "--cases", "unet_t40", "--run-timeout", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse: a usage error naming the flag
+        main(["bench", "cases", "--cases", "unet_t40", "--run-timeout", "0"])
+    assert refused.value.code == 2 and "argument --run-timeout: must be > 0" in capsys.readouterr().err
 
 
 def test_the_table_title_names_the_cpu_and_torch(capsys):

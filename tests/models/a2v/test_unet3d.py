@@ -188,7 +188,7 @@ def test_official_layout_and_parameter_count(official_shapes, key):
 
 
 def test_package_hygiene():
-    allowed = {"torch", "einops", "numpy", "math", "typing", "__future__", "functools", "dataclasses", "contextlib"}
+    allowed = {"torch", "einops", "numpy", "math", "typing", "__future__", "functools", "dataclasses", "contextlib", "types"}
     for path in PKG.glob("*.py"):
         src = path.read_text()
         assert len(src.splitlines()) < 400, path.name
