@@ -39,6 +39,7 @@ def test_commands_name_a_damaged_manifest_or_eval_file(tmp_path, capsys):
     assert main(["quality-report", "--eval-gt", str(damaged), "--out", str(tmp_path / "out" / "RESULTS.md")]) == 1
     err = capsys.readouterr().err
     assert f"{damaged}: not JSON text" in err and "eval result" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing written for a refused input
     assert main(["quality-report", "--eval-gt", str(tmp_path / "missing.json"),
                  "--out", str(tmp_path / "out" / "RESULTS.md")]) == 1
     assert f"{tmp_path / 'missing.json'}: no such file (eval result" in capsys.readouterr().err

@@ -181,8 +181,8 @@ def build_report(paths: list[str | Path], out: str | Path, metrics: Optional[lis
     `wandb`, "wandb_report" (the definition file) and "wandb_summary" (what publishing creates), or with
     `publish_report` "wandb_url"."""
     out = Path(out)
+    rows = group_seeds(collect(paths))  # reads (and refuses) the inputs before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    rows = group_seeds(collect(paths))
     table = comparison(rows, metrics)
     paper = paper_layout(rows, table["columns"])
     histories = training_histories(rows)

@@ -128,6 +128,8 @@ def write_results(out_dir: str | Path, evals: dict[str, str | Path], curves: str
     Returns the markdown file."""
     out_dir = Path(out_dir)
     figures = out_dir / "results"
+    for path in evals.values():  # every input read (and refused) before anything is written
+        read_json(path, "eval result (`dawn-train eval --out`)")
     figures.mkdir(parents=True, exist_ok=True)
     lines = ["# Quality results on the synthetic dataset", "",
              f"Written by `{command}` (experiments/synth/quality.sh) on {time.strftime('%Y-%m-%d')}, commit "
