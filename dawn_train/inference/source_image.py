@@ -89,5 +89,7 @@ def crop_source(path: str | Path, size: int, face_index: Optional[int], out: Pat
     files = side_files(out)
     Image.fromarray(crop.image).save(files["crop"])
     Path(files["initial_state"]).write_text(json.dumps({"image": str(path), **crop.state()}, indent=1))
-    log.info("%s: face %s cropped (box %s in the photo) -> %s", path, face_index or 0, crop.box.as_list(), files["crop"])
+    x0, y0, side = crop.box.as_list()
+    log.info("%s: face %s cropped (a %d px square at x %d, y %d of the photo) -> %s", path, face_index or 0, side, x0, y0,
+             files["crop"])
     return CroppedSource(crop.image, crop.pose.tolist(), crop.blink.tolist(), crop.face_box.tolist(), files)
