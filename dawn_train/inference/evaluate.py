@@ -31,7 +31,7 @@ from dawn_train.metrics.suite import TABLE, MetricSuite
 from dawn_train.metrics.synthetic import TABLE as SYNTHETIC_TABLE
 from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
 from dawn_train.metrics.synthetic.blink_traces import eye_openness, plot_blink_traces
-from dawn_train.metrics.synthetic.goals import GOALS, check_goals
+from dawn_train.metrics.synthetic.goals import GOALS, check_goals, check_probe_request
 from dawn_train.models.a2v.conditioning import check_guidance
 from dawn_train.tracking.eval_log import log_evaluation
 from dawn_train.tracking.media import to_uint8_video
@@ -92,8 +92,7 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
     from tqdm.auto import tqdm
 
     guidance = check_guidance(guidance)
-    if goals and not probe:
-        raise ValueError(f"goals '{goals}' are checked on the synthetic ground-truth metrics: give --probe FILE")
+    check_probe_request(probe, goals)
     # before any model is loaded: a path that cannot be written fails now, not after the whole evaluation
     out_path = check_output_file(out if out else default_output(a2v), "eval.json")
     pipe = load_pipeline(lfg, a2v, pbnet_pose=pbnet_pose, pbnet_blink=pbnet_blink, device=device)

@@ -24,7 +24,7 @@ from dawn_train.inference.pipeline import resolve_device
 from dawn_train.metrics.blink import count_blinks
 from dawn_train.metrics.synthetic import SyntheticSuite, mouth_from_landmarks
 from dawn_train.metrics.synthetic.blink_traces import eye_openness, plot_blink_traces
-from dawn_train.metrics.synthetic.goals import GOALS, check_goals
+from dawn_train.metrics.synthetic.goals import GOALS, check_goals, check_probe_request
 from dawn_train.metrics.synthetic.metrics import frame_psnr
 
 
@@ -37,8 +37,7 @@ def evaluate_lfg(lfg: str, shards: str, *, split: str = "val", max_videos: int |
     (with a probe), "out"}."""
     from tqdm.auto import tqdm
 
-    if goals and not probe:
-        raise ValueError(f"goals '{goals}' are checked on the synthetic ground-truth metrics: give --probe FILE")
+    check_probe_request(probe, goals)
     out_path = check_output_file(out if out else default_output(lfg, "eval_lfg.json"), "eval_lfg.json")
     dev = resolve_device(device)
     model = checkpoints.load_model(lfg, "lfg").eval().to(dev)

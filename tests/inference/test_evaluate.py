@@ -123,10 +123,15 @@ def test_eval_with_probe_scores_generated_frames_beside_the_still_frame(models, 
     assert f"eye openness per video: {tmp_path / 'eval_blinks.png'}" in printed
 
 
-def test_goals_need_a_probe(models, synth_shards, tmp_path):
+def test_goals_need_a_probe_and_the_probe_must_be_there(models, synth_shards, tmp_path, capsys):
     lfg, a2v, _ = models
     with pytest.raises(ValueError, match="--probe"):
         evaluate(str(a2v), str(lfg), str(synth_shards), goals="demo", out=str(tmp_path / "e.json"), log_wandb=False)
+    missing = tmp_path / "my probes.v1" / "probe.pt"  # a typo: an error before any work, not n/a metrics
+    common = ["--lfg", str(lfg), "--shards", str(synth_shards), "--probe", str(missing), "--goals", "demo", "--quiet"]
+    for command in (["eval", "--ckpt", str(a2v), "--no-wandb"], ["eval-lfg"]):
+        assert main([*command, *common]) == 1
+        assert f"--probe {missing}: no such probe file" in capsys.readouterr().err
 
 
 def test_eval_writes_into_the_training_run_and_declares_the_checkpoint_it_used(models, synth_shards, tmp_path):

@@ -14,6 +14,7 @@ Each goal names one metric of the generated row and how it must compare with the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 Rows = dict[str, dict[str, Optional[float]]]
@@ -69,6 +70,15 @@ LFG = (  # `dawn-train eval-lfg`: the LFG's reconstructions (the ceiling of any 
     *(goal for goal in QUALITY if goal.metric != "PSNR"),
 )
 GOALS = {"demo": DEMO, "quality": QUALITY, "pbnet": PBNET, "lfg": LFG}
+
+
+def check_probe_request(probe: Optional[str], goals: Optional[str]) -> None:
+    """An eval's `--probe` and `--goals`, checked before any model loads: goals need the probe, and a probe asked for
+    by name must be there (a typo is an error, not a run whose synthetic metrics are all n/a)."""
+    if goals and not probe:
+        raise ValueError(f"goals '{goals}' are checked on the synthetic ground-truth metrics: give --probe FILE")
+    if probe and not Path(probe).is_file():
+        raise FileNotFoundError(f"--probe {probe}: no such probe file (make one with `dawn-train data probe --out`)")
 
 
 def check_goals(rows: Rows, goals: tuple[Goal, ...]) -> list[GoalCheck]:
