@@ -14,13 +14,13 @@ def read_json(path: str | Path, what: str) -> Any:
     if path.is_dir():
         raise IsADirectoryError(f"{path}: a folder ({what} file expected)")
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file ({what} expected)") from None
+    try:
+        return json.loads(raw)  # bytes: UTF-8 (with or without a BOM), UTF-16 or UTF-32, as JSON allows
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not JSON text, a binary file ({what} expected)") from None
-    try:
-        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}, {exc.msg} ({what} "
                          f"expected)") from None

@@ -7,7 +7,7 @@
 #   scripts/gpu_checks.sh --plan                # print the checks' commands and their limits, run nothing
 #
 # OUT_DIR gets env.txt (GPU, driver, torch), one <check>.json (bench cases --json) and <check>.log per check,
-# traces/ (Chrome traces of the profiled steps) and summary.txt (each check: done, failed or skipped, seconds).
+# traces/sdpa and traces/math (Chrome traces of the profiled steps) and summary.txt (each check: done, failed or skipped, seconds).
 # DAWN_TRAIN, PYTHON: the dawn-train and python command lines (default: dawn-train, python).
 set -uo pipefail
 
@@ -15,16 +15,17 @@ set -uo pipefail
 # --json).  In order of what they tell: the step as the experiments train it (sdpa; its profile names the attention
 # kernel), sampling eagerly and replayed as CUDA graphs (the 2x goal), then the math step beside it.
 CHECKS=(
-  "step_sdpa|170|--cases a2v_step_t20 --impl fast --bf16 --batch 16 --flops --attn-backend sdpa --repeats 5 --warmup 2 --profile 25 --trace-dir @TRACES@"
+  "step_sdpa|170|--cases a2v_step_t20 --impl fast --bf16 --batch 16 --flops --attn-backend sdpa --repeats 5 --warmup 2 --profile 25 --trace-dir @TRACES@/sdpa"
   "sample_eager|100|--cases sample_t200 --impl reference,fast --steps 20 --repeats 3 --warmup 1 --attn-backend sdpa"
-  "sample_graphs|300|--cases sample_t200 --impl fast --compile --compile-mode reduce-overhead --steps 20 --repeats 3 --warmup 1 --attn-backend sdpa"
-  "step_math|170|--cases a2v_step_t20 --impl fast --bf16 --batch 16 --flops --attn-backend math --repeats 5 --warmup 2 --profile 25 --trace-dir @TRACES@"
+  "sample_graphs|360|--cases sample_t200 --impl fast --compile --compile-mode reduce-overhead --steps 20 --repeats 3 --warmup 1 --attn-backend sdpa"
+  "step_math|170|--cases a2v_step_t20 --impl fast --bf16 --batch 16 --flops --attn-backend math --repeats 5 --warmup 2 --profile 25 --trace-dir @TRACES@/math"
 )
 
 if [ "${1:-}" = "--plan" ]; then
     for check in "${CHECKS[@]}"; do
         IFS='|' read -r name limit args <<< "$check"
-        echo "$name $limit dawn-train bench cases --device cuda --release-size --json --run-timeout $limit ${args//@TRACES@/traces}"
+        echo "$name $limit dawn-train bench cases --device cuda --release-size --json --run-timeout $(( (limit - 10) / 2 ))" \
+             "${args//@TRACES@/traces}"
     done
     exit 0
 fi
@@ -60,11 +61,12 @@ for check in "${CHECKS[@]}"; do
         continue
     fi
     read -r -a words <<< "$args"
-    words=("${words[@]/#@TRACES@/$out/traces}")  # after the split: the folder's path may hold spaces
+    words=("${words[@]/#@TRACES@/"$out"/traces}")  # after the split (the path may hold spaces); quoted: a & stays a &
     began=$SECONDS
-    # the whole command is bounded, each of its runs too (a run killed by --run-timeout is reported beside the others)
+    # the whole command is bounded, and each of its two runs (one case, two columns) to a bit under half of it, so a
+    # hung run is killed and reported by `bench cases` beside the finished one instead of losing the check's JSON
     timeout --signal=INT --kill-after=10 "$limit" "${DAWN_CMD[@]}" bench cases --device cuda \
-        --release-size --json --run-timeout "$limit" "${words[@]}" > "$out/$name.json" 2> "$out/$name.log"
+        --release-size --json --run-timeout "$(( (limit - 10) / 2 ))" "${words[@]}" > "$out/$name.json" 2> "$out/$name.log"
     rc=$?
     state="done"
     [ "$rc" -ne 0 ] && state="failed (exit $rc, see $name.log)" && failed=1

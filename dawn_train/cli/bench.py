@@ -187,14 +187,14 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     bprep.set_defaults(func=cmd_bench_prep)
     attention = bench_commands.add_parser("attention", help="banded vs full temporal attention: time and peak memory")
     attention.add_argument("--frames", type=positive_int, default=200)
-    attention.add_argument("--window", type=positive_int, default=80, help="whole window in frames (paper count; 80 = +-40)")
+    attention.add_argument("--window", type=non_negative_int, default=80, help="whole window in frames (paper count; 80 = +-40)")
     attention.add_argument("--positions", type=positive_int, default=None,
                            help="sequences (batch x h x w); default 1024 on CUDA, 64 on CPU")
     attention.add_argument("--heads", type=positive_int, default=8)
     attention.add_argument("--dim-head", type=positive_int, default=32)
     sample = bench_commands.add_parser("sample", help="A2V-FDM DDIM generation of T frames, banded vs full attention")
     sample.add_argument("--frames", type=positive_int, default=200)
-    sample.add_argument("--window", type=positive_int, default=80, help="whole window in frames (paper count; 80 = +-40)")
+    sample.add_argument("--window", type=non_negative_int, default=80, help="whole window in frames (paper count; 80 = +-40)")
     sample.add_argument("--preset", default="demo", choices=("demo", "release"),
                         help="UNet size (release = 49.9 M params)")
     sample.add_argument("--latent", type=positive_int, default=None, help="latent size h = R / 4 (default: preset's)")

@@ -54,10 +54,10 @@ def cmd_data_prep(args) -> int:
     if summary["failed"]:
         print(f"reasons in {args.out}/{FAILURES}")
     if summary["failed"] and not summary["done"]:
-        # every video this run tried failed: a failed step (a SLURM array task shows as failed); a rerun skips them
-        print(f"dawn-train: error: all {summary['failed']} videos of slice {summary['slice']} that this run tried "
+        # still exit 0: the recipes start `data shards` after the prep array with afterok, and one slice of a few
+        # faceless videos must not cancel it; the failures are listed, and shards counts what is missing
+        print(f"dawn-train: warning: all {summary['failed']} videos of slice {summary['slice']} that this run tried "
               f"failed (reasons in {args.out}/{FAILURES})", file=sys.stderr)
-        return 1
     return 0
 
 

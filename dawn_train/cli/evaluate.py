@@ -118,7 +118,7 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--max-videos", type=positive_int, default=None)
     ev.add_argument("--max-frames", type=positive_int, default=200, help="frames per video (official: 200)")
     ev.add_argument("--steps", type=positive_int, default=None, help="DDIM steps (default: the checkpoint's)")
-    ev.add_argument("--guidance", type=non_negative_float, default=1.0, help="classifier-free guidance scale (1 = none, the "
+    ev.add_argument("--guidance", type=positive_float, default=1.0, help="classifier-free guidance scale (1 = none, the "
                     "release's sampling; each step then calls the UNet twice)")
     ev.add_argument("--window-size", type=window_arg, default=CHECKPOINT_WINDOW,
                     help="sampling window in frames (paper count), 'none' = full attention (default: the checkpoint's)")
@@ -174,7 +174,7 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     quality.add_argument("--eval-gt", required=True, help="eval json (--probe --goals quality), ground-truth pose/blink")
     quality.add_argument("--eval-pbnet", default=None, help="eval json (--probe --goals pbnet), PBNet pose/blink")
     quality.add_argument("--curves", default=None, help="a `dawn-train report` folder: its PNG curves are copied")
-    quality.add_argument("--minutes", type=positive_float, default=None, help="wall-clock minutes of the whole recipe")
+    quality.add_argument("--minutes", type=non_negative_float, default=None, help="wall-clock minutes of the whole recipe")
     quality.add_argument("--command", default="make quality", help="the command that produced the results")
     quality.add_argument("--probe", default=None, help="the probe file the evals used: its accuracy is stated")
     quality.add_argument("--out", required=True, help="folder of RESULTS.md (figures go to <out>/results/)")

@@ -96,9 +96,11 @@ def video_samples(src: Path, video_id: str, split: str, dataset: str, feature, c
     chunk = chunk_frames if chunk_frames > 0 else n_frames
     size = frame_size(video, name, decode_all=chunk >= n_frames)  # chunks are decoded below anyway
     audio = read_wav(src / f"{video_id}.wav")
-    if abs(len(audio) - n_frames * schema.SAMPLES_PER_FRAME) > schema.SAMPLES_PER_FRAME:  # as readers check it
-        raise SchemaError(f"{name}.wav holds {len(audio) / schema.SAMPLE_RATE:.2f} s of audio ({len(audio)} samples) "
-                          f"but {name}.mp4 {n_frames / schema.FPS:.2f} s ({n_frames} frames): they differ by more "
+    # audio shorter than the frames by more than a frame: readers refuse its last chunk (longer audio is cut to each
+    # chunk's frames below)
+    if len(audio) < (n_frames - 1) * schema.SAMPLES_PER_FRAME:
+        raise SchemaError(f"{name}.wav holds {len(audio) / schema.SAMPLE_RATE:.2f} s of audio ({len(audio)} samples), "
+                          f"{name}.mp4 {n_frames / schema.FPS:.2f} s ({n_frames} frames): the audio is short by more "
                           f"than a frame")
     try:
         labels = dict(np.load(src / f"{video_id}.npz", allow_pickle=False))

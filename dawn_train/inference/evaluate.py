@@ -93,6 +93,8 @@ def evaluate(a2v: str, lfg: str, shards: str, *, split: str = "val", weights: di
 
     guidance = check_guidance(guidance)
     check_probe_request(probe, goals)
+    if goals == "pbnet" and not (pbnet_pose and pbnet_blink):  # one PBNet: the other part would be the ground truth's
+        raise ValueError("goals 'pbnet' judge PBNet's head motion and blinks: give both --pbnet-pose and --pbnet-blink")
     # before any model is loaded: a path that cannot be written fails now, not after the whole evaluation
     out_path = check_output_file(out if out else default_output(a2v), "eval.json")
     pipe = load_pipeline(lfg, a2v, pbnet_pose=pbnet_pose, pbnet_blink=pbnet_blink, device=device)

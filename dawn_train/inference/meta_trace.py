@@ -169,14 +169,15 @@ def _read(entry: Optional[Path]) -> Optional[int]:
     return peak if isinstance(peak, int) and peak >= 0 else None
 
 
-STALE_VERSION_DAYS = 14  # another code version's folder unwritten this long: a checkout long gone
+STALE_VERSION_DAYS = 14  # another code version's folder unused this long: a checkout long gone
 STALE_TEMPORARY_S = 3600  # a temporary file this old: its writer was killed before renaming it
-_pruned: set[Path] = set()
+_pruned: set[Path] = set()  # trace folders pruned, and version folders marked used, by this process
 
 
 def _prune(traces: Path, version_folder: Path) -> None:
-    """Remove from `traces` what no process will read: the folders of other code versions unwritten for
-    STALE_VERSION_DAYS (each edit of the models starts a folder) and stale temporary files.  Once per process and
+    """Remove from `traces` what no process will read: the folders of other code versions unused for
+    STALE_VERSION_DAYS (each edit of the models starts a folder; a read or write marks a folder used) and stale
+    temporary files.  Once per process and
     folder, at its first write; a file another process removes first, or one that cannot be removed, is left."""
     if traces in _pruned:
         return
@@ -225,6 +226,12 @@ def _write(entry: Optional[Path], traced: _Traced, peak: int) -> None:
 def _trace(traced: _Traced) -> int:
     entry = _disk_entry(traced)
     peak = _read(entry)
+    if peak is not None and entry.parent not in _pruned:  # read only: mark the version in use for `_prune`
+        _pruned.add(entry.parent)
+        try:
+            os.utime(entry.parent)
+        except OSError:
+            pass
     if peak is None:
         peak = _run(traced)
         _write(entry, traced, peak)

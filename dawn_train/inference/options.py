@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -39,9 +40,12 @@ def bounded(low: float, kind: type = int, strict: bool = False):
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
         try:
             value = kind(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
-                                             ) from None
+            # a YAML 2.7 for a count is refused, not cut to 2; nan and inf are not sizes or durations
+            if (kind is int and float(text) != value) or not math.isfinite(value):
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a finite number'}, "
+                                             f"got {text!r}") from None
         if value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {value}")
         return value
@@ -87,7 +91,7 @@ class GenerateOptions:
     eta: Optional[float] = _opt(help="DDIM eta (default: the checkpoint's)", type=non_negative_float)
     guidance: float = _opt(1.0, help="classifier-free guidance scale (1 = none, the release's sampling; above 1 the "
                            "video follows audio, pose and blink more strongly, at two UNet calls per step)",
-                           type=non_negative_float)
+                           type=positive_float)
     size: Optional[int] = _opt(help="frame size R (default: the checkpoint's)", type=positive_int)
     face_box: Optional[list[float]] = _opt(help="face box x0 y0 x1 y1 in pixels of the R x R image (default: the "
                                            "training data's mean box)", nargs=4)
@@ -146,8 +150,15 @@ class GenerateOptions:
         unknown = sorted(set(given) - set(cls.names()))
         if unknown:
             raise TypeError(f"unknown generate option(s) {unknown}; valid: {list(cls.names())}")
-        values = {**(cls.from_yaml(config) if config else {}), **{k: v for k, v in given.items() if v is not None}}
-        return cls(**values)
+        given = {k: v for k, v in given.items() if v is not None}
+        for f in dataclasses.fields(cls):  # keywords of the Python API meet the flags' checks too
+            check = f.metadata.get("type")
+            if check is not None and f.name in given:
+                try:
+                    given[f.name] = check(given[f.name])
+                except argparse.ArgumentTypeError as exc:
+                    raise ValueError(f"generate option {f.name}: {exc}") from None
+        return cls(**{**(cls.from_yaml(config) if config else {}), **given})
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

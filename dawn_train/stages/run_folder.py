@@ -86,9 +86,10 @@ def check_ckpt_path(config: Namespace) -> None:
     """A `ckpt_path` that names a file or folder must be there: refused before anything is built or written
     (Lightning finds out after the loggers have started the run)."""
     value = config.get("ckpt_path")
-    if not value or str(value) in CKPT_PATH_WORDS or str(value).startswith("registry"):
-        return
-    path = Path(value)
+    text = str(value or "")
+    if not text or text in CKPT_PATH_WORDS or text.lower().startswith("registry") or "://" in text:
+        return  # Lightning's own words, the model registry and remote files (fsspec, torch.hub) it resolves itself
+    path = Path(text).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint (a .ckpt file or a DeepSpeed checkpoint "
                                 f"folder); --ckpt_path last resumes the run folder's newest")

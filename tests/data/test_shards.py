@@ -223,7 +223,7 @@ def test_unreadable_videos_are_skipped_listed_and_counted(synth_raw, tmp_path, c
     reasons = {f["id"]: f["reason"] for f in failures}
     assert "cannot decode mp4" in reasons[ids[1]] and "cannot decode mp4" in reasons[ids[4]]
     assert f"{ids[6]}.npz: unreadable labels" in reasons[ids[6]]
-    assert f"{ids[7]}.wav holds" in reasons[ids[7]] and "differ by more than a frame" in reasons[ids[7]]
+    assert f"{ids[7]}.wav holds" in reasons[ids[7]] and "short by more than a frame" in reasons[ids[7]]
     assert all(f["path"] == str(src / f"{f['id']}.mp4") for f in failures)
     manifest = check_manifest_matches_tars(out)
     assert manifest["failed_videos"] == 4

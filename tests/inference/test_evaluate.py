@@ -61,12 +61,15 @@ def test_eval_with_pbnet_drives_pose_from_audio(models, synth_shards, tmp_path):
                       pbnet_pose=str(pose), pbnet_blink=str(blink), out=str(tmp_path / "e.json"), log_wandb=False,
                       progress=False)
     assert result["settings"]["pose_blink"] == "pbnet"
-    # one PBNet: the other part is the ground truth, and the settings say so
+    # the PBNet-sampled openness drove the video but is not a measurement of it: n/a without a probe
+    assert result["metrics"]["Blink/s"] is None and "Blink/s" in result["unavailable"]
+    # one PBNet: the other part is the ground truth, and the settings say so; PBNet's goals need both
     result = evaluate(str(a2v), str(lfg), str(synth_shards), max_videos=1, max_frames=12, steps=1,
                       pbnet_pose=str(pose), out=str(tmp_path / "e1.json"), log_wandb=False, progress=False)
     assert result["settings"]["pose_blink"] == "pbnet pose, ground-truth blink"
-    # the PBNet-sampled openness drove the video but is not a measurement of it: n/a without a probe
-    assert result["metrics"]["Blink/s"] is None and "Blink/s" in result["unavailable"]
+    with pytest.raises(ValueError, match="give both --pbnet-pose and --pbnet-blink"):
+        evaluate(str(a2v), str(lfg), str(synth_shards), pbnet_pose=str(pose), probe=str(pose), goals="pbnet",
+                 out=str(tmp_path / "e2.json"), log_wandb=False, progress=False)
 
 
 def test_eval_bad_split_is_a_clear_error(models, synth_shards, capsys):

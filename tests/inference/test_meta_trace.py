@@ -150,3 +150,14 @@ def test_old_code_versions_and_stale_temporary_files_are_removed_at_the_first_wr
     meta_trace._trace.cache_clear()
     live_tensor_peak(model(), "forward", (999, 64))
     assert recent.exists()
+
+
+def test_a_version_read_from_the_cache_is_marked_in_use(cache, monkeypatch):
+    live_tensor_peak(model(), "forward", (1000, 64))
+    [entry] = entries(cache)
+    old = time.time() - (meta_trace.STALE_VERSION_DAYS + 1) * 86400
+    os.utime(entry.parent, (old, old))
+    monkeypatch.setattr(meta_trace, "_pruned", set())
+    meta_trace._trace.cache_clear()
+    live_tensor_peak(model(), "forward", (1000, 64))  # a hit: nothing written, the folder marked used
+    assert entry.parent.stat().st_mtime > time.time() - 60

@@ -149,6 +149,29 @@ def test_one_model_samples_its_part_alone():
         sample_pose_blink(None, None, audio, init_pose, init_blink)
 
 
+def test_generation_takes_the_part_without_a_pbnet_from_its_file_or_holds_it(tmp_path):
+    """generate's source with one PBNet: its part sampled (as the sampler alone samples it), the other part read
+    from its file, else held at the reference state."""
+    from dawn_train.inference.pose_blink import GenerationRequest, pose_blink_from_pbnet
+
+    pose_model = untrained("pose")
+    init_pose, init_blink = np.array([0, 0, 0, 0.6, 32, 32], np.float32), np.array([0.3, 0.3], np.float32)
+    audio = np.random.default_rng(0).standard_normal((12, 80)).astype(np.float32)
+    request = GenerationRequest(np.zeros((8, 8, 3), np.uint8), np.zeros(12 * 640, np.float32), audio, 12, 7)
+    sampled, _ = sample_pose_blink(pose_model, None, audio, init_pose, init_blink, seed=7)
+    blinks = np.linspace(0.1, 0.4, 20, dtype=np.float32)[:, None].repeat(2, 1)
+    np.save(tmp_path / "driving blinks.npy", blinks)
+    sampler = PoseBlinkSampler(pose_model, None)
+    given = pose_blink_from_pbnet(sampler, init_pose, init_blink, blink_from=str(tmp_path / "driving blinks.npy"))
+    motion = given(request)
+    np.testing.assert_array_equal(motion.pose, sampled.numpy())
+    np.testing.assert_array_equal(motion.blink, blinks[:12])
+    np.testing.assert_array_equal(motion.ref_blink, init_blink)
+    held = pose_blink_from_pbnet(sampler, init_pose, init_blink)(request)
+    np.testing.assert_array_equal(held.blink, np.tile(init_blink, (12, 1)))  # no file: held at the reference
+    np.testing.assert_array_equal(held.pose, sampled.numpy())
+
+
 def test_rejects_swapped_models_and_bad_shapes():
     pose, blink = untrained("pose"), untrained("blink")
     with pytest.raises(ValueError, match="the pose PBNet must have"):

@@ -42,7 +42,7 @@ def test_rerun_does_no_work(prepared, raw_dir, capsys):
     assert listing(prepared) == before  # nothing rewritten, failures.jsonl not appended
 
 
-def test_slices_cover_every_input_once(raw_dir, tmp_path):
+def test_slices_cover_every_input_once(raw_dir, tmp_path, capsys):
     inputs = list_inputs(raw_dir)
     for count in (1, 2, 3, 5):
         parts = [slice_of(inputs, index, count) for index in range(count)]
@@ -56,8 +56,9 @@ def test_slices_cover_every_input_once(raw_dir, tmp_path):
     only_bad.write_text("# the three that fail fast\n" + "".join(f"{raw_dir / n}.mp4\n" for n in
                                                               ("empty_room", "broken", "silent_film")))
     out = tmp_path / "out"
-    for task in range(2):  # every video a task tried failed: the task fails (a SLURM array shows which)
-        assert main(["data", "prep", "--list", str(only_bad), "--out", str(out), "--slice", f"{task}/2", "--quiet"]) == 1
+    for task in range(2):  # every video a task tried failed: a warning, and exit 0 (a shards job may wait on afterok)
+        assert main(["data", "prep", "--list", str(only_bad), "--out", str(out), "--slice", f"{task}/2", "--quiet"]) == 0
+        assert "videos of slice" in capsys.readouterr().err
     lines = [json.loads(line)["id"] for line in (out / FAILURES).read_text().splitlines()]
     assert sorted(lines) == ["broken", "empty_room", "silent_film"]
     # a rerun skips the listed failures: nothing tried, nothing failed
