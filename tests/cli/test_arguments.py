@@ -31,7 +31,8 @@ def test_bounded_numbers():
     assert positive_float("0.5") == 0.5 and non_negative_float("0") == 0.0
     for parse, text, why in [(positive_int, "0", "must be >= 1"), (non_negative_int, "-1", "must be >= 0"),
                              (positive_float, "0", "must be > 0"), (non_negative_float, "-0.1", "must be >= 0"),
-                             (positive_int, "2.5", "a whole number"), (positive_float, "x", "a number"),
+                             (positive_int, "2.5", "a whole number"), (positive_float, "x", "a finite number"),
+                             (positive_float, "nan", "a finite number"), (positive_int, 2.7, "a whole number"),
                              (positive_int, True, "a number")]:
         with pytest.raises(argparse.ArgumentTypeError, match=why):
             parse(text)

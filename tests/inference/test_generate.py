@@ -98,7 +98,7 @@ def test_generate_is_deterministic_for_a_seed_and_uses_the_pose_hook(models, pho
     guided = generate(photo, speech, tmp_path / "guided.mp4", seed=5, guidance=2.0, **common)
     assert guided["guidance"] == 2.0 and summary["guidance"] == 1.0
     assert np.abs(a.astype(int) - read_mp4(tmp_path / "guided.mp4")[0].astype(int)).max() > 0
-    with pytest.raises(ValueError, match="--guidance 0.0: the guidance scale must be > 0"):
+    with pytest.raises(ValueError, match="generate option guidance: must be > 0, got 0.0"):
         generate(photo, speech, tmp_path / "e.mp4", seed=5, guidance=0.0, **common)
 
 
