@@ -1,4 +1,5 @@
-"""The workloads of `dawn-train bench cases`, built in the fresh process that times one case (`cases.py`).
+"""The workloads of `dawn-train bench cases`, built in the fresh process that times one case (`case_run.py`, run by
+`cases.py`).
 
 A builder takes a :class:`Setup` (size preset, implementation, device, DDIM steps) and returns a :class:`Workload`:
 `fn` is the call that is timed (one train step with its optimizer step, one denoise call, one generation), `shapes`

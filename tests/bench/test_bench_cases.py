@@ -8,16 +8,9 @@ import os
 import pytest
 import torch
 
+from dawn_train.bench.case_run import count_flops, utilisation
 from dawn_train.bench.case_table import table_columns, table_rows
-from dawn_train.bench.cases import (
-    BF16,
-    BF16_COMPILED,
-    COMPILED,
-    add_ratios,
-    child_command,
-    count_flops,
-    utilisation,
-)
+from dawn_train.bench.cases import BF16, BF16_COMPILED, COMPILED, add_ratios, child_command
 from dawn_train.cli import main
 
 QUICK = ["--repeats", "1", "--warmup", "0", "--threads", "1"]
@@ -120,8 +113,8 @@ def test_profile_lists_the_largest_operators_and_writes_the_trace(capsys, tmp_pa
 
 def test_a_profiler_failure_keeps_the_timed_figures(monkeypatch, capsys):
     import dawn_train.bench.profile as profile_module
+    from dawn_train.bench.case_run import run_case
     from dawn_train.bench.case_table import profile_table
-    from dawn_train.bench.cases import run_case
 
     def broken(*args, **kwargs):
         raise AttributeError("'FunctionEvent' object has no attribute 'time_range'")
@@ -149,7 +142,7 @@ def test_a_run_past_its_timeout_is_killed_and_the_others_go_on(capsys):
 
 
 def test_the_table_title_names_the_cpu_and_torch(capsys):
-    from dawn_train.bench.cases import cpu_name
+    from dawn_train.bench.case_run import cpu_name
 
     assert main(["bench", "cases", "--cases", "pbnet_step", "--impl", "fast", *QUICK]) == 0
     title = " ".join(capsys.readouterr().out.split())  # rich may wrap the title
@@ -230,8 +223,9 @@ def test_ratios_and_table_rows():
 
 
 def test_compile_mode_reaches_torch_compile_and_cuda_graph_modes_mark_each_call_a_step(monkeypatch):
+    from dawn_train.bench.case_run import compile_workload
     from dawn_train.bench.case_workloads import Workload
-    from dawn_train.bench.cases import bench_cases, compile_workload
+    from dawn_train.bench.cases import bench_cases
 
     args = child_command("sample_t200", "fast", size="demo", device="cuda", threads=1, repeats=1, warmup=0, steps=20,
                          compile=True, compile_mode="reduce-overhead")
@@ -265,8 +259,8 @@ def test_compile_mode_reaches_torch_compile_and_cuda_graph_modes_mark_each_call_
 def test_a_failing_compile_falls_back_to_eager_with_one_warning(monkeypatch, capsys):
     import torch
 
+    from dawn_train.bench.case_run import compile_workload
     from dawn_train.bench.case_workloads import Workload
-    from dawn_train.bench.cases import compile_workload
 
     def broken_compile(fn):
         def compiled(*args, **kwargs):
