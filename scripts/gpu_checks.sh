@@ -21,10 +21,13 @@ CHECKS=(
   "step_math|170|--cases a2v_step_t20 --impl fast --bf16 --batch 16 --flops --attn-backend math --repeats 5 --warmup 2 --profile 25 --trace-dir @TRACES@/math"
 )
 
+# each of a check's two runs (one case, two columns) gets a bit under half of its time, so --run-timeout can fire
+run_timeout() { echo $(( ($1 - 10) / 2 )); }
+
 if [ "${1:-}" = "--plan" ]; then
     for check in "${CHECKS[@]}"; do
         IFS='|' read -r name limit args <<< "$check"
-        echo "$name $limit dawn-train bench cases --device cuda --release-size --json --run-timeout $(( (limit - 10) / 2 ))" \
+        echo "$name $limit dawn-train bench cases --device cuda --release-size --json --run-timeout $(run_timeout "$limit")" \
              "${args//@TRACES@/traces}"
     done
     exit 0
@@ -63,10 +66,10 @@ for check in "${CHECKS[@]}"; do
     read -r -a words <<< "$args"
     words=("${words[@]/#@TRACES@/"$out"/traces}")  # after the split (the path may hold spaces); quoted: a & stays a &
     began=$SECONDS
-    # the whole command is bounded, and each of its two runs (one case, two columns) to a bit under half of it, so a
-    # hung run is killed and reported by `bench cases` beside the finished one instead of losing the check's JSON
+    # the whole command is bounded, and each run under it: a hung run is killed and reported by `bench cases` beside
+    # the finished one instead of losing the check's JSON
     timeout --signal=INT --kill-after=10 "$limit" "${DAWN_CMD[@]}" bench cases --device cuda \
-        --release-size --json --run-timeout "$(( (limit - 10) / 2 ))" "${words[@]}" > "$out/$name.json" 2> "$out/$name.log"
+        --release-size --json --run-timeout "$(run_timeout "$limit")" "${words[@]}" > "$out/$name.json" 2> "$out/$name.log"
     rc=$?
     state="done"
     [ "$rc" -ne 0 ] && state="failed (exit $rc, see $name.log)" && failed=1

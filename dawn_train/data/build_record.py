@@ -14,6 +14,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from dawn_train.files import read_json
+
 INPUT_SUFFIXES = (".json", ".mp4", ".wav", ".npz")  # the files of one prepared video
 
 
@@ -41,7 +43,7 @@ def build_record(src: Path, ids: list[str], options: dict) -> dict:
 def read_json_or_none(path: Path):
     """The JSON at `path`, None when it is missing or unreadable (an earlier build record: none means rebuild)."""
     try:
-        return json.loads(path.read_text())
+        return read_json(path, "build record")
     except (OSError, ValueError):
         return None
 

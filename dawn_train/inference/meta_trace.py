@@ -171,7 +171,8 @@ def _read(entry: Optional[Path]) -> Optional[int]:
 
 STALE_VERSION_DAYS = 14  # another code version's folder unused this long: a checkout long gone
 STALE_TEMPORARY_S = 3600  # a temporary file this old: its writer was killed before renaming it
-_pruned: set[Path] = set()  # trace folders pruned, and version folders marked used, by this process
+_pruned: set[Path] = set()  # trace folders this process pruned
+_marked_used: set[Path] = set()  # version folders this process read from (their mtime refreshed once)
 
 
 def _prune(traces: Path, version_folder: Path) -> None:
@@ -226,8 +227,8 @@ def _write(entry: Optional[Path], traced: _Traced, peak: int) -> None:
 def _trace(traced: _Traced) -> int:
     entry = _disk_entry(traced)
     peak = _read(entry)
-    if peak is not None and entry.parent not in _pruned:  # read only: mark the version in use for `_prune`
-        _pruned.add(entry.parent)
+    if peak is not None and entry.parent not in _marked_used:  # read only: mark the version in use for `_prune`
+        _marked_used.add(entry.parent)
         try:
             os.utime(entry.parent)
         except OSError:

@@ -135,14 +135,7 @@ class GenerateOptions:
         unknown = sorted(set(data) - set(cls.names()))
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {unknown}; valid: {list(cls.names())}")
-        for f in dataclasses.fields(cls):  # the checks of the flags' types hold for the file's values too
-            check = f.metadata.get("type")
-            if check is not None and data.get(f.name) is not None:
-                try:
-                    data[f.name] = check(data[f.name])
-                except argparse.ArgumentTypeError as exc:
-                    raise ConfigError(f"{path}: {f.name}: {exc}") from None
-        return data
+        return cls.checked(data, lambda name, why: ConfigError(f"{path}: {name}: {why}"))  # as the flags are
 
     @classmethod
     def resolve(cls, config: Optional[str | Path] = None, **given) -> "GenerateOptions":
@@ -150,15 +143,23 @@ class GenerateOptions:
         unknown = sorted(set(given) - set(cls.names()))
         if unknown:
             raise TypeError(f"unknown generate option(s) {unknown}; valid: {list(cls.names())}")
-        given = {k: v for k, v in given.items() if v is not None}
-        for f in dataclasses.fields(cls):  # keywords of the Python API meet the flags' checks too
-            check = f.metadata.get("type")
-            if check is not None and f.name in given:
-                try:
-                    given[f.name] = check(given[f.name])
-                except argparse.ArgumentTypeError as exc:
-                    raise ValueError(f"generate option {f.name}: {exc}") from None
+        given = cls.checked({k: v for k, v in given.items() if v is not None},  # Python keywords, as the flags are
+                            lambda name, why: ValueError(f"generate option {name}: {why}"))
         return cls(**{**(cls.from_yaml(config) if config else {}), **given})
+
+    @classmethod
+    def checked(cls, values: dict, error) -> dict:
+        """`values` (name: value, None = not given) through the argparse `type` of their fields; a refused value
+        raises `error(name, why)`."""
+        values = dict(values)
+        for f in dataclasses.fields(cls):
+            check = f.metadata.get("type")
+            if check is not None and values.get(f.name) is not None:
+                try:
+                    values[f.name] = check(values[f.name])
+                except argparse.ArgumentTypeError as exc:
+                    raise error(f.name, exc) from None
+        return values
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

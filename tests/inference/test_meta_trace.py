@@ -157,7 +157,7 @@ def test_a_version_read_from_the_cache_is_marked_in_use(cache, monkeypatch):
     [entry] = entries(cache)
     old = time.time() - (meta_trace.STALE_VERSION_DAYS + 1) * 86400
     os.utime(entry.parent, (old, old))
-    monkeypatch.setattr(meta_trace, "_pruned", set())
+    monkeypatch.setattr(meta_trace, "_marked_used", set())
     meta_trace._trace.cache_clear()
     live_tensor_peak(model(), "forward", (1000, 64))  # a hit: nothing written, the folder marked used
     assert entry.parent.stat().st_mtime > time.time() - 60
